@@ -1,0 +1,239 @@
+"""Audio I/O and features: load, resample, mix to mono, save, log-mel.
+
+Reading goes through soundfile (wav, flac, ogg/vorbis, opus, mp3 where libsndfile has it),
+resampling through soxr. Every problem with a file surfaces as a one-line :class:`AudioError` that
+names the file.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from musiclm.errors import AudioError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
+SILENCE_RMS = 1e-4  # below this RMS (about -80 dBFS) a clip counts as silent
+
+
+def audio_info(path: str | Path) -> tuple[int, float]:
+    """(sample rate, duration in seconds) without decoding the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such audio file")
+    try:
+        info = sf.info(str(path))
+    except Exception as e:  # soundfile raises several types for corrupt input
+        raise AudioError(f"{path}: cannot read audio ({_short(e)})") from None
+    return info.samplerate, info.frames / max(info.samplerate, 1)
+
+
+def load_audio(
+    path: str | Path,
+    sample_rate: int | None = None,
+    *,
+    mono: bool = True,
+    offset: float = 0.0,
+    duration: float | None = None,
+    min_seconds: float = 0.0,
+    max_seconds: float | None = None,
+    allow_silent: bool = True,
+) -> tuple[torch.Tensor, int]:
+    """Read ``path`` as float32 in [-1, 1].
+
+    Returns ``(wav, sr)`` with ``wav`` of shape ``[T]`` when ``mono`` else ``[C, T]``; resampled to
+    ``sample_rate`` when given. ``offset``/``duration`` (seconds) read only a segment. Raises
+    :class:`AudioError` for missing, unreadable, empty, non-finite, too short, too long or (with
+    ``allow_silent=False``) silent audio.
+    """
+    path = Path(path)
+    sr, total = audio_info(path)
+    if max_seconds is not None and duration is None and total - offset > max_seconds:
+        raise AudioError(
+            f"{path}: {total:.1f} s is longer than the limit of {max_seconds:.1f} s "
+            "(pass a duration to read a segment)"
+        )
+    start = int(round(offset * sr))
+    frames = -1 if duration is None else int(round(duration * sr))
+    try:
+        data, sr = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
+    except Exception as e:
+        raise AudioError(f"{path}: cannot decode audio ({_short(e)})") from None
+    return _check_and_convert(data.T, sr, path, sample_rate, mono, min_seconds, allow_silent)
+
+
+def _check_and_convert(
+    data: np.ndarray,
+    sr: int,
+    where: str | Path,
+    sample_rate: int | None,
+    mono: bool,
+    min_seconds: float,
+    allow_silent: bool,
+) -> tuple[torch.Tensor, int]:
+    if data.size == 0:
+        raise AudioError(f"{where}: audio is empty")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{where}: audio contains NaN or infinite samples")
+    if mono:
+        data = data.mean(axis=0, keepdims=True)
+    if sample_rate is not None and sample_rate != sr:
+        data = resample_np(data, sr, sample_rate)
+        sr = sample_rate
+    seconds = data.shape[-1] / sr
+    if seconds < min_seconds:
+        raise AudioError(f"{where}: {seconds:.2f} s of audio, need at least {min_seconds:.2f} s")
+    if not allow_silent and is_silent(data):
+        raise AudioError(f"{where}: audio is silent")
+    wav = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+    return (wav[0] if mono else wav), sr
+
+
+def check_waveform(
+    wav: torch.Tensor | np.ndarray,
+    sr: int,
+    sample_rate: int | None = None,
+    *,
+    name: str = "waveform",
+    min_seconds: float = 0.0,
+    allow_silent: bool = True,
+) -> torch.Tensor:
+    """Validate an in-memory waveform (``[T]``, ``[C, T]``) and return mono float32 ``[T]`` at
+    ``sample_rate``; the same checks and messages as :func:`load_audio`."""
+    data = wav.detach().cpu().float().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
+    if data.ndim == 1:
+        data = data[None]
+    if data.ndim != 2:
+        raise AudioError(f"{name}: expected shape [T] or [channels, T], got {list(data.shape)}")
+    return _check_and_convert(data.astype(np.float32), sr, name, sample_rate, True, min_seconds, allow_silent)[0]
+
+
+def is_silent(wav: np.ndarray | torch.Tensor, threshold: float = SILENCE_RMS) -> bool:
+    """True when the RMS of the signal is below ``threshold``."""
+    x = wav.float() if isinstance(wav, torch.Tensor) else torch.from_numpy(np.asarray(wav, dtype=np.float32))
+    return bool(x.numel() == 0 or x.pow(2).mean().sqrt() < threshold)
+
+
+def resample_np(data: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample ``[..., T]`` float audio with soxr (high quality)."""
+    if orig_sr == target_sr:
+        return data
+    flat = data.reshape(-1, data.shape[-1]).T  # soxr wants [T, channels]
+    out = soxr.resample(np.ascontiguousarray(flat), orig_sr, target_sr, quality="HQ")
+    out = out.reshape(out.shape[0], -1).T
+    return out.reshape(*data.shape[:-1], out.shape[0]).astype(np.float32)
+
+
+def resample(wav: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
+    """Resample a ``[..., T]`` tensor; returns a tensor on the same device."""
+    if orig_sr == target_sr:
+        return wav
+    out = resample_np(wav.detach().cpu().float().numpy(), orig_sr, target_sr)
+    return torch.from_numpy(out).to(wav.device)
+
+
+def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int) -> Path:
+    """Write ``[T]`` or ``[C, T]`` audio; the format follows the extension (default 16-bit WAV).
+
+    Peak-safe: a signal whose peak exceeds 0.99 is scaled down instead of clipped; non-finite
+    samples are an error, never written.
+    """
+    path = Path(path)
+    data = wav.detach().cpu().float().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav, np.float32)
+    if data.ndim == 2:
+        data = data.T  # soundfile wants [T, C]
+    elif data.ndim != 1:
+        raise AudioError(f"{path}: can only save [T] or [C, T] audio, got shape {list(data.shape)}")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: refusing to save audio with NaN or infinite samples")
+    peak = float(np.abs(data).max()) if data.size else 0.0
+    if peak > 0.99:
+        data = data * (0.99 / peak)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subtype = "PCM_16" if path.suffix.lower() in ("", ".wav") else None
+    if path.suffix == "":
+        path = path.with_suffix(".wav")
+    sf.write(str(path), data, sample_rate, subtype=subtype)
+    return path
+
+
+def find_audio_files(root: str | Path) -> list[Path]:
+    """All audio files under ``root`` (recursively), sorted."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise AudioError(f"{root}: no such file or directory")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+
+
+# --------------------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------------------
+
+
+def _hz_to_mel(f: torch.Tensor) -> torch.Tensor:
+    return 2595.0 * torch.log10(1.0 + f / 700.0)
+
+
+def _mel_to_hz(m: torch.Tensor) -> torch.Tensor:
+    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+
+@functools.lru_cache(maxsize=32)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None):
+    """Triangular HTK-scale mel filters, ``[n_mels, n_fft // 2 + 1]``, area-normalised (Slaney)."""
+    fmax = fmax or sample_rate / 2
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    mels = torch.linspace(_hz_to_mel(torch.tensor(fmin)), _hz_to_mel(torch.tensor(fmax)), n_mels + 2)
+    hz = _mel_to_hz(mels.double())
+    lower, center, upper = hz[:-2, None], hz[1:-1, None], hz[2:, None]
+    up = (freqs[None] - lower) / (center - lower)
+    down = (upper - freqs[None]) / (upper - center)
+    fb = torch.clamp(torch.minimum(up, down), min=0.0)
+    fb = fb * (2.0 / (upper - lower))
+    return fb.float()
+
+
+def log_mel_spectrogram(
+    wav: torch.Tensor,
+    sample_rate: int,
+    n_fft: int = 1024,
+    hop_length: int = 256,
+    n_mels: int = 64,
+    win_length: int | None = None,
+    center: bool = True,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Log-mel magnitude spectrogram of ``[..., T]`` audio -> ``[..., n_mels, frames]``.
+
+    With ``center=True`` there are ``T // hop_length + 1`` frames.
+    """
+    shape = wav.shape
+    x = wav.reshape(-1, shape[-1]).float()
+    win_length = win_length or n_fft
+    window = torch.hann_window(win_length, device=x.device)
+    spec = torch.stft(
+        x, n_fft, hop_length, win_length, window, center=center, return_complex=True, pad_mode="reflect"
+        if x.shape[-1] > n_fft // 2 else "constant"
+    ).abs()
+    fb = mel_filterbank(sample_rate, n_fft, n_mels).to(x.device)
+    mel = torch.matmul(fb, spec)
+    out = torch.log(mel.clamp(min=eps))
+    return out.reshape(*shape[:-1], n_mels, out.shape[-1])
+
+
+def num_frames(num_samples: int, hop_length: int) -> int:
+    """Frames a strided encoder yields for ``num_samples`` (the input is padded up to a whole frame)."""
+    return math.ceil(num_samples / hop_length)
+
+
+def _short(e: Exception) -> str:
+    msg = str(e).strip().splitlines()
+    return msg[0] if msg else type(e).__name__

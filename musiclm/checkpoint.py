@@ -1,0 +1,191 @@
+"""Model checkpoints: one directory with ``config.json`` + ``model.safetensors``.
+
+A model class registers under a *kind* (``@register_model("codec")``); it must take its dataclass
+config as the only constructor argument and keep it as ``self.config``. ``load_model`` rebuilds the
+model from the JSON config alone, so a checkpoint never needs the training code's state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from musiclm.config import config_diff, config_from_dict, config_to_dict
+from musiclm.errors import CheckpointError, ConfigError
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+_REGISTRY: dict[str, type[nn.Module]] = {}
+M = TypeVar("M", bound=type[nn.Module])
+
+
+def register_model(kind: str) -> Callable[[M], M]:
+    """Class decorator: make ``load_model`` able to rebuild this class from its ``kind``."""
+
+    def wrap(cls: M) -> M:
+        if kind in _REGISTRY and _REGISTRY[kind] is not cls:
+            raise ValueError(f"model kind {kind!r} registered twice")
+        _REGISTRY[kind] = cls
+        cls.checkpoint_kind = kind  # type: ignore[attr-defined]
+        return cls
+
+    return wrap
+
+
+def _config_class(cls: type[nn.Module]) -> type:
+    hint = cls.__init__.__annotations__.get("config")
+    if isinstance(hint, str):
+        import typing
+
+        hint = typing.get_type_hints(cls.__init__)["config"]
+    if hint is None:
+        raise TypeError(f"{cls.__name__}.__init__ must annotate its `config` argument")
+    return hint
+
+
+def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to ``directory`` atomically (a crash never leaves half a checkpoint)."""
+    kind = getattr(type(model), "checkpoint_kind", None)
+    if kind is None:
+        raise TypeError(f"{type(model).__name__} is not registered with @register_model")
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(_dedupe_shared(state), str(tmp / WEIGHTS_FILE), metadata={"kind": kind})
+        meta = {
+            "kind": kind,
+            "format_version": FORMAT_VERSION,
+            "config": config_to_dict(model.config),
+            **(metadata or {}),
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors sharing memory (tied weights): store a copy of each duplicate."""
+    seen: set[int] = set()
+    out = {}
+    for k, v in state.items():
+        ptr = v.untyped_storage().data_ptr() if v.numel() else id(v)
+        out[k] = v.clone() if ptr in seen else v
+        seen.add(ptr)
+    return out
+
+
+def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint directory (kind, format_version, config, ...)."""
+    directory = Path(directory)
+    cfg_path = directory / CONFIG_FILE
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: checkpoint directory does not exist")
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{directory}: not a checkpoint (no {CONFIG_FILE})")
+    try:
+        meta = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_path}: invalid JSON ({e})") from None
+    if not isinstance(meta, dict) or "kind" not in meta or "config" not in meta:
+        raise CheckpointError(f"{cfg_path}: missing 'kind' or 'config'")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{cfg_path}: written by a newer musiclm (format {meta['format_version']})")
+    return meta
+
+
+def load_model(
+    directory: str | Path,
+    kind: str | None = None,
+    expected_config: Any | None = None,
+    map_location: str | torch.device = "cpu",
+) -> nn.Module:
+    """Rebuild a registered model from ``directory``, in eval mode.
+
+    ``kind`` and ``expected_config``, when given, must match what the checkpoint holds; a mismatch
+    raises :class:`CheckpointError` naming the differing fields.
+    """
+    directory = Path(directory)
+    meta = read_checkpoint_config(directory)
+    if kind is not None and meta["kind"] != kind:
+        raise CheckpointError(f"{directory}: holds a {meta['kind']!r} model, expected {kind!r}")
+    cls = _REGISTRY.get(meta["kind"])
+    if cls is None:
+        _import_builtin_models()
+        cls = _REGISTRY.get(meta["kind"])
+    if cls is None:
+        raise CheckpointError(f"{directory}: unknown model kind {meta['kind']!r}")
+    try:
+        config = config_from_dict(_config_class(cls), meta["config"], where=str(directory / CONFIG_FILE))
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+    if expected_config is not None:
+        diff = config_diff(config, expected_config)
+        if diff:
+            raise CheckpointError(f"{directory}: config does not match: " + "; ".join(diff[:5]))
+    model = cls(config)
+    load_weights(model, directory / WEIGHTS_FILE, map_location)
+    return model.eval()
+
+
+def load_weights(model: nn.Module, path: str | Path, map_location: str | torch.device = "cpu") -> None:
+    """Load a safetensors file into ``model`` strictly, with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file missing")
+    try:
+        state = load_file(str(path), device=str(map_location))
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read weights ({str(e).splitlines()[0]})") from None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not fit {type(model).__name__} "
+            f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''})"
+        )
+    for k, v in state.items():
+        if own[k].shape != v.shape:
+            raise CheckpointError(f"{path}: {k} has shape {list(v.shape)}, model expects {list(own[k].shape)}")
+    model.load_state_dict(state, strict=True)
+
+
+def _import_builtin_models() -> None:
+    """Import the package's model modules so their ``@register_model`` decorators run."""
+    import importlib
+
+    for name in (
+        "musiclm.codec.soundstream",
+        "musiclm.semantic.tokenizer",
+        "musiclm.mulan.model",
+        "musiclm.melody.model",
+        "musiclm.lm.stages",
+    ):
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise

@@ -1,0 +1,271 @@
+"""Typed dataclass configs for every component, and the ``tiny`` / ``paper`` presets.
+
+A config says *what* a model is (sizes, rates, window lengths); it is saved next to the weights in
+every checkpoint, so a model can be rebuilt without the code that trained it. Token counts are always
+derived from seconds and rates (see the ``*_rate`` properties), never written as literals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from musiclm.errors import ConfigError
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------------
+# Components
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CodecConfig:
+    """SoundStream codec: causal SEANet encoder/decoder around a residual vector quantizer."""
+
+    sample_rate: int = 16000
+    channels: int = 32  # width of the first encoder block; doubled at every stride
+    strides: tuple[int, ...] = (2, 4, 5, 8)  # product = hop length (320 -> 50 Hz at 16 kHz)
+    latent_dim: int = 128
+    num_quantizers: int = 8
+    codebook_size: int = 1024
+    num_coarse_quantizers: int = 3  # levels [0, n) are "coarse", the rest "fine" (paper 4 of 12)
+    quantizer_dropout: float = 0.5  # probability of training with a random prefix of the levels
+    commitment_weight: float = 1.0
+    codebook_decay: float = 0.99
+    dead_code_threshold: float = 2.0
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.strides)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def num_fine_quantizers(self) -> int:
+        return self.num_quantizers - self.num_coarse_quantizers
+
+
+@dataclass
+class SemanticConfig:
+    """Self-supervised (HuBERT / w2v-BERT style) model + k-means giving semantic tokens."""
+
+    sample_rate: int = 16000
+    hop_length: int = 640  # 25 Hz at 16 kHz
+    n_fft: int = 1024
+    n_mels: int = 64
+    dim: int = 192
+    depth: int = 4
+    heads: int = 4
+    ff_mult: int = 4
+    dropout: float = 0.1
+    layer: int = 3  # transformer layer whose output is clustered (paper: layer 7 of w2v-BERT)
+    num_clusters: int = 256  # paper 1024
+    num_target_clusters: int = 100  # k-means classes of the masked-prediction targets
+    mask_prob: float = 0.08  # probability that a frame starts a masked span
+    mask_span: int = 5
+    crop_seconds: float = 8.0
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+
+@dataclass
+class MulanConfig:
+    """MuLaN: an audio tower and a text tower sharing a normalised embedding space, plus its RVQ."""
+
+    sample_rate: int = 16000
+    embed_dim: int = 128
+    # audio tower: spectrogram transformer over log-mel patches
+    n_fft: int = 1024
+    hop_length: int = 320
+    n_mels: int = 64
+    patch_frames: int = 8
+    audio_dim: int = 192
+    audio_depth: int = 4
+    audio_heads: int = 4
+    # text tower: "minilm" (pretrained all-MiniLM-L6-v2) or "own" (small transformer)
+    text_tower: str = "own"
+    text_vocab_size: int = 4096
+    text_dim: int = 192
+    text_depth: int = 4
+    text_heads: int = 4
+    max_text_tokens: int = 64
+    dropout: float = 0.1
+    # long clips: mean of embeddings over windows (paper 10 s windows at 1 s stride)
+    window_seconds: float = 10.0
+    window_hop_seconds: float = 1.0
+    # conditioning tokens: RVQ over the embedding (paper 12 x 1024)
+    num_quantizers: int = 12
+    codebook_size: int = 1024
+
+
+@dataclass
+class MelodyConfig:
+    """Melody embedding model (paper section 6 / App. C) and its RVQ tokens."""
+
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 320
+    n_mels: int = 64
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    embed_dim: int = 192
+    window_seconds: float = 4.0
+    hop_seconds: float = 3.0
+    num_quantizers: int = 24
+    codebook_size: int = 512
+
+
+@dataclass
+class LMConfig:
+    """One decoder-only token language model (semantic, coarse or fine stage)."""
+
+    dim: int = 256
+    depth: int = 4
+    heads: int = 4
+    ff_dim: int = 1024
+    dropout: float = 0.1
+    window_seconds: float = 10.0  # training crop of the generated stream (paper 30 / 10 / 3 s)
+    temperature: float = 1.0  # default sampling temperature (paper 1.0 / 0.95 / 0.4)
+    cond_drop_prob: float = 0.1  # conditioning dropped in training, for classifier-free guidance
+
+
+@dataclass
+class MusicLMConfig:
+    """Everything a MusicLM bundle is made of."""
+
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    mulan: MulanConfig = field(default_factory=MulanConfig)
+    melody: MelodyConfig = field(default_factory=MelodyConfig)
+    semantic_lm: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=10.0))
+    coarse_lm: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=4.0, temperature=0.95))
+    fine_lm: LMConfig = field(default_factory=lambda: LMConfig(window_seconds=2.0, temperature=0.4))
+
+
+# --------------------------------------------------------------------------------------------------
+# Presets
+# --------------------------------------------------------------------------------------------------
+
+
+def tiny() -> MusicLMConfig:
+    """The shipped default: paper architecture at 16 kHz, small enough to train on 2 CPU cores."""
+    return MusicLMConfig()
+
+
+def paper() -> MusicLMConfig:
+    """Hyperparameters of Agostinelli et al. (2023), sections 3-4."""
+    lm = dict(dim=1024, depth=24, heads=16, ff_dim=4096, dropout=0.1)
+    return MusicLMConfig(
+        codec=CodecConfig(
+            sample_rate=24000,
+            channels=32,
+            strides=(3, 4, 5, 8),  # 480 -> 50 Hz
+            latent_dim=128,
+            num_quantizers=12,
+            codebook_size=1024,
+            num_coarse_quantizers=4,
+        ),
+        semantic=SemanticConfig(
+            sample_rate=16000,
+            hop_length=640,
+            n_mels=80,
+            dim=1024,
+            depth=24,
+            heads=16,
+            layer=7,
+            num_clusters=1024,
+            num_target_clusters=500,
+        ),
+        mulan=MulanConfig(
+            audio_dim=768,
+            audio_depth=12,
+            audio_heads=12,
+            text_tower="own",
+            text_vocab_size=32000,
+            text_dim=768,
+            text_depth=12,
+            text_heads=12,
+            max_text_tokens=128,
+            num_quantizers=12,
+            codebook_size=1024,
+        ),
+        melody=MelodyConfig(embed_dim=192, num_quantizers=24, codebook_size=512),
+        semantic_lm=LMConfig(**lm, window_seconds=30.0, temperature=1.0),
+        coarse_lm=LMConfig(**lm, window_seconds=10.0, temperature=0.95),
+        fine_lm=LMConfig(**lm, window_seconds=3.0, temperature=0.4),
+    )
+
+
+PRESETS = {"tiny": tiny, "paper": paper}
+
+
+def get_preset(name: str) -> MusicLMConfig:
+    """Return a fresh copy of the named preset (``tiny`` or ``paper``)."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# (De)serialisation
+# --------------------------------------------------------------------------------------------------
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) dataclass config."""
+    return dataclasses.asdict(config)
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected an object, got {type(value).__name__}")
+        return config_from_dict(hint, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return tuple(value)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and not isinstance(value, hint):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Rebuild a dataclass config from :func:`config_to_dict` output; unknown keys are an error."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown} for {cls.__name__}")
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Human-readable list of fields where two configs of the same type differ."""
+    da, db = (config_to_dict(a), config_to_dict(b)) if dataclasses.is_dataclass(a) else (a, b)
+    out: list[str] = []
+    for key in sorted(set(da) | set(db)):
+        va, vb = da.get(key), db.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += config_diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} != {vb!r}")
+    return out

@@ -1,0 +1,347 @@
+"""The one training loop every component uses, on HF ``accelerate``.
+
+A component supplies a :class:`TrainTask`: an ``nn.Module`` whose ``forward(batch, phase, step)``
+returns ``(loss, metrics)``. Tasks with several optimisers (the codec's generator and
+discriminators) declare several *phases*; each phase gets its own AdamW and scheduler and is run on
+the same micro-batches in turn. The trainer adds what every run needs: CPU/GPU/multi-process DDP,
+bf16 autocast, gradient accumulation and clipping, an EMA of the weights, atomic periodic
+checkpoints with exact step resume, a tqdm bar and a JSONL metrics log.
+
+Layout of ``out_dir``::
+
+    train_config.json   the TrainConfig of the run
+    metrics.jsonl       one JSON object per logged step
+    state/              everything needed to resume (weights, optimisers, schedulers, EMA, RNG)
+    model/              the exported model (EMA weights): config.json + model.safetensors
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+from tqdm.auto import tqdm
+
+from musiclm.checkpoint import save_model
+from musiclm.config import config_to_dict
+from musiclm.errors import CheckpointError, DataError
+from musiclm.train.ema import EMA
+
+
+@dataclass
+class TrainConfig:
+    """How to train (not what): optimisation, schedule, checkpointing and logging."""
+
+    out_dir: str = "runs/model"
+    max_steps: int = 1000
+    batch_size: int = 8
+    lr: float = 3e-4
+    phase_lr: dict[str, float] = field(default_factory=dict)  # per-phase override of ``lr``
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # "cosine" (to 10% of lr) or "constant", after linear warmup
+    grad_accum: int = 1
+    grad_clip: float | None = 1.0
+    ema_decay: float | None = 0.999
+    mixed_precision: str = "auto"  # "auto" (bf16 on a GPU that has it, else fp32), "no", "bf16", "fp16"
+    checkpoint_every: int = 500
+    log_every: int = 10
+    num_workers: int = 0
+    seed: int = 0
+    progress: bool = True
+
+
+class TrainTask(nn.Module):
+    """What a component trains. Subclasses implement ``forward`` and usually ``export``."""
+
+    def phases(self) -> dict[str, list[nn.Parameter]]:
+        """Optimiser phases, each with the parameters it updates; one phase by default."""
+        return {"main": [p for p in self.parameters() if p.requires_grad]}
+
+    def phase_active(self, phase: str, step: int) -> bool:
+        """Whether ``phase`` runs at ``step`` (e.g. a discriminator that starts late)."""
+        return True
+
+    def forward(self, batch: Any, phase: str, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        raise NotImplementedError
+
+    def export(self, directory: Path) -> None:
+        """Write the trained model as a checkpoint (default: ``self.model`` via ``save_model``)."""
+        model = getattr(self, "model", None)
+        if model is None:
+            raise NotImplementedError(f"{type(self).__name__} must implement export()")
+        save_model(model, directory)
+
+
+class _Counter:
+    """The step count, checkpointed through accelerate's custom-object mechanism."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.step = int(state["step"])
+
+
+def _lr_lambda(config: TrainConfig):
+    def fn(step: int) -> float:
+        if config.warmup_steps and step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if config.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+        return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return fn
+
+
+def resolve_mixed_precision(mode: str) -> str:
+    if mode != "auto":
+        return mode
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+class Trainer:
+    """Train a :class:`TrainTask` on a dataset; call :meth:`fit`. Resumes from ``out_dir/state``."""
+
+    def __init__(
+        self,
+        task: TrainTask,
+        dataset: Dataset | IterableDataset | DataLoader,
+        config: TrainConfig,
+        collate_fn=None,
+        accelerator: Accelerator | None = None,
+    ):
+        self.config = config
+        self.out_dir = Path(config.out_dir)
+        phases = task.phases()
+        if not phases or any(len(p) == 0 for p in phases.values()):
+            raise ValueError("every training phase needs at least one parameter")
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=resolve_mixed_precision(config.mixed_precision),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=len(phases) > 1)],
+        )
+        acc = self.accelerator
+        set_seed(config.seed)
+        self.loader = self._make_loader(dataset, collate_fn)
+        self.phase_names = list(phases)
+        opts = [
+            torch.optim.AdamW(
+                params,
+                lr=config.phase_lr.get(name, config.lr),
+                betas=tuple(config.betas),
+                weight_decay=config.weight_decay,
+            )
+            for name, params in phases.items()
+        ]
+        prepared = acc.prepare(task, *opts, self.loader)
+        self.task, self.loader = prepared[0], prepared[-1]
+        self.optimizers = dict(zip(self.phase_names, prepared[1:-1]))
+        self.schedulers = {
+            name: torch.optim.lr_scheduler.LambdaLR(opt.optimizer, _lr_lambda(config))
+            for name, opt in self.optimizers.items()
+        }
+        self.phase_params = phases
+        self.counter = _Counter()
+        self.ema = EMA(self.unwrapped, config.ema_decay) if config.ema_decay else None
+        acc.register_for_checkpointing(self.counter, *self.schedulers.values())
+        if self.ema is not None:
+            acc.register_for_checkpointing(self.ema)
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def unwrapped(self) -> TrainTask:
+        return self.accelerator.unwrap_model(self.task)
+
+    @property
+    def step(self) -> int:
+        return self.counter.step
+
+    @property
+    def state_dir(self) -> Path:
+        return self.out_dir / "state"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.out_dir / "model"
+
+    def _make_loader(self, dataset, collate_fn) -> DataLoader:
+        if isinstance(dataset, DataLoader):
+            return dataset
+        iterable = isinstance(dataset, IterableDataset)
+        if not iterable and len(dataset) == 0:
+            raise DataError("the training dataset is empty")
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            shuffle=not iterable,
+            drop_last=not iterable and len(dataset) >= self.config.batch_size,
+            num_workers=self.config.num_workers,
+            collate_fn=collate_fn,
+            persistent_workers=self.config.num_workers > 0,
+        )
+
+    def _batches(self) -> Iterator[Any]:
+        epoch = 0
+        while True:
+            if hasattr(self.loader, "set_epoch"):
+                self.loader.set_epoch(epoch)
+            empty = True
+            for batch in self.loader:
+                empty = False
+                yield batch
+            if empty:
+                raise DataError("the training data loader yielded no batch")
+            epoch += 1
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self) -> None:
+        """Write ``state/`` (for resuming) and ``model/`` (EMA weights) atomically."""
+        acc = self.accelerator
+        tmp = self.out_dir / "state.tmp"
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=True)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            old = self.out_dir / "state.old"
+            shutil.rmtree(old, ignore_errors=True)
+            if self.state_dir.exists():
+                os.replace(self.state_dir, old)
+            os.replace(tmp, self.state_dir)
+            shutil.rmtree(old, ignore_errors=True)
+            self.export()
+        acc.wait_for_everyone()
+
+    def export(self, directory: Path | None = None) -> Path:
+        """Export the (EMA) model as a checkpoint; returns its directory."""
+        directory = Path(directory or self.model_dir)
+        task = self.unwrapped
+        ctx = self.ema.swapped_in(task) if self.ema is not None else nullcontext()
+        with ctx:
+            task.export(directory)
+        return directory
+
+    def resume(self) -> bool:
+        """Load ``state/`` when it exists; returns whether it did."""
+        if not self.state_dir.is_dir():
+            return False
+        try:
+            self.accelerator.load_state(str(self.state_dir))
+        except Exception as e:
+            raise CheckpointError(
+                f"{self.state_dir}: cannot resume ({str(e).splitlines()[0][:200]}); "
+                "it was written by a different model or config: use another out_dir"
+            ) from None
+        return True
+
+    # ------------------------------------------------------------------ training
+
+    def fit(self) -> dict[str, float]:
+        """Train until ``max_steps``; returns the last logged metrics."""
+        cfg, acc = self.config, self.accelerator
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if acc.is_main_process:
+            (self.out_dir / "train_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+        resumed = self.resume()
+        if resumed:
+            acc.print(f"resumed from {self.state_dir} at step {self.step}")
+        batches = self._batches()
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            disable=not (cfg.progress and acc.is_local_main_process),
+            desc=type(self.unwrapped).__name__,
+            dynamic_ncols=True,
+        )
+        sums: dict[str, torch.Tensor] = {}
+        count, last, t0 = 0, {}, time.perf_counter()
+        log_file = open(self.out_dir / "metrics.jsonl", "a") if acc.is_main_process else None
+        try:
+            while self.step < cfg.max_steps:
+                micro = [next(batches) for _ in range(cfg.grad_accum)]
+                for name, value in self._train_step(micro).items():
+                    sums[name] = sums.get(name, 0.0) + value
+                count += 1
+                self.counter.step += 1
+                if self.ema is not None:
+                    self.ema.update(self.unwrapped)
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    last = {k: float(v) / count for k, v in sums.items()}
+                    elapsed = time.perf_counter() - t0
+                    record = {"step": self.step, **last, "steps_per_s": count / max(elapsed, 1e-9)}
+                    record.update({f"lr/{n}": s.get_last_lr()[0] for n, s in self.schedulers.items()})
+                    if log_file is not None:
+                        log_file.write(json.dumps(record) + "\n")
+                        log_file.flush()
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if k.startswith("loss")})
+                    sums, count, t0 = {}, 0, time.perf_counter()
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            if acc.num_processes == 1 and self.step > 0:
+                acc.print(f"interrupted: saving a checkpoint at step {self.step}")
+                self.save_checkpoint()
+            raise
+        finally:
+            bar.close()
+            if log_file is not None:
+                log_file.close()
+        return last
+
+    def _train_step(self, micro: list[Any]) -> dict[str, torch.Tensor]:
+        cfg, acc = self.config, self.accelerator
+        metrics: dict[str, torch.Tensor] = {}
+        n = len(micro)
+        for phase in self.phase_names:
+            if not self.unwrapped.phase_active(phase, self.step):
+                continue
+            opt = self.optimizers[phase]
+            opt.zero_grad(set_to_none=True)
+            for i, batch in enumerate(micro):
+                sync = i == n - 1
+                with acc.no_sync(self.task) if not sync else nullcontext(), acc.autocast():
+                    loss, extra = self.task(batch, phase=phase, step=self.step)
+                acc.backward(loss / n)
+                metrics[f"loss/{phase}"] = metrics.get(f"loss/{phase}", 0.0) + loss.detach().float() / n
+                for k, v in extra.items():
+                    v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+                    metrics[k] = metrics.get(k, 0.0) + v / n
+            if cfg.grad_clip:
+                norm = acc.clip_grad_norm_(self.phase_params[phase], cfg.grad_clip)
+                if norm is not None:
+                    metrics[f"grad_norm/{phase}"] = torch.as_tensor(norm).detach().float()
+            opt.step()
+            self.schedulers[phase].step()
+        return metrics
+
+
+def train_task(
+    task: TrainTask, dataset: Dataset | Iterable, config: TrainConfig, collate_fn=None
+) -> Trainer:
+    """Build a :class:`Trainer`, run it to ``max_steps`` and return it (convenience for CLIs)."""
+    trainer = Trainer(task, dataset, config, collate_fn=collate_fn)
+    trainer.fit()
+    return trainer
