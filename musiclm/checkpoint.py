@@ -1,7 +1,8 @@
 """Model checkpoints: one directory with ``config.json`` + ``model.safetensors``.
 
 A model class registers under a *kind* (``@register_model("codec")``); it must take its dataclass
-config as the only constructor argument and keep it as ``self.config``. ``load_model`` rebuilds the
+config as the only constructor argument and keep it as ``self.config``. A model with files besides
+its tensors (a tokenizer vocabulary) implements ``save_assets(dir)`` / ``load_assets(dir)``. ``load_model`` rebuilds the
 model from the JSON config alone, so a checkpoint never needs the training code's state.
 """
 
@@ -72,6 +73,8 @@ def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any]
             **(metadata or {}),
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if hasattr(model, "save_assets"):  # e.g. a text tokenizer's vocabulary
+            model.save_assets(tmp)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -145,6 +148,8 @@ def load_model(
         if diff:
             raise CheckpointError(f"{directory}: config does not match: " + "; ".join(diff[:5]))
     model = cls(config)
+    if hasattr(model, "load_assets"):
+        model.load_assets(directory)
     load_weights(model, directory / WEIGHTS_FILE, map_location)
     return model.eval()
 
