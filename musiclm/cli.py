@@ -14,8 +14,7 @@ from dataclasses import fields
 
 from musiclm.errors import MusicLMError
 
-COMMAND_MODULES = [
-    "musiclm.codec.commands",
+COMMAND_MODULES: list[str] = [
 ]
 
 
