@@ -111,7 +111,9 @@ def check_waveform(
         data = data[None]
     if data.ndim != 2:
         raise AudioError(f"{name}: expected shape [T] or [channels, T], got {list(data.shape)}")
-    return _check_and_convert(data.astype(np.float32), sr, name, sample_rate, True, min_seconds, allow_silent)[0]
+    return _check_and_convert(
+        data.astype(np.float32), sr, name, sample_rate, True, min_seconds, allow_silent
+    )[0]
 
 
 def is_silent(wav: np.ndarray | torch.Tensor, threshold: float = SILENCE_RMS) -> bool:
@@ -145,7 +147,9 @@ def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: in
     samples are an error, never written.
     """
     path = Path(path)
-    data = wav.detach().cpu().float().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav, np.float32)
+    data = (
+        wav.detach().cpu().float().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav, np.float32)
+    )
     if data.ndim == 2:
         data = data.T  # soundfile wants [T, C]
     elif data.ndim != 1:
@@ -220,8 +224,14 @@ def log_mel_spectrogram(
     win_length = win_length or n_fft
     window = torch.hann_window(win_length, device=x.device)
     spec = torch.stft(
-        x, n_fft, hop_length, win_length, window, center=center, return_complex=True, pad_mode="reflect"
-        if x.shape[-1] > n_fft // 2 else "constant"
+        x,
+        n_fft,
+        hop_length,
+        win_length,
+        window,
+        center=center,
+        return_complex=True,
+        pad_mode="reflect" if x.shape[-1] > n_fft // 2 else "constant",
     ).abs()
     fb = mel_filterbank(sample_rate, n_fft, n_mels).to(x.device)
     mel = torch.matmul(fb, spec)

@@ -174,7 +174,9 @@ def load_weights(model: nn.Module, path: str | Path, map_location: str | torch.d
         )
     for k, v in state.items():
         if own[k].shape != v.shape:
-            raise CheckpointError(f"{path}: {k} has shape {list(v.shape)}, model expects {list(own[k].shape)}")
+            raise CheckpointError(
+                f"{path}: {k} has shape {list(v.shape)}, model expects {list(own[k].shape)}"
+            )
     model.load_state_dict(state, strict=True)
 
 

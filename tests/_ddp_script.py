@@ -5,21 +5,31 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from musiclm.train import TrainConfig, Trainer  # noqa: E402
 from tests._toy_task import ToyData, ToyTask  # noqa: E402
 
 out = Path(sys.argv[1])
-cfg = TrainConfig(out_dir=str(out), max_steps=20, batch_size=4, lr=0.05, warmup_steps=0, log_every=5,
-                  checkpoint_every=10, progress=False)
+cfg = TrainConfig(
+    out_dir=str(out),
+    max_steps=40,
+    batch_size=8,
+    lr=0.05,
+    warmup_steps=0,
+    log_every=5,
+    checkpoint_every=10,
+    progress=False,
+)
 trainer = Trainer(ToyTask(), ToyData(), cfg)
 trainer.fit()
+acc = trainer.accelerator
 w = trainer.unwrapped.model.lin.weight.detach().clone()
-gathered = [torch.zeros_like(w) for _ in range(dist.get_world_size())]
-dist.all_gather(gathered, w)
-if trainer.accelerator.is_main_process:
-    same = all(torch.equal(g, gathered[0]) for g in gathered)
-    (out / "ddp_result.json").write_text(json.dumps({"world_size": dist.get_world_size(),
-                                                     "weights_equal_across_ranks": same}))
+torch.save(w, out / f"w{acc.process_index}.pt")
+acc.wait_for_everyone()
+if acc.is_main_process:
+    ws = [torch.load(out / f"w{i}.pt") for i in range(acc.num_processes)]
+    same = all(torch.equal(x, ws[0]) for x in ws)
+    (out / "ddp_result.json").write_text(
+        json.dumps({"world_size": acc.num_processes, "weights_equal_across_ranks": same})
+    )

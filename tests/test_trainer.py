@@ -11,8 +11,18 @@ from tests._toy_task import ToyData, ToyModel, ToyTask
 
 
 def _cfg(out, **kw):
-    base = dict(out_dir=str(out), max_steps=40, batch_size=8, lr=0.05, warmup_steps=0, log_every=5,
-                checkpoint_every=10, ema_decay=0.9, progress=False, schedule="constant")
+    base = dict(
+        out_dir=str(out),
+        max_steps=40,
+        batch_size=8,
+        lr=0.05,
+        warmup_steps=0,
+        log_every=5,
+        checkpoint_every=10,
+        ema_decay=0.9,
+        progress=False,
+        schedule="constant",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -74,13 +84,20 @@ def test_resume_refuses_a_different_model(tmp_path):
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path):
     script = Path(__file__).with_name("_ddp_script.py")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
-           str(script), str(tmp_path)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                         cwd=Path(__file__).parent.parent)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(tmp_path),
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads((tmp_path / "ddp_result.json").read_text())
     assert out["world_size"] == 2
     assert out["weights_equal_across_ranks"]
     log = _log(tmp_path)
-    assert log[-1]["step"] == 20 and log[-1]["loss/main"] < log[0]["loss/main"]
+    assert log[-1]["step"] == 40 and log[-1]["loss/main"] < log[0]["loss/main"]

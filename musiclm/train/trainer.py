@@ -11,7 +11,7 @@ Layout of ``out_dir``::
 
     train_config.json   the TrainConfig of the run
     metrics.jsonl       one JSON object per logged step
-    state/              everything needed to resume (weights, optimisers, schedulers, EMA, RNG)
+    state/              task.safetensors (all weights) + trainer.pt (optimisers, schedulers, EMA, RNG, step)
     model/              the exported model (EMA weights): config.json + model.safetensors
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 import time
 from collections.abc import Iterable, Iterator
@@ -28,17 +29,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
-from musiclm.checkpoint import save_model
+from musiclm.checkpoint import _dedupe_shared, load_weights, save_model
 from musiclm.config import config_to_dict
 from musiclm.errors import CheckpointError, DataError
 from musiclm.train.ema import EMA
+
+TASK_WEIGHTS = "task.safetensors"
+TRAINER_STATE = "trainer.pt"
 
 
 @dataclass
@@ -63,6 +69,7 @@ class TrainConfig:
     num_workers: int = 0
     seed: int = 0
     progress: bool = True
+    cpu: bool = False  # force the CPU even when a GPU is present
 
 
 class TrainTask(nn.Module):
@@ -88,16 +95,8 @@ class TrainTask(nn.Module):
 
 
 class _Counter:
-    """The step count, checkpointed through accelerate's custom-object mechanism."""
-
     def __init__(self) -> None:
         self.step = 0
-
-    def state_dict(self) -> dict[str, int]:
-        return {"step": self.step}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.step = int(state["step"])
 
 
 def _lr_lambda(config: TrainConfig):
@@ -134,7 +133,10 @@ class Trainer:
         phases = task.phases()
         if not phases or any(len(p) == 0 for p in phases.values()):
             raise ValueError("every training phase needs at least one parameter")
+        # accelerate only runs multi-process on CPU when told to use the CPU
+        multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = accelerator or Accelerator(
+            cpu=config.cpu or multi_cpu,
             mixed_precision=resolve_mixed_precision(config.mixed_precision),
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=len(phases) > 1)],
         )
@@ -161,9 +163,6 @@ class Trainer:
         self.phase_params = phases
         self.counter = _Counter()
         self.ema = EMA(self.unwrapped, config.ema_decay) if config.ema_decay else None
-        acc.register_for_checkpointing(self.counter, *self.schedulers.values())
-        if self.ema is not None:
-            acc.register_for_checkpointing(self.ema)
 
     # ------------------------------------------------------------------ helpers
 
@@ -214,17 +213,35 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
+    def _trainer_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+        }
+
     def save_checkpoint(self) -> None:
-        """Write ``state/`` (for resuming) and ``model/`` (EMA weights) atomically."""
+        """Write ``state/`` (for resuming) and ``model/`` (EMA weights) atomically.
+
+        Ranks hold identical weights and optimiser states under DDP, so the main process alone
+        writes; the others wait at a barrier.
+        """
         acc = self.accelerator
-        tmp = self.out_dir / "state.tmp"
         acc.wait_for_everyone()
         if acc.is_main_process:
+            tmp = self.out_dir / "state.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp), safe_serialization=True)
-        acc.wait_for_everyone()
-        if acc.is_main_process:
+            tmp.mkdir(parents=True)
+            weights = {k: v.detach().contiguous().cpu() for k, v in self.unwrapped.state_dict().items()}
+            save_file(_dedupe_shared(weights), str(tmp / TASK_WEIGHTS))
+            torch.save(self._trainer_state(), tmp / TRAINER_STATE)
             old = self.out_dir / "state.old"
             shutil.rmtree(old, ignore_errors=True)
             if self.state_dir.exists():
@@ -244,16 +261,34 @@ class Trainer:
         return directory
 
     def resume(self) -> bool:
-        """Load ``state/`` when it exists; returns whether it did."""
+        """Load ``state/`` when it exists (on every rank); returns whether it did."""
         if not self.state_dir.is_dir():
             return False
+        where = self.state_dir
         try:
-            self.accelerator.load_state(str(self.state_dir))
+            load_weights(self.unwrapped, where / TASK_WEIGHTS, map_location=self.accelerator.device)
+        except CheckpointError as e:
+            raise CheckpointError(f"cannot resume: {e}; use another out_dir") from None
+        try:
+            state = torch.load(where / TRAINER_STATE, map_location="cpu", weights_only=False)
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+            for name, sched in self.schedulers.items():
+                sched.load_state_dict(state["schedulers"][name])
+            if self.ema is not None and state["ema"] is not None:
+                self.ema.load_state_dict(state["ema"])
         except Exception as e:
             raise CheckpointError(
-                f"{self.state_dir}: cannot resume ({str(e).splitlines()[0][:200]}); "
+                f"{where}: cannot resume ({str(e).splitlines()[0][:200]}); "
                 "it was written by a different model or config: use another out_dir"
             ) from None
+        self.counter.step = int(state["step"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
         return True
 
     # ------------------------------------------------------------------ training
@@ -338,9 +373,7 @@ class Trainer:
         return metrics
 
 
-def train_task(
-    task: TrainTask, dataset: Dataset | Iterable, config: TrainConfig, collate_fn=None
-) -> Trainer:
+def train_task(task: TrainTask, dataset: Dataset | Iterable, config: TrainConfig, collate_fn=None) -> Trainer:
     """Build a :class:`Trainer`, run it to ``max_steps`` and return it (convenience for CLIs)."""
     trainer = Trainer(task, dataset, config, collate_fn=collate_fn)
     trainer.fit()
