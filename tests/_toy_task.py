@@ -1,5 +1,7 @@
 """A tiny regression task for exercising the Trainer (used in-process and by the DDP script)."""
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -19,13 +21,6 @@ class ToyData(Dataset):
 
     def __getitem__(self, i):
         return self.x[i], self.y[i]
-
-
-class ToyConfigHolder:
-    pass
-
-
-from dataclasses import dataclass  # noqa: E402
 
 
 @dataclass
