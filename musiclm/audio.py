@@ -127,9 +127,8 @@ def resample_np(data: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     if orig_sr == target_sr:
         return data
     flat = data.reshape(-1, data.shape[-1]).T  # soxr wants [T, channels]
-    out = soxr.resample(np.ascontiguousarray(flat), orig_sr, target_sr, quality="HQ")
-    out = out.reshape(out.shape[0], -1).T
-    return out.reshape(*data.shape[:-1], out.shape[0]).astype(np.float32)
+    out = soxr.resample(np.ascontiguousarray(flat), orig_sr, target_sr, quality="HQ")  # [T', channels]
+    return np.ascontiguousarray(out.T).reshape(*data.shape[:-1], -1).astype(np.float32)
 
 
 def resample(wav: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from musiclm.audio import (
+    check_waveform,
+    find_audio_files,
+    load_audio,
+    log_mel_spectrogram,
+    resample,
+    save_audio,
+)
+from musiclm.errors import AudioError
+
+
+def _tone(sr=16000, seconds=1.0, freq=440.0, channels=1):
+    t = np.arange(int(sr * seconds)) / sr
+    x = 0.5 * np.sin(2 * np.pi * freq * t).astype(np.float32)
+    return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac", "ogg"])
+def test_load_formats_resample_and_mono(tmp_path, ext):
+    path = tmp_path / f"a.{ext}"
+    sf.write(path, _tone(sr=22050, channels=2), 22050)
+    wav, sr = load_audio(path, sample_rate=16000)
+    assert sr == 16000 and wav.ndim == 1
+    assert abs(wav.shape[0] - 16000) <= 2
+    assert wav.abs().max() > 0.3
+
+
+def test_segment_read(tmp_path):
+    path = tmp_path / "a.wav"
+    sf.write(path, _tone(seconds=2.0), 16000)
+    wav, _ = load_audio(path, offset=0.5, duration=0.25)
+    assert wav.shape[0] == 4000
+
+
+def test_resample_tensor_keeps_batch_shape():
+    x = torch.randn(3, 2, 24000)
+    y = resample(x, 24000, 16000)
+    assert y.shape == (3, 2, 16000)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p: None, "no such audio file"),
+        (lambda p: p.write_bytes(b"not audio at all" * 10), "cannot read audio"),
+        (lambda p: sf.write(p, np.zeros((0,), np.float32), 16000), "empty"),
+        (lambda p: sf.write(p, np.full(1600, np.nan, np.float32), 16000, subtype="FLOAT"), "NaN"),
+        (lambda p: sf.write(p, _tone(seconds=0.1), 16000), "at least"),
+    ],
+)
+def test_bad_audio_gives_one_line_error(tmp_path, make, match):
+    path = tmp_path / "bad.wav"
+    make(path)
+    with pytest.raises(AudioError, match=match) as e:
+        load_audio(path, min_seconds=0.5)
+    assert "\n" not in str(e.value) and "bad.wav" in str(e.value)
+
+
+def test_silent_and_too_long(tmp_path):
+    path = tmp_path / "quiet.wav"
+    sf.write(path, np.zeros(16000, np.float32), 16000)
+    load_audio(path)  # silence is allowed by default
+    with pytest.raises(AudioError, match="silent"):
+        load_audio(path, allow_silent=False)
+    with pytest.raises(AudioError, match="longer than"):
+        load_audio(path, max_seconds=0.5)
+
+
+def test_save_is_peak_safe_and_refuses_nan(tmp_path):
+    loud = torch.tensor(_tone()) * 4
+    out = save_audio(tmp_path / "loud.wav", loud, 16000)
+    back, _ = load_audio(out)
+    assert back.abs().max() <= 1.0 and back.abs().max() > 0.9
+    with pytest.raises(AudioError, match="NaN"):
+        save_audio(tmp_path / "nan.wav", torch.full((100,), float("nan")), 16000)
+
+
+def test_check_waveform_mixes_and_validates():
+    x = torch.tensor(_tone(channels=2)).T
+    y = check_waveform(x, 16000, 8000)
+    assert y.shape == (8000,)
+    with pytest.raises(AudioError, match="shape"):
+        check_waveform(torch.zeros(1, 1, 10), 16000)
+
+
+def test_log_mel_shape_and_peak_bin():
+    sr, hop = 16000, 320
+    wav = torch.tensor(_tone(freq=1000.0))
+    mel = log_mel_spectrogram(wav, sr, n_fft=1024, hop_length=hop, n_mels=64)
+    assert mel.shape == (64, 16000 // hop + 1)
+    low = log_mel_spectrogram(torch.tensor(_tone(freq=200.0)), sr, hop_length=hop, n_mels=64)
+    assert mel.mean(-1).argmax() > low.mean(-1).argmax()
+
+
+def test_find_audio_files(tmp_path):
+    (tmp_path / "sub").mkdir()
+    sf.write(tmp_path / "sub" / "x.flac", _tone(), 16000)
+    (tmp_path / "notes.txt").write_text("hi")
+    assert [p.name for p in find_audio_files(tmp_path)] == ["x.flac"]
+    with pytest.raises(AudioError):
+        find_audio_files(tmp_path / "missing")
