@@ -213,6 +213,8 @@ def log_mel_spectrogram(
     win_length: int | None = None,
     center: bool = True,
     eps: float = 1e-5,
+    fmin: float = 0.0,
+    fmax: float | None = None,
 ) -> torch.Tensor:
     """Log-mel magnitude spectrogram of ``[..., T]`` audio -> ``[..., n_mels, frames]``.
 
@@ -232,7 +234,7 @@ def log_mel_spectrogram(
         return_complex=True,
         pad_mode="reflect" if x.shape[-1] > n_fft // 2 else "constant",
     ).abs()
-    fb = mel_filterbank(sample_rate, n_fft, n_mels).to(x.device)
+    fb = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax).to(x.device)
     mel = torch.matmul(fb, spec)
     out = torch.log(mel.clamp(min=eps))
     return out.reshape(*shape[:-1], n_mels, out.shape[-1])
