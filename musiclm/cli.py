@@ -14,8 +14,7 @@ from dataclasses import fields
 
 from musiclm.errors import MusicLMError
 
-COMMAND_MODULES: list[str] = [
-]
+COMMAND_MODULES: list[str] = []
 
 
 def add_train_arguments(parser: argparse.ArgumentParser, **defaults) -> None:

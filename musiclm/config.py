@@ -113,17 +113,29 @@ class MelodyConfig:
     """Melody embedding model (paper section 6 / App. C) and its RVQ tokens."""
 
     sample_rate: int = 16000
-    n_fft: int = 1024
+    n_fft: int = 2048  # long window: pitch resolution matters more than time here
     hop_length: int = 320
-    n_mels: int = 64
+    n_mels: int = 96
+    fmin: float = 50.0
+    fmax: float = 4000.0  # melodies live below 4 kHz; the rest is mostly timbre
+    patch_frames: int = 4  # ViT patch = this many mel frames x all mel bins
     dim: int = 128
     depth: int = 4
     heads: int = 4
+    dropout: float = 0.1
     embed_dim: int = 192
     window_seconds: float = 4.0
     hop_seconds: float = 3.0
     num_quantizers: int = 24
     codebook_size: int = 512
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.window_seconds * self.sample_rate)
+
+    @property
+    def hop_samples(self) -> int:
+        return round(self.hop_seconds * self.sample_rate)
 
 
 @dataclass
