@@ -14,7 +14,10 @@ from dataclasses import fields
 
 from musiclm.errors import MusicLMError
 
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "musiclm.codec.commands",
+    "musiclm.melody.commands",
+]
 
 
 def add_train_arguments(parser: argparse.ArgumentParser, **defaults) -> None:

@@ -29,7 +29,7 @@ class CodecConfig:
     """SoundStream codec: causal SEANet encoder/decoder around a residual vector quantizer."""
 
     sample_rate: int = 16000
-    channels: int = 32  # width of the first encoder block; doubled at every stride
+    channels: int = 16  # width of the first encoder block; doubled at every stride
     strides: tuple[int, ...] = (2, 4, 5, 8)  # product = hop length (320 -> 50 Hz at 16 kHz)
     latent_dim: int = 128
     num_quantizers: int = 8

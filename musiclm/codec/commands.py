@@ -1,0 +1,157 @@
+"""``musiclm train codec``, ``musiclm codec encode|decode`` and ``musiclm demo``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+PROCEDURAL = "procedural"
+
+
+def register(sub, train) -> None:
+    from musiclm.cli import add_train_arguments
+
+    p = train.add_parser("codec", help="train the SoundStream codec")
+    p.add_argument("--data", required=True, help=f"audio folder, manifest (.jsonl/.csv) or '{PROCEDURAL}'")
+    p.add_argument("--preset", default="tiny", help="config preset (tiny, paper)")
+    p.add_argument("--crop-seconds", type=float, default=1.0, help="training crop length")
+    p.add_argument(
+        "--procedural-clips", type=int, default=4000, help=f"clips per epoch with --data {PROCEDURAL}"
+    )
+    p.add_argument("--adversarial-start", type=int, default=2000, help="steps before the GAN losses start")
+    add_train_arguments(p, out_dir="runs/codec", max_steps=20000, batch_size=16, lr=3e-4)
+    p.set_defaults(func=_train)
+
+    codec = sub.add_parser("codec", help="encode audio to acoustic tokens and back").add_subparsers(
+        dest="codec_command", required=True, metavar="ACTION"
+    )
+    enc = codec.add_parser("encode", help="audio file -> codes (.safetensors)")
+    enc.add_argument("input")
+    enc.add_argument("-o", "--output", required=True)
+    enc.add_argument("--model", default=None, help="codec checkpoint directory (default: the shipped one)")
+    enc.set_defaults(func=_encode)
+    dec = codec.add_parser("decode", help="codes (.safetensors) -> audio file")
+    dec.add_argument("input")
+    dec.add_argument("-o", "--output", required=True)
+    dec.add_argument("--model", default=None)
+    dec.add_argument("--levels", type=int, default=None, help="decode only the first N RVQ levels")
+    dec.set_defaults(func=_decode)
+
+    demo = sub.add_parser("demo", help="round-trip the shipped example through the shipped codec")
+    demo.add_argument("-o", "--output", default="demo.wav")
+    demo.set_defaults(func=_demo)
+
+
+def training_dataset(data: str, sample_rate: int, crop_seconds: float, procedural_clips: int, seed: int):
+    """The audio a codec (or any audio model) trains on: a folder/manifest, or procedural music."""
+    if data == PROCEDURAL:
+        from musiclm.data.procedural import ProceduralMusic
+
+        return ProceduralMusic(procedural_clips, sample_rate, crop_seconds, seed=seed)
+    from musiclm.data.datasets import AudioCropDataset
+
+    return AudioCropDataset(data, sample_rate, crop_seconds, seed=seed)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from musiclm.cli import train_config_from_args
+    from musiclm.codec.soundstream import SoundStream
+    from musiclm.codec.train import CodecLossConfig, CodecTask
+    from musiclm.config import get_preset
+    from musiclm.train import Trainer
+
+    config = get_preset(args.preset).codec
+    dataset = training_dataset(
+        args.data, config.sample_rate, args.crop_seconds, args.procedural_clips, args.seed
+    )
+    task = CodecTask(SoundStream(config), CodecLossConfig(adversarial_start=args.adversarial_start))
+    trainer = Trainer(task, dataset, train_config_from_args(args))
+    trainer.fit()
+    print(f"codec written to {trainer.model_dir}")
+
+
+def load_codec(model: str | None):
+    """A codec checkpoint by directory, or the shipped default."""
+    from musiclm.checkpoint import load_model
+    from musiclm.pretrained import default_component
+
+    return load_model(model or default_component("codec"), kind="codec")
+
+
+def _encode(args: argparse.Namespace) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from musiclm.audio import load_audio
+
+    codec = load_codec(args.model)
+    wav, _ = load_audio(args.input, codec.sample_rate, min_seconds=1 / codec.frame_rate)
+    codes = codec.encode(wav[None])[0].to(torch.int16 if codec.config.codebook_size <= 32768 else torch.int32)
+    meta = {
+        "sample_rate": str(codec.sample_rate),
+        "length": str(wav.shape[-1]),
+        "frame_rate": str(codec.frame_rate),
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    save_file({"codes": codes.contiguous()}, args.output, metadata=meta)
+    print(f"{args.output}: {codes.shape[0]} levels x {codes.shape[1]} frames at {codec.frame_rate:g} Hz")
+
+
+def _decode(args: argparse.Namespace) -> None:
+    from safetensors import safe_open
+
+    from musiclm.audio import save_audio
+    from musiclm.errors import DataError
+
+    codec = load_codec(args.model)
+    try:
+        with safe_open(args.input, "pt") as f:
+            codes, meta = f.get_tensor("codes"), f.metadata() or {}
+    except Exception as e:
+        raise DataError(f"{args.input}: not a codes file written by 'musiclm codec encode' ({e})") from None
+    if codes.dim() != 2 or codes.shape[0] > codec.num_quantizers:
+        raise DataError(f"{args.input}: codes of shape {list(codes.shape)} do not fit this codec")
+    if int(meta.get("sample_rate", codec.sample_rate)) != codec.sample_rate:
+        raise DataError(
+            f"{args.input}: codes were made by a {meta['sample_rate']} Hz codec, not {codec.sample_rate} Hz"
+        )
+    levels = args.levels or codes.shape[0]
+    length = int(meta["length"]) if "length" in meta else None
+    audio = codec.decode(codes[None, :levels].long(), length)[0]
+    save_audio(args.output, audio, codec.sample_rate)
+    print(f"{args.output}: decoded {levels} levels")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    import json
+
+    import torch
+
+    from musiclm.audio import load_audio, save_audio
+    from musiclm.codec.losses import mel_distance, si_sdr
+    from musiclm.pretrained import example_audio
+
+    codec = load_codec(None)
+    wav, _ = load_audio(example_audio(), codec.sample_rate)
+    codes = codec.encode(wav[None])
+    report = {"input": "example.wav", "seconds": wav.shape[-1] / codec.sample_rate, "levels": {}}
+    for k in range(1, codec.num_quantizers + 1):
+        recon = codec.decode(codes[:, :k], wav.shape[-1])[0]
+        report["levels"][k] = {
+            "kbps": round(
+                k
+                * codec.frame_rate
+                * torch.log2(torch.tensor(float(codec.config.codebook_size))).item()
+                / 1000,
+                2,
+            ),
+            "mel_distance": round(float(mel_distance(recon, wav, codec.sample_rate)), 4),
+            "si_sdr_db": round(float(si_sdr(recon[None], wav[None])[0]), 2),
+        }
+    out = save_audio(args.output, recon, codec.sample_rate)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    best = report["levels"][codec.num_quantizers]
+    print(
+        f"{out}: example reconstructed with all {codec.num_quantizers} levels "
+        f"(mel distance {best['mel_distance']}, SI-SDR {best['si_sdr_db']} dB); details in {out.with_suffix('.json')}"
+    )

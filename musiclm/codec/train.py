@@ -1,0 +1,86 @@
+"""Training the SoundStream codec with the shared Trainer (two phases: generator, discriminator)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from musiclm.codec.discriminators import CodecDiscriminator
+from musiclm.codec.losses import (
+    feature_matching_loss,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+    mel_distance,
+    multiscale_mel_loss,
+)
+from musiclm.codec.soundstream import SoundStream
+from musiclm.train import TrainTask
+
+
+@dataclass
+class CodecLossConfig:
+    """Loss weights and the discriminator set-up (SoundStream: adversarial 1, features 100, mel 1)."""
+
+    mel_weight: float = 1.0
+    adversarial_weight: float = 1.0
+    feature_weight: float = 100.0 / 100  # feature loss is already normalised per layer
+    waveform_l1_weight: float = 0.0
+    adversarial_start: int = 2000  # steps of pure reconstruction before the GAN starts
+    disc_channels: int = 16
+    stft_ffts: tuple[int, ...] = (1024, 512, 256)
+    wave_scales: int = 3
+
+
+class CodecTask(TrainTask):
+    """Reconstruction + commitment (+ adversarial and feature matching after ``adversarial_start``)."""
+
+    def __init__(self, model: SoundStream, losses: CodecLossConfig | None = None):
+        super().__init__()
+        self.model = model
+        self.losses = losses or CodecLossConfig()
+        self.discriminator = CodecDiscriminator(
+            self.losses.stft_ffts, self.losses.wave_scales, self.losses.disc_channels
+        )
+        self._fakes: dict[int, torch.Tensor] = {}
+
+    def phases(self) -> dict[str, list[nn.Parameter]]:
+        return {
+            "generator": list(self.model.parameters()),
+            "discriminator": list(self.discriminator.parameters()),
+        }
+
+    def phase_active(self, phase: str, step: int) -> bool:
+        return phase == "generator" or step >= self.losses.adversarial_start
+
+    def forward(self, batch, phase: str, step: int):
+        wav = batch["wav"] if isinstance(batch, dict) else batch
+        cfg, sr = self.losses, self.model.sample_rate
+        if phase == "discriminator":
+            fake = self._fakes.pop(wav.data_ptr(), None)
+            if fake is None:
+                with torch.no_grad():
+                    fake = self.model.decode(self.model.encode(wav), wav.shape[-1])
+            real_out = self.discriminator(wav)
+            fake_out = self.discriminator(fake.detach())
+            loss = hinge_discriminator_loss([o[0] for o in real_out], [o[0] for o in fake_out])
+            return loss, {}
+        out = self.model(wav)
+        mel = multiscale_mel_loss(out.audio, wav, sr)
+        loss = cfg.mel_weight * mel + out.commit_loss
+        metrics = {"mel_loss": mel.detach(), "commit": out.commit_loss.detach()}
+        if cfg.waveform_l1_weight:
+            loss = loss + cfg.waveform_l1_weight * (out.audio - wav).abs().mean()
+        if step >= cfg.adversarial_start:
+            fake_out = self.discriminator(out.audio)
+            with torch.no_grad():
+                real_out = self.discriminator(wav)
+            adv = hinge_generator_loss([o[0] for o in fake_out])
+            feat = feature_matching_loss([o[1] for o in real_out], [o[1] for o in fake_out])
+            loss = loss + cfg.adversarial_weight * adv + cfg.feature_weight * feat
+            metrics.update(adv=adv.detach(), feat=feat.detach())
+            self._fakes = {wav.data_ptr(): out.audio.detach()} | (self._fakes if len(self._fakes) < 8 else {})
+        with torch.no_grad():
+            metrics["mel_distance"] = mel_distance(out.audio.detach(), wav, sr)
+        return loss, metrics
