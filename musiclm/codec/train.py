@@ -25,12 +25,13 @@ class CodecLossConfig:
 
     mel_weight: float = 1.0
     adversarial_weight: float = 1.0
-    feature_weight: float = 100.0 / 100  # feature loss is already normalised per layer
+    feature_weight: float = 1.0  # per-layer features are normalised by their real-audio scale
     waveform_l1_weight: float = 0.0
     adversarial_start: int = 2000  # steps of pure reconstruction before the GAN starts
     disc_channels: int = 16
     stft_ffts: tuple[int, ...] = (1024, 512, 256)
     wave_scales: int = 3
+    mel_ffts: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)  # scales of the reconstruction loss
 
 
 class CodecTask(TrainTask):
@@ -67,7 +68,7 @@ class CodecTask(TrainTask):
             loss = hinge_discriminator_loss([o[0] for o in real_out], [o[0] for o in fake_out])
             return loss, {}
         out = self.model(wav)
-        mel = multiscale_mel_loss(out.audio, wav, sr)
+        mel = multiscale_mel_loss(out.audio, wav, sr, cfg.mel_ffts)
         loss = cfg.mel_weight * mel + out.commit_loss
         metrics = {"mel_loss": mel.detach(), "commit": out.commit_loss.detach()}
         if cfg.waveform_l1_weight:

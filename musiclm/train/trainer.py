@@ -303,6 +303,7 @@ class Trainer:
         if resumed:
             acc.print(f"resumed from {self.state_dir} at step {self.step}")
         batches = self._batches()
+        self.task.train()
         bar = tqdm(
             total=cfg.max_steps,
             initial=self.step,

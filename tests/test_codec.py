@@ -1,0 +1,223 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from musiclm.checkpoint import load_model, save_model
+from musiclm.codec.losses import mel_distance
+from musiclm.codec.quantization import ResidualVectorQuantizer
+from musiclm.codec.soundstream import SoundStream
+from musiclm.codec.train import CodecLossConfig, CodecTask
+from musiclm.config import CodecConfig, get_preset
+from musiclm.data.procedural import ProceduralMusic
+from musiclm.train import TrainConfig, Trainer
+
+SR = 16000
+
+
+def fast_config(**kw):
+    base = dict(
+        sample_rate=SR,
+        channels=4,
+        strides=(2, 4, 5, 8),
+        latent_dim=16,
+        num_quantizers=4,
+        codebook_size=64,
+        num_coarse_quantizers=2,
+        quantizer_dropout=0.5,
+    )
+    base.update(kw)
+    return CodecConfig(**base)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_frame_rate_and_shapes(preset):
+    cfg = get_preset(preset).codec
+    model = SoundStream(cfg).eval()
+    assert model.frame_rate == 50
+    n = int(0.1 * cfg.sample_rate) + 7  # not a whole number of frames
+    codes = model.encode(torch.randn(2, n) * 0.1)
+    assert codes.shape == (2, cfg.num_quantizers, -(-n // cfg.hop_length))
+    assert codes.dtype == torch.long and codes.max() < cfg.codebook_size
+    assert model.decode(codes, n).shape == (2, n)
+
+
+@pytest.mark.parametrize("length", [1, 319, 320, 4801])
+def test_round_trip_lengths(length):
+    model = SoundStream(fast_config()).eval()
+    wav = torch.randn(3, length) * 0.1
+    codes = model.encode(wav)
+    assert codes.shape == (3, 4, -(-length // 320))
+    assert model.decode(codes, length).shape == (3, length)
+    assert model.decode(codes[:, :1]).shape == (3, codes.shape[-1] * 320)
+
+
+def test_rvq_prefix_decoding_and_range_checks():
+    rvq = ResidualVectorQuantizer(8, 4, 32, quantizer_dropout=0.0)
+    x = torch.randn(4, 8, 50)
+    rvq.train()
+    for _ in range(20):
+        rvq(x)
+    rvq.eval()
+    codes = rvq.encode(x)
+    errors = [(rvq.decode(codes[:, :k]) - x).pow(2).mean().item() for k in range(1, 5)]
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    with pytest.raises(ValueError, match="codes must lie"):
+        rvq.decode(torch.full((1, 2, 3), 32))
+    with pytest.raises(ValueError, match="n_q"):
+        rvq.encode(x, n_q=5)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("codec")
+    model = SoundStream(fast_config())
+    data = ProceduralMusic(64, SR, 0.32, seed=1)
+    held = torch.stack([ProceduralMusic(4, SR, 0.5, seed=9)[i]["wav"] for i in range(4)])
+
+    def distance():
+        model.eval()
+        return float(mel_distance(model.decode(model.encode(held), held.shape[-1]), held, SR))
+
+    before = distance()
+    cfg = TrainConfig(
+        out_dir=str(out),
+        max_steps=150,
+        batch_size=4,
+        lr=3e-3,
+        warmup_steps=10,
+        progress=False,
+        checkpoint_every=1000,
+        log_every=50,
+        ema_decay=None,
+    )
+    losses = CodecLossConfig(adversarial_start=10_000, mel_ffts=(128, 512, 2048))
+    Trainer(CodecTask(model, losses), data, cfg).fit()
+    return model.eval(), held, before, distance(), out
+
+
+def test_training_lowers_mel_distance(trained):
+    _, _, before, after, _ = trained
+    assert after < 0.7 * before, (before, after)
+
+
+def test_more_levels_quantize_better(trained):
+    model, held, *_ = trained
+    assert all(bool(level.initialized) for level in model.quantizer.levels)  # every level was trained
+    with torch.no_grad():
+        latent = model.encoder(model._prepare(held))
+    codes = model.encode(held)
+    errors = [float((model.quantizer.decode(codes[:, :k]) - latent).pow(2).mean()) for k in range(1, 5)]
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert model.decode(codes[:, :1], held.shape[-1]).shape == held.shape
+
+
+def test_checkpoint_gives_identical_codes(trained, tmp_path):
+    model, held, *_ = trained
+    save_model(model, tmp_path / "codec")
+    again = load_model(tmp_path / "codec", kind="codec")
+    assert torch.equal(model.encode(held), again.encode(held))
+
+
+def test_adversarial_phases_run(tmp_path):
+    model = SoundStream(fast_config())
+    cfg = TrainConfig(
+        out_dir=str(tmp_path),
+        max_steps=3,
+        batch_size=2,
+        progress=False,
+        checkpoint_every=10,
+        log_every=1,
+        warmup_steps=0,
+    )
+    task = CodecTask(
+        model, CodecLossConfig(adversarial_start=0, disc_channels=4, stft_ffts=(256,), wave_scales=1)
+    )
+    Trainer(task, ProceduralMusic(4, SR, 0.25), cfg).fit()
+    log = (tmp_path / "metrics.jsonl").read_text()
+    assert '"loss/discriminator"' in log and '"adv"' in log and '"feat"' in log
+
+
+def test_encodec_adapter_offline():
+    from transformers import EncodecConfig, EncodecModel
+
+    from musiclm.codec.encodec import EncodecCodec
+
+    cfg = EncodecConfig(
+        target_bandwidths=[1.5, 3.0],
+        sampling_rate=SR,
+        num_filters=4,
+        upsampling_ratios=[8, 5, 4, 2],
+        codebook_size=64,
+        codebook_dim=16,
+        hidden_size=16,
+        num_lstm_layers=1,
+    )
+    codec = EncodecCodec(EncodecModel(cfg), bandwidth=1.5)
+    assert codec.frame_rate == 50 and codec.num_quantizers == 5
+    codes = codec.encode(torch.randn(2, 4000) * 0.1)
+    assert codes.shape == (2, 5, 13)
+    assert codec.decode(codes, 4000).shape == (2, 4000)
+    assert codec.decode(codes[:, :2], 4000).shape == (2, 4000)
+
+
+def test_cli_round_trip_and_bad_audio(trained, tmp_path):
+    model, *_ = trained
+    save_model(model, tmp_path / "codec")
+    wav = ProceduralMusic(1, SR, 0.7)[0]["wav"].numpy()
+    sf.write(tmp_path / "in.wav", np.stack([wav, wav], 1), 22050)  # stereo, other rate
+    run = lambda *a: subprocess.run([sys.executable, "-m", "musiclm.cli", *a], capture_output=True, text=True)  # noqa: E731
+    r = run(
+        "codec",
+        "encode",
+        str(tmp_path / "in.wav"),
+        "-o",
+        str(tmp_path / "c.safetensors"),
+        "--model",
+        str(tmp_path / "codec"),
+    )
+    assert r.returncode == 0, r.stderr
+    r = run(
+        "codec",
+        "decode",
+        str(tmp_path / "c.safetensors"),
+        "-o",
+        str(tmp_path / "out.wav"),
+        "--model",
+        str(tmp_path / "codec"),
+        "--levels",
+        "2",
+    )
+    assert r.returncode == 0, r.stderr
+    out, sr = sf.read(tmp_path / "out.wav")
+    assert sr == SR and abs(len(out) - round(len(wav) / 22050 * SR)) <= 1
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....garbage")
+    r = run(
+        "codec",
+        "encode",
+        str(tmp_path / "bad.wav"),
+        "-o",
+        str(tmp_path / "x.safetensors"),
+        "--model",
+        str(tmp_path / "codec"),
+    )
+    assert (
+        r.returncode == 1
+        and r.stderr.count("\n") == 1
+        and "bad.wav" in r.stderr
+        and "Traceback" not in r.stderr
+    )
+    r = run(
+        "codec",
+        "decode",
+        str(tmp_path / "in.wav"),
+        "-o",
+        str(tmp_path / "y.wav"),
+        "--model",
+        str(tmp_path / "codec"),
+    )
+    assert r.returncode == 1 and "not a codes file" in r.stderr
