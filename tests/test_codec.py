@@ -221,3 +221,32 @@ def test_cli_round_trip_and_bad_audio(trained, tmp_path):
         str(tmp_path / "codec"),
     )
     assert r.returncode == 1 and "not a codes file" in r.stderr
+
+
+def test_cli_trains_on_a_folder_and_resumes(tmp_path):
+    from musiclm.cli import main
+
+    for i in range(2):
+        sf.write(tmp_path / f"{i}.wav", ProceduralMusic(2, SR, 1.0, seed=i)[0]["wav"].numpy(), SR)
+    args = [
+        "train",
+        "codec",
+        "--data",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "run"),
+        "--batch-size",
+        "2",
+        "--crop-seconds",
+        "0.25",
+        "--checkpoint-every",
+        "2",
+        "--no-progress",
+        "--warmup-steps",
+        "0",
+    ]
+    assert main([*args, "--steps", "2"]) == 0
+    assert main([*args, "--steps", "3"]) == 0
+    log = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [__import__("json").loads(x)["step"] for x in log][-1] == 3
+    assert load_model(tmp_path / "run" / "model", kind="codec").frame_rate == 50

@@ -1,0 +1,81 @@
+"""Datasets of fixed-length random crops, for every component that trains on audio."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from musiclm.audio import audio_info, load_audio
+from musiclm.data.manifest import ManifestEntry, load_entries
+from musiclm.errors import AudioError
+
+
+class AudioCropDataset(Dataset):
+    """Random ``crop_seconds`` crops (mono, ``sample_rate``) with their captions.
+
+    Files are checked once up front (header only): unreadable, empty or too-short ones are
+    skipped and listed in :attr:`report` as ``(path, reason)``. A file that turns out corrupt or
+    silent when read later is replaced by another random item rather than crashing the run.
+    Shorter audio is zero-padded, so every item has exactly ``round(crop_seconds * sample_rate)``
+    samples and the default collate works.
+    """
+
+    def __init__(
+        self,
+        source: str | Path | list[ManifestEntry],
+        sample_rate: int,
+        crop_seconds: float,
+        *,
+        seed: int = 0,
+        min_seconds: float = 0.1,
+        progress: bool = False,
+    ):
+        self.sample_rate, self.crop_seconds = sample_rate, crop_seconds
+        self.num_samples = round(crop_seconds * sample_rate)
+        self.rng = random.Random(seed)
+        self.entries: list[ManifestEntry] = []
+        self.durations: list[float] = []
+        self.report: list[tuple[str, str]] = []
+        for entry in tqdm(load_entries(source), desc="checking audio", disable=not progress):
+            try:
+                _, total = audio_info(entry.path)
+            except AudioError as e:
+                self.report.append((entry.path, str(e)))
+                continue
+            start = entry.start or 0.0
+            end = min(entry.end, total) if entry.end is not None else total
+            if end - start < min_seconds:
+                self.report.append((entry.path, f"only {max(end - start, 0):.2f} s of audio"))
+                continue
+            self.entries.append(entry)
+            self.durations.append(end - start)
+        if not self.entries:
+            raise AudioError(f"{source}: no usable audio ({len(self.report)} file(s) skipped)")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> dict:
+        for _ in range(10):
+            entry = self.entries[index]
+            span = self.durations[index]
+            offset = (entry.start or 0.0) + self.rng.uniform(0, max(0.0, span - self.crop_seconds))
+            try:
+                wav, _ = load_audio(
+                    entry.path,
+                    self.sample_rate,
+                    offset=offset,
+                    duration=min(self.crop_seconds, span),
+                    allow_silent=False,
+                )
+            except AudioError as e:
+                self.report.append((entry.path, str(e)))
+                index = self.rng.randrange(len(self.entries))
+                continue
+            wav = F.pad(wav[: self.num_samples], (0, max(0, self.num_samples - wav.shape[-1])))
+            return {"wav": wav, "caption": entry.caption, "index": index}
+        raise AudioError("too many unreadable or silent files in a row; see the dataset report")

@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader
+
+from musiclm.data.datasets import AudioCropDataset
+from musiclm.data.manifest import (
+    ManifestEntry,
+    from_musiccaps,
+    load_entries,
+    read_manifest,
+    write_manifest,
+)
+from musiclm.data.procedural import ProceduralMusic, render_piece
+from musiclm.errors import AudioError, DataError
+
+SR = 16000
+
+
+def _write(path, seconds, sr=SR, channels=1):
+    t = np.arange(int(seconds * sr)) / sr
+    x = (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    sf.write(path, np.stack([x] * channels, 1) if channels > 1 else x, sr)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    _write(tmp_path / "a.wav", 2.0)
+    (tmp_path / "a.txt").write_text("a calm sine tone\n")
+    _write(tmp_path / "b.flac", 0.5, sr=44100, channels=2)
+    (tmp_path / "broken.wav").write_bytes(b"RIFFnonsense")
+    _write(tmp_path / "tiny.wav", 0.01)
+    return tmp_path
+
+
+def test_folder_import_and_manifest_round_trip(folder):
+    entries = load_entries(folder)
+    assert {e.id for e in entries} == {"a", "b", "broken", "tiny"}
+    assert next(e for e in entries if e.id == "a").caption == "a calm sine tone"
+    write_manifest(folder / "m.jsonl", entries)
+    again = read_manifest(folder / "m.jsonl")
+    assert [e.path for e in again] == [e.path for e in entries]
+    (folder / "bad.jsonl").write_text('{"path": "a.wav"}\nnot json\n')
+    with pytest.raises(DataError, match="bad.jsonl:2"):
+        read_manifest(folder / "bad.jsonl")
+
+
+def test_crops_have_fixed_length_and_bad_files_are_reported(folder):
+    ds = AudioCropDataset(folder, SR, 1.0, seed=0)
+    assert len(ds) == 2
+    skipped = {p.split("/")[-1] for p, _ in ds.report}
+    assert skipped == {"broken.wav", "tiny.wav"}
+    batch = next(iter(DataLoader(ds, batch_size=2)))
+    assert batch["wav"].shape == (2, SR)
+    assert isinstance(batch["caption"], list)
+    short = ds[[e.id for e in ds.entries].index("b")]["wav"]  # 0.5 s stereo 44.1 kHz -> padded mono 16 kHz
+    assert short[: SR // 2 - 10].abs().max() > 0.1 and short[SR // 2 + 10 :].abs().max() == 0
+
+
+def test_no_usable_audio_is_a_clear_error(tmp_path):
+    (tmp_path / "x.wav").write_bytes(b"junk")
+    with pytest.raises(AudioError, match="no usable audio"):
+        AudioCropDataset(tmp_path, SR, 1.0)
+
+
+def test_musiccaps_import_reports_missing_clips(tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    _write(clips / "abc123.wav", 1.0)
+    _write(clips / "zzz999_30-40.wav", 1.0)
+    csv = tmp_path / "musiccaps.csv"
+    csv.write_text(
+        "ytid,start_s,end_s,audioset_positive_labels,aspect_list,caption,author_id,is_balanced_subset,is_audioset_eval\n"
+        "abc123,30,40,\"/m/04rlf,/m/0342h\",\"['lo-fi', 'piano']\",A calm lo-fi piano.,1,True,False\n"
+        "missing1,0,10,/m/04rlf,\"['rock']\",Loud rock.,2,False,True\n"
+        "zzz999,30,40,/m/04rlf,\"['jazz', 'sax']\",Smooth jazz.,3,False,False\n"
+    )
+    entries, missing = from_musiccaps(csv, clips)
+    assert missing == ["missing1"]
+    assert [e.id for e in entries] == ["abc123", "zzz999"]
+    assert entries[0].labels["aspects"] == ["lo-fi", "piano"] and entries[0].labels["is_balanced_subset"]
+    assert entries[0].caption == "A calm lo-fi piano."
+
+
+def test_procedural_music_is_deterministic_and_audible():
+    a, la = render_piece([1, 2], SR, 2.0)
+    b, lb = render_piece([1, 2], SR, 2.0)
+    assert np.array_equal(a, b) and la == lb
+    assert np.sqrt((a**2).mean()) > 0.02 and np.abs(a).max() <= 1.0
+    item = ProceduralMusic(3, SR, 1.0)[2]
+    assert item["wav"].shape == (SR,) and "bpm" in item["caption"]
+    assert not torch.equal(ProceduralMusic(3, SR, 1.0)[0]["wav"], item["wav"])
+
+
+def test_entry_ids():
+    assert ManifestEntry(path="/x/song.wav", start=12.5).id == "song@12.5"
