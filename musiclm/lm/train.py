@@ -1,0 +1,49 @@
+"""Training a stage LM on token caches with the shared Trainer."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch.utils.data import Dataset
+
+from musiclm.errors import DataError
+from musiclm.lm.stages import NULL, StageLM
+from musiclm.train import TrainTask
+
+
+class StageDataset(Dataset):
+    """Random training windows of one stage from token records.
+
+    ``records`` is anything with ``len`` and ``[i] -> dict`` holding ``"codec"`` Long[Q, F_a],
+    ``"semantic"`` Long[F_s] and ``"mulan_tokens"`` Long[Mq] (a token cache or a list).
+    """
+
+    def __init__(self, records, model: StageLM, seed: int = 0):
+        if len(records) == 0:
+            raise DataError("no token records to train on")
+        self.records, self.model = records, model
+        self.rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.model.training_example(self.records[i], self.rng)
+
+
+class StageTask(TrainTask):
+    """Cross-entropy on the generated part; conditioning dropped with ``cond_drop_prob`` (for CFG)."""
+
+    def __init__(self, model: StageLM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, phase: str, step: int):
+        tokens, cond_mask = batch["tokens"], batch["cond_mask"]
+        p = self.model.config.lm.cond_drop_prob
+        if p > 0 and cond_mask.any():
+            drop = torch.rand(tokens.shape[0], 1, device=tokens.device) < p
+            tokens = tokens.masked_fill(cond_mask & drop, NULL)
+        loss = self.model.loss(tokens, batch["loss_mask"])
+        return loss, {}

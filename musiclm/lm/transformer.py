@@ -1,0 +1,118 @@
+"""Decoder-only transformer with rotary positions and a preallocated KV cache.
+
+Pre-norm blocks, ``F.scaled_dot_product_attention``, GELU feed-forward, dropout. Positions are
+relative through RoPE (rotary embeddings): they need no learned table, cost nothing per decoding
+step (unlike a T5 bias, which needs a fresh bias row for every new query), and let a sliding
+window restart at any absolute offset.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from musiclm.config import LMConfig
+
+
+class KVCache:
+    """Keys and values of every layer, ``[B, heads, max_len, head_dim]``, filled up to ``length``."""
+
+    def __init__(self, layers: int, batch: int, heads: int, max_len: int, head_dim: int, device, dtype):
+        shape = (batch, heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.length = 0
+        self.max_len = max_len
+
+
+def rotary(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotate pairs of channels of ``[B, H, T, D]`` by angles proportional to ``positions`` ``[T]``."""
+    d = x.shape[-1]
+    inv_freq = 1.0 / base ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+    angles = positions.float()[:, None] * inv_freq[None]  # [T, D/2]
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None) -> torch.Tensor:
+        t = x.shape[1]
+        q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.heads)
+        start = cache.length if cache is not None else 0
+        positions = torch.arange(start, start + t, device=x.device)
+        q, k = rotary(q, positions), rotary(k, positions)
+        if cache is not None:
+            if start + t > cache.max_len:
+                raise ValueError(f"KV cache of {cache.max_len} positions is full")
+            cache.k[layer][:, :, start : start + t] = k
+            cache.v[layer][:, :, start : start + t] = v
+            k, v = cache.k[layer][:, :, : start + t], cache.v[layer][:, :, : start + t]
+        mask, causal = None, False
+        if t > 1 and start == 0:
+            causal = True
+        elif t > 1:  # a chunk appended to a filled cache: causal within the chunk, full to the past
+            mask = torch.arange(start + t, device=x.device)[None] <= positions[:, None]
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.out(rearrange(y, "b h t d -> b t (h d)"))
+
+
+class Block(nn.Module):
+    def __init__(self, config: LMConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.dim)
+        self.attn = Attention(config.dim, config.heads, config.dropout)
+        self.norm2 = nn.LayerNorm(config.dim)
+        self.ff = nn.Sequential(
+            nn.Linear(config.dim, config.ff_dim), nn.GELU(), nn.Linear(config.ff_dim, config.dim)
+        )
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), layer, cache))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
+class Transformer(nn.Module):
+    """Token ids ``[B, T]`` -> next-token logits ``[B, T, vocab_size]``."""
+
+    def __init__(self, config: LMConfig, vocab_size: int):
+        super().__init__()
+        if config.dim % config.heads:
+            raise ValueError(f"dim {config.dim} is not divisible by heads {config.heads}")
+        self.config = config
+        self.embed = nn.Embedding(vocab_size, config.dim)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.norm = nn.LayerNorm(config.dim)
+        self.head = nn.Linear(config.dim, vocab_size, bias=False)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        c = self.config
+        p = self.head.weight
+        return KVCache(c.depth, batch, c.heads, max_len, c.dim // c.heads, p.device, p.dtype)
+
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = self.embed(tokens)
+        for i, block in enumerate(self.blocks):
+            x = block(x, i, cache)
+        if cache is not None:
+            cache.length += tokens.shape[1]
+        return self.head(self.norm(x))
