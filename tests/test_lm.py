@@ -71,12 +71,11 @@ def test_guidance_one_is_the_conditional_model():
     assert torch.allclose(guide(c, u, 1.0), c, atol=1e-6)
     model = SemanticStage(stage_config("semantic", 1.0)).eval()
     cond = model.cond_ids(torch.randint(0, 16, (2, 4)))
-    run = lambda s: model.generate(
-        cond,
-        10,
-        SamplingConfig(temperature=1.0, guidance=s),  # noqa: E731
-        generator=torch.Generator().manual_seed(0),
-    )
+
+    def run(scale):
+        sampling = SamplingConfig(temperature=1.0, guidance=scale)
+        return model.generate(cond, 10, sampling, generator=torch.Generator().manual_seed(0))
+
     plain = model.generate(
         cond, 10, SamplingConfig(temperature=1.0), generator=torch.Generator().manual_seed(0)
     )
