@@ -17,6 +17,8 @@ from musiclm.errors import MusicLMError
 COMMAND_MODULES: list[str] = [
     "musiclm.codec.commands",
     "musiclm.melody.commands",
+    "musiclm.data.commands",
+    "musiclm.lm.commands",
 ]
 
 

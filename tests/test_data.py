@@ -95,3 +95,66 @@ def test_procedural_music_is_deterministic_and_audible():
 
 def test_entry_ids():
     assert ManifestEntry(path="/x/song.wav", start=12.5).id == "song@12.5"
+
+
+def test_tokenize_builds_resumes_and_feeds_the_fine_lm(tmp_path):
+    from musiclm.checkpoint import save_model
+    from musiclm.cli import main
+    from musiclm.codec.soundstream import SoundStream
+    from musiclm.config import CodecConfig
+    from musiclm.data.cache import TokenCache
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(3):
+        sf.write(audio / f"{i}.wav", ProceduralMusic(3, SR, 2.5, seed=i)[0]["wav"].numpy(), SR)
+    (audio / "broken.wav").write_bytes(b"RIFF")
+    save_model(SoundStream(CodecConfig(channels=4, latent_dim=16, codebook_size=32)), tmp_path / "codec")
+    args = [
+        "tokenize",
+        "--data",
+        str(audio),
+        "--out",
+        str(tmp_path / "cache"),
+        "--codec",
+        str(tmp_path / "codec"),
+        "--segment-seconds",
+        "1.0",
+        "--shard-size",
+        "2",
+    ]
+    assert main(args) == 0
+    cache = TokenCache(tmp_path / "cache")
+    assert (
+        cache.fields == ["codec"] and len(cache) == 6
+    )  # 3 files x two whole 1 s segments (0.5 s tail dropped)
+    assert cache[0]["codec"].shape == (8, 50)
+    shard = tmp_path / "cache" / "codec" / "shard-00000.safetensors"
+    stamp = shard.stat().st_mtime_ns
+    assert main(args) == 0  # rerun: nothing recomputed
+    assert shard.stat().st_mtime_ns == stamp
+    with pytest.raises(DataError, match="missing"):
+        TokenCache(tmp_path / "cache", fields=["codec", "semantic"])
+    out = tmp_path / "fine"
+    assert (
+        main(
+            [
+                "train",
+                "fine-lm",
+                "--tokens",
+                str(tmp_path / "cache"),
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (out / "model" / "model.safetensors").is_file()
+    assert (
+        main(["train", "coarse-lm", "--tokens", str(tmp_path / "cache"), "--out", str(out)]) == 1
+    )  # no semantic

@@ -1,0 +1,128 @@
+"""Token caches: precomputed tokens of a manifest, one folder of shards per field.
+
+    CACHE/index.json                 ids, captions and segments of every item (in order)
+    CACHE/<field>/shard-00000.safetensors   that field's tensors for items [0, shard_size)
+    CACHE/<field>/shard-00000.done           written last: the shard is complete
+
+A field (``codec``, ``semantic``, ``mulan_tokens``...) is computed by a registered extractor, so
+adding a field to an existing cache computes only that field, and a rerun skips finished shards.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from musiclm.errors import DataError
+
+INDEX = "index.json"
+
+
+class TokenCache:
+    """Read access: ``len(cache)``, ``cache.fields``, ``cache[i] -> {"id", "caption", field: tensor...}``."""
+
+    def __init__(self, path: str | Path, fields: list[str] | None = None):
+        self.path = Path(path)
+        index = self.path / INDEX
+        if not index.is_file():
+            raise DataError(f"{self.path}: not a token cache (no {INDEX}); build one with 'musiclm tokenize'")
+        meta = json.loads(index.read_text())
+        self.items: list[dict] = meta["items"]
+        self.shard_size: int = meta["shard_size"]
+        available = [p.name for p in self.path.iterdir() if p.is_dir() and self._complete(p.name)]
+        self.fields = fields or sorted(available)
+        missing = sorted(set(self.fields) - set(available))
+        if missing:
+            raise DataError(
+                f"{self.path}: field(s) {missing} missing or incomplete; run 'musiclm tokenize' again"
+            )
+        bad = {
+            i
+            for f in self.fields
+            for p in (self.path / f).glob("skipped-*.json")
+            for i in json.loads(p.read_text())
+        }
+        self.skipped = sorted(bad)
+        self.positions = [i for i, item in enumerate(self.items) if item["id"] not in bad]
+        self._shards: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+
+    def num_shards(self) -> int:
+        return -(-len(self.items) // self.shard_size)
+
+    def _complete(self, field: str) -> bool:
+        return all((self.path / field / f"shard-{s:05d}.done").is_file() for s in range(self.num_shards()))
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i: int) -> dict:
+        i = self.positions[i]
+        item = self.items[i]
+        out = {"id": item["id"], "caption": item.get("caption", "")}
+        shard = i // self.shard_size
+        for field in self.fields:
+            key = (field, shard)
+            if key not in self._shards:
+                if len(self._shards) > 64:
+                    self._shards.clear()
+                self._shards[key] = load_file(str(self.path / field / f"shard-{shard:05d}.safetensors"))
+            out[field] = self._shards[key][item["id"]]
+        return out
+
+
+def write_index(path: Path, items: list[dict], shard_size: int) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    index = path / INDEX
+    meta = {"items": items, "shard_size": shard_size}
+    if index.is_file():
+        old = json.loads(index.read_text())
+        if old != meta:
+            raise DataError(f"{path}: holds a cache of other items; use another output folder")
+        return
+    index.write_text(json.dumps(meta) + "\n")
+
+
+def fill_field(
+    path: Path,
+    field: str,
+    items: list[dict],
+    shard_size: int,
+    extract: Callable[[dict], torch.Tensor | None],
+    shards: list[int] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[str, str]]:
+    """Compute ``field`` for every item of the unfinished shards (or only ``shards``).
+
+    ``extract(item)`` returns the tensor, or raises a MusicLMError for a bad item, which is reported
+    and left out of the cache (listed in the field's ``skipped-*.json``). Returns the skipped (id, reason).
+    """
+    from musiclm.errors import MusicLMError
+
+    folder = path / field
+    folder.mkdir(parents=True, exist_ok=True)
+    skipped = []
+    all_shards = range(-(-len(items) // shard_size))
+    for s in shards if shards is not None else all_shards:
+        done = folder / f"shard-{s:05d}.done"
+        if done.is_file():
+            if progress:
+                progress(len(items[s * shard_size : (s + 1) * shard_size]))
+            continue
+        tensors, bad = {}, []
+        for item in items[s * shard_size : (s + 1) * shard_size]:
+            try:
+                tensors[item["id"]] = extract(item).contiguous()
+            except MusicLMError as e:
+                skipped.append((item["id"], str(e)))
+                bad.append(item["id"])
+                tensors[item["id"]] = torch.zeros(0, dtype=torch.long)
+            if progress:
+                progress(1)
+        save_file(tensors, str(folder / f"shard-{s:05d}.safetensors"))
+        (folder / f"skipped-{s:05d}.json").write_text(json.dumps(bad) + "\n")
+        done.write_text("ok\n")
+    return skipped

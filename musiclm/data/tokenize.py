@@ -1,0 +1,103 @@
+"""``musiclm tokenize``: precompute the tokens the stage LMs train on, for a whole manifest.
+
+Long files are cut into segments of at most ``segment_seconds`` (MuLaN embeddings describe one
+segment each). Work is split by shard across ``accelerate launch`` / ``torchrun`` ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from musiclm.audio import audio_info, load_audio
+from musiclm.data.cache import fill_field, write_index
+from musiclm.data.manifest import load_entries
+from musiclm.errors import AudioError, MusicLMError
+
+# field name -> (checkpoint kind, how to turn a segment's audio into the field's tensor)
+FIELD_EXTRACTORS: dict[str, tuple[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]]] = {
+    "codec": ("codec", lambda m, wav: m.encode(wav[None])[0].to(torch.int16)),
+    "semantic": ("semantic", lambda m, wav: m.encode(wav[None])[0].to(torch.int16)),
+    "mulan_tokens": (
+        "mulan",
+        lambda m, wav: m.tokens_from_audio(wav[None], m.sample_rate)[0].to(torch.int16),
+    ),
+}
+
+
+def plan_items(
+    source, segment_seconds: float, min_seconds: float = 1.0
+) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Segments of every usable entry, in a stable order; plus the skipped (path, reason)."""
+    items, skipped = [], []
+    for entry in load_entries(source):
+        try:
+            _, total = audio_info(entry.path)
+        except AudioError as e:
+            skipped.append((entry.path, str(e)))
+            continue
+        start = entry.start or 0.0
+        end = min(entry.end, total) if entry.end is not None else total
+        k = 0
+        while end - start >= min_seconds:
+            seg_end = min(end, start + segment_seconds)
+            items.append(
+                {
+                    "id": f"{entry.id}#{k}",
+                    "path": entry.path,
+                    "start": start,
+                    "end": seg_end,
+                    "caption": entry.caption,
+                }
+            )
+            start, k = seg_end, k + 1
+        if k == 0:
+            skipped.append((entry.path, f"shorter than {min_seconds} s"))
+    return items, skipped
+
+
+def tokenize(
+    source,
+    out: str | Path,
+    models: dict[str, nn.Module],
+    segment_seconds: float = 30.0,
+    shard_size: int = 64,
+    progress: bool = True,
+) -> list[tuple[str, str]]:
+    """Fill the cache at ``out`` with one field per model in ``models`` (field name -> model)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    out = Path(out)
+    items, skipped = plan_items(source, segment_seconds)
+    if not items:
+        raise MusicLMError(f"{source}: nothing to tokenize ({len(skipped)} file(s) skipped)")
+    if state.is_main_process:
+        write_index(out, items, shard_size)
+    state.wait_for_everyone()
+    n_shards = -(-len(items) // shard_size)
+    mine = [s for s in range(n_shards) if s % state.num_processes == state.process_index]
+    for field, model in models.items():
+        _, fn = FIELD_EXTRACTORS[field]
+
+        def extract(item, model=model, fn=fn):
+            wav, _ = load_audio(
+                item["path"],
+                model.sample_rate,
+                offset=item["start"],
+                duration=item["end"] - item["start"],
+                min_seconds=0.5,
+            )
+            return fn(model, wav)
+
+        total = sum(len(items[s * shard_size : (s + 1) * shard_size]) for s in mine)
+        with tqdm(
+            total=total, desc=f"tokenize {field}", disable=not (progress and state.is_local_main_process)
+        ) as bar:
+            skipped += fill_field(out, field, items, shard_size, extract, shards=mine, progress=bar.update)
+    state.wait_for_everyone()
+    return skipped
