@@ -181,7 +181,7 @@ class StageLM(nn.Module):
 
     # ---------------------------------------------------------------- generation
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def extend(
         self,
         prefix: torch.Tensor,
@@ -205,16 +205,18 @@ class StageLM(nn.Module):
             uncond = prefix.clone()
             uncond[:, :cond_len] = NULL
             prefix = torch.cat([prefix, uncond])
-        cache = self.transformer.new_cache(prefix.shape[0], prefix.shape[1] + n_new)
-        logits = self.transformer(prefix, cache)[:, -1]
+        tf = self.transformer
+        cache = tf.new_cache(prefix.shape[0], prefix.shape[1] + n_new)
+        hidden = tf.hidden(prefix, cache)[:, -1]
         out = torch.empty(b, n_new, dtype=torch.long, device=prefix.device)
         for j in range(n_new):
-            step_logits = guide(logits[:b], logits[b:], sampling.guidance) if use_cfg else logits
             lo, hi = span_of(j)
-            ids = sample(step_logits, sampling, lo, hi, generator)
+            logits = tf.logits(hidden, lo, hi)  # only this step's id range
+            step_logits = guide(logits[:b], logits[b:], sampling.guidance) if use_cfg else logits
+            ids = sample(step_logits, sampling, 0, hi - lo, generator) + lo
             out[:, j] = ids
             if j + 1 < n_new:
-                logits = self.transformer((torch.cat([ids, ids]) if use_cfg else ids)[:, None], cache)[:, -1]
+                hidden = tf.hidden((torch.cat([ids, ids]) if use_cfg else ids)[:, None], cache)[:, -1]
             if progress is not None:
                 progress(done + j + 1, total)
         return out

@@ -27,12 +27,20 @@ class KVCache:
         self.max_len = max_len
 
 
-def rotary(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotate pairs of channels of ``[B, H, T, D]`` by angles proportional to ``positions`` ``[T]``."""
-    d = x.shape[-1]
-    inv_freq = 1.0 / base ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
-    angles = positions.float()[:, None] * inv_freq[None]  # [T, D/2]
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+def rotary_angles(
+    positions: torch.Tensor, head_dim: int, base: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin ``[T, head_dim / 2]`` for ``positions`` ``[T]`` (computed once per forward)."""
+    inv_freq = 1.0 / base ** (
+        torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
+    )
+    angles = positions.float()[:, None] * inv_freq[None]
+    return angles.cos(), angles.sin()
+
+
+def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs of channels of ``[B, H, T, D]`` by the angles of their positions."""
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
@@ -44,12 +52,12 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None, rope) -> torch.Tensor:
         t = x.shape[1]
         q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.heads)
         start = cache.length if cache is not None else 0
-        positions = torch.arange(start, start + t, device=x.device)
-        q, k = rotary(q, positions), rotary(k, positions)
+        positions, cos, sin = rope
+        q, k = rotary(q, cos, sin), rotary(k, cos, sin)
         if cache is not None:
             if start + t > cache.max_len:
                 raise ValueError(f"KV cache of {cache.max_len} positions is full")
@@ -78,8 +86,8 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), layer, cache))
+    def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None, rope) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), layer, cache, rope))
         return x + self.drop(self.ff(self.norm2(x)))
 
 
@@ -109,10 +117,21 @@ class Transformer(nn.Module):
         p = self.head.weight
         return KVCache(c.depth, batch, c.heads, max_len, c.dim // c.heads, p.device, p.dtype)
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def hidden(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Final normalised hidden states ``[B, T, dim]`` (appends to ``cache`` when given)."""
+        start = cache.length if cache is not None else 0
+        positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
+        rope = (positions, *rotary_angles(positions, self.config.dim // self.config.heads))
         x = self.embed(tokens)
         for i, block in enumerate(self.blocks):
-            x = block(x, i, cache)
+            x = block(x, i, cache, rope)
         if cache is not None:
             cache.length += tokens.shape[1]
-        return self.head(self.norm(x))
+        return self.norm(x)
+
+    def logits(self, hidden: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+        """Logits of the ids ``[lo, hi)`` only: sampling one RVQ level needs just its rows of the head."""
+        return F.linear(hidden, self.head.weight[lo:hi])
+
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        return self.logits(self.hidden(tokens, cache))
