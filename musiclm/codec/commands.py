@@ -19,7 +19,9 @@ def register(sub, train) -> None:
         "--procedural-clips", type=int, default=4000, help=f"clips per epoch with --data {PROCEDURAL}"
     )
     p.add_argument("--adversarial-start", type=int, default=2000, help="steps before the GAN losses start")
-    add_train_arguments(p, out_dir="runs/codec", max_steps=20000, batch_size=16, lr=3e-4)
+    p.add_argument("--waveform-l1", type=float, default=0.0, help="weight of an L1 loss on the waveform")
+    # no weight EMA by default: averaged encoder weights would not match the EMA codebooks
+    add_train_arguments(p, out_dir="runs/codec", max_steps=20000, batch_size=16, lr=3e-4, ema_decay=None)
     p.set_defaults(func=_train)
 
     codec = sub.add_parser("codec", help="encode audio to acoustic tokens and back").add_subparsers(
@@ -64,7 +66,8 @@ def _train(args: argparse.Namespace) -> None:
     dataset = training_dataset(
         args.data, config.sample_rate, args.crop_seconds, args.procedural_clips, args.seed
     )
-    task = CodecTask(SoundStream(config), CodecLossConfig(adversarial_start=args.adversarial_start))
+    losses = CodecLossConfig(adversarial_start=args.adversarial_start, waveform_l1_weight=args.waveform_l1)
+    task = CodecTask(SoundStream(config), losses)
     trainer = Trainer(task, dataset, train_config_from_args(args))
     trainer.fit()
     print(f"codec written to {trainer.model_dir}")
