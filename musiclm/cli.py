@@ -19,6 +19,7 @@ COMMAND_MODULES: list[str] = [
     "musiclm.melody.commands",
     "musiclm.data.commands",
     "musiclm.lm.commands",
+    "musiclm.semantic.commands",
 ]
 
 

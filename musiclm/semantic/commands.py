@@ -1,0 +1,36 @@
+"""``musiclm train semantic``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub, train) -> None:
+    from musiclm.cli import add_train_arguments
+
+    p = train.add_parser("semantic", help="train the semantic tokenizer (masked prediction, then k-means)")
+    p.add_argument("--data", required=True, help="audio folder, manifest or 'procedural'")
+    p.add_argument("--preset", default="tiny", help="config preset (tiny, paper)")
+    p.add_argument("--crop-seconds", type=float, default=None, help="training crop (default from the config)")
+    p.add_argument(
+        "--kmeans-clips", type=int, default=200, help="clips whose frames the k-means are fitted on"
+    )
+    p.add_argument("--procedural-clips", type=int, default=4000)
+    add_train_arguments(p, out_dir="runs/semantic", max_steps=20000, batch_size=16, lr=5e-4)
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from musiclm.cli import train_config_from_args
+    from musiclm.codec.commands import training_dataset
+    from musiclm.config import get_preset
+    from musiclm.semantic.tokenizer import SemanticTokenizer
+    from musiclm.semantic.train import train_semantic
+
+    config = get_preset(args.preset).semantic
+    crop = args.crop_seconds or config.crop_seconds
+    dataset = training_dataset(args.data, config.sample_rate, crop, args.procedural_clips, args.seed)
+    trainer = train_semantic(
+        dataset, SemanticTokenizer(config), train_config_from_args(args), args.kmeans_clips
+    )
+    print(f"semantic tokenizer written to {trainer.model_dir}")
