@@ -37,7 +37,11 @@ def _drums(rng: np.random.Generator, sample_rate: int, seconds: float, bpm: floa
 
 
 def render_piece(seed: int | list[int], sample_rate: int, seconds: float) -> tuple[np.ndarray, dict]:
-    """One short piece -> (mono float32 audio in [-1, 1], labels)."""
+    """One short piece -> (mono float32 audio in [-1, 1], labels).
+
+    Labels: tempo, key, mode, drums, and the ground truth timelines ``chords`` (start s, duration s,
+    root pitch class) and ``melody`` (start s, duration s, MIDI pitch).
+    """
     rng = np.random.default_rng(seed)
     bpm = float(rng.uniform(70, 150))
     minor = bool(rng.random() < 0.5)
@@ -48,9 +52,10 @@ def render_piece(seed: int | list[int], sample_rate: int, seconds: float) -> tup
     # chords: one per bar (4 beats) on scale degrees of a common progression
     pad = random_timbre(rng) | {"decay": rng.uniform(0.2, 1.0), "attack": 0.05}
     degrees = rng.choice([[0, 5, 3, 4], [0, 3, 4, 0], [0, 4, 5, 3], [5, 3, 0, 4]])
-    notes, t, bar = [], 0.0, 0
+    notes, chords, t, bar = [], [], 0.0, 0
     while t < seconds:
         root = int(degrees[bar % 4])
+        chords.append((t, 4 * beat, (tonic + int(scale[root % 7])) % 12))
         for third in (0, 2, 4):
             d = root + third
             notes.append((t, 4 * beat, 48 + tonic + 12 * (d // 7) + int(scale[d % 7])))
@@ -58,7 +63,7 @@ def render_piece(seed: int | list[int], sample_rate: int, seconds: float) -> tup
     mix += 0.35 * render(notes, pad, sample_rate, seconds, rng)
     bass = [(s, dur, p - 12) for s, dur, p in notes[::3]]
     mix += 0.3 * render(bass, random_timbre(rng), sample_rate, seconds, rng)
-    melody = [(s, d, p + tonic % 3) for s, d, p in random_melody(rng, seconds)]
+    melody = random_melody(rng, seconds, tonic=60 + tonic, scale=scale, beat=beat)
     mix += 0.4 * render(melody, random_timbre(rng), sample_rate, seconds, rng)
     drums = bool(rng.random() < 0.7)
     if drums:
@@ -69,6 +74,8 @@ def render_piece(seed: int | list[int], sample_rate: int, seconds: float) -> tup
         "key": NOTE_NAMES[tonic],
         "mode": "minor" if minor else "major",
         "drums": drums,
+        "chords": chords,
+        "melody": melody,
     }
     return mix.astype(np.float32), labels
 

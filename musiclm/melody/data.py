@@ -16,11 +16,21 @@ MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
 MINOR = np.array([0, 2, 3, 5, 7, 8, 10])
 
 
-def random_melody(rng: np.random.Generator, seconds: float) -> list[tuple[float, float, int]]:
-    """(start s, duration s, MIDI pitch) notes filling ``seconds``: a stepwise walk in a random key."""
-    scale = MAJOR if rng.random() < 0.5 else MINOR
-    tonic = int(rng.integers(55, 70))
-    beat = 60.0 / rng.uniform(70, 150)
+def random_melody(
+    rng: np.random.Generator,
+    seconds: float,
+    tonic: int | None = None,
+    scale: np.ndarray | None = None,
+    beat: float | None = None,
+) -> list[tuple[float, float, int]]:
+    """(start s, duration s, MIDI pitch) notes filling ``seconds``: a stepwise walk in a key
+    (random unless ``tonic`` MIDI pitch, ``scale`` and ``beat`` seconds are given)."""
+    if scale is None:
+        scale = MAJOR if rng.random() < 0.5 else MINOR
+    if tonic is None:
+        tonic = int(rng.integers(55, 70))
+    if beat is None:
+        beat = 60.0 / rng.uniform(70, 150)
     degree = int(rng.integers(0, 7))
     notes, t = [], 0.0
     while t < seconds:
