@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "musiclm.data.commands",
     "musiclm.lm.commands",
     "musiclm.semantic.commands",
+    "musiclm.mulan.commands",
 ]
 
 

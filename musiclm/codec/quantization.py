@@ -209,3 +209,20 @@ class ResidualVectorQuantizer(nn.Module):
             )
         out = sum(vq.dequantize(codes[:, i]) for i, vq in enumerate(self.levels[:k]))
         return rearrange(out, "b t d -> b d t")
+
+    @torch.no_grad()
+    def fit(self, vectors: torch.Tensor, epochs: int = 20, batch_size: int = 512, seed: int = 0) -> float:
+        """Fit the codebooks to a set of ``[N, dim]`` vectors (k-means init + EMA passes).
+
+        For RVQs over embeddings (MuLaN, melody) that are trained after their encoder. Returns the
+        mean squared error between the vectors and their quantized reconstruction.
+        """
+        was_training = self.training
+        self.train()
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(epochs):
+            for idx in torch.randperm(len(vectors), generator=g).split(batch_size):
+                self(vectors[idx].T.unsqueeze(0), n_q=self.num_quantizers)
+        self.train(was_training)
+        recon = self.decode(self.encode(vectors.T.unsqueeze(0)))[0].T
+        return float((recon - vectors).pow(2).sum(-1).mean())

@@ -110,19 +110,8 @@ class MelodyEmbedder(nn.Module):
         return loss, accuracy
 
 
-@torch.no_grad()
-def fit_quantizer(
-    model: MelodyEmbedder, embeddings: torch.Tensor, epochs: int = 20, batch_size: int = 512
-) -> float:
-    """Train the RVQ on ``[N, embed_dim]`` window embeddings (k-means init + EMA updates).
-
-    Returns the mean squared error between embeddings and their quantized reconstruction.
-    """
-    q = model.quantizer.train()
-    g = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(embeddings), generator=g).split(batch_size):
-            q(embeddings[idx].T.unsqueeze(0))
-    q.eval()
-    recon = q.decode(q.encode(embeddings.T.unsqueeze(0)))[0].T
-    return float((recon - embeddings).pow(2).sum(-1).mean())
+def fit_quantizer(model: MelodyEmbedder, embeddings: torch.Tensor, epochs: int = 20) -> float:
+    """Train the RVQ on ``[N, embed_dim]`` window embeddings; returns the reconstruction error."""
+    error = model.quantizer.fit(embeddings, epochs=epochs)
+    model.quantizer.eval()
+    return error

@@ -1,0 +1,75 @@
+"""``musiclm train mulan`` and ``musiclm embed``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub, train) -> None:
+    from musiclm.cli import add_train_arguments
+
+    p = train.add_parser("mulan", help="train MuLaN (text + audio towers) and its conditioning RVQ")
+    p.add_argument(
+        "--data", required=True, help="captioned audio: folder with .txt captions, manifest, or 'procedural'"
+    )
+    p.add_argument("--preset", default="tiny")
+    p.add_argument(
+        "--text-tower", choices=["own", "minilm"], default=None, help="override the preset's text tower"
+    )
+    p.add_argument("--crop-seconds", type=float, default=10.0)
+    p.add_argument("--procedural-clips", type=int, default=4000)
+    p.add_argument("--quantizer-clips", type=int, default=2000)
+    add_train_arguments(p, out_dir="runs/mulan", max_steps=20000, batch_size=32, lr=3e-4)
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser("embed", help="MuLaN embeddings / tokens of prompts or audio files (JSON lines)")
+    e.add_argument("--model", required=True, help="MuLaN checkpoint")
+    e.add_argument("--text", nargs="*", default=[], help="prompts")
+    e.add_argument("--audio", nargs="*", default=[], help="audio files")
+    e.set_defaults(func=_embed)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from musiclm.cli import train_config_from_args
+    from musiclm.codec.commands import training_dataset
+    from musiclm.config import get_preset
+    from musiclm.mulan.model import MuLaN
+    from musiclm.mulan.train import train_mulan
+
+    config = get_preset(args.preset).mulan
+    if args.text_tower:
+        config.text_tower = args.text_tower
+    dataset = training_dataset(
+        args.data, config.sample_rate, args.crop_seconds, args.procedural_clips, args.seed
+    )
+    trainer = train_mulan(dataset, MuLaN(config), train_config_from_args(args), args.quantizer_clips)
+    print(f"MuLaN written to {trainer.model_dir}")
+
+
+def _embed(args: argparse.Namespace) -> None:
+    import json
+
+    from musiclm.audio import load_audio
+    from musiclm.checkpoint import load_model
+
+    model = load_model(args.model, kind="mulan")
+    if args.text:
+        emb = model.embed_text(args.text)
+        for t, e, tok in zip(args.text, emb, model.tokens_from_embedding(emb)):
+            print(
+                json.dumps(
+                    {"text": t, "tokens": tok.tolist(), "embedding": [round(x, 5) for x in e.tolist()]}
+                )
+            )
+    for path in args.audio:
+        wav, _ = load_audio(path, model.sample_rate, min_seconds=0.1)
+        emb = model.embed_audio(wav[None])
+        print(
+            json.dumps(
+                {
+                    "audio": path,
+                    "tokens": model.tokens_from_embedding(emb)[0].tolist(),
+                    "embedding": [round(x, 5) for x in emb[0].tolist()],
+                }
+            )
+        )

@@ -1,0 +1,61 @@
+"""Training MuLaN: text tokenizer, contrastive towers (shared Trainer), then the RVQ."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from musiclm.checkpoint import save_model
+from musiclm.mulan.model import MuLaN
+from musiclm.mulan.text import train_wordpiece
+from musiclm.train import TrainConfig, Trainer, TrainTask
+
+
+class ContrastiveTask(TrainTask):
+    def __init__(self, model: MuLaN):
+        super().__init__()
+        self.model = model
+
+    def phases(self):
+        params = [
+            p for n, p in self.model.named_parameters() if p.requires_grad and not n.startswith("quantizer.")
+        ]
+        return {"main": params}
+
+    def forward(self, batch, phase: str, step: int):
+        loss, accuracy = self.model.contrastive_loss(batch["wav"], list(batch["caption"]))
+        return loss, {"accuracy": accuracy, "temperature": 1 / self.model.logit_scale.exp().detach()}
+
+
+def captions_of(dataset, limit: int = 20000) -> list[str]:
+    entries = getattr(dataset, "entries", None)
+    if entries is not None:
+        return [e.caption for e in entries if e.caption][:limit]
+    return [dataset[i]["caption"] for i in range(min(limit, len(dataset)))]
+
+
+@torch.no_grad()
+def audio_embeddings(model: MuLaN, dataset, clips: int, batch_size: int = 16) -> torch.Tensor:
+    model.eval()
+    idx = list(range(min(clips, len(dataset))))
+    out = []
+    for start in tqdm(range(0, len(idx), batch_size), desc="audio embeddings", leave=False):
+        wav = torch.stack([dataset[i]["wav"] for i in idx[start : start + batch_size]])
+        out.append(model.embed_audio(wav))
+    return torch.cat(out)
+
+
+def train_mulan(dataset, model: MuLaN, config: TrainConfig, quantizer_clips: int = 2000) -> Trainer:
+    """Fit the text tokenizer (own tower), train both towers, fit the RVQ on audio embeddings, export."""
+    if model.config.text_tower == "own" and model.text.tokenizer is None:
+        model.text.set_tokenizer(train_wordpiece(captions_of(dataset), model.config.text_vocab_size))
+    trainer = Trainer(ContrastiveTask(model), dataset, config)
+    trainer.fit()
+    task = trainer.unwrapped
+    with trainer.ema.swapped_in(task) if trainer.ema is not None else nullcontext():
+        task.model.quantizer.fit(audio_embeddings(task.model, dataset, quantizer_clips))
+        save_model(task.model, Path(config.out_dir) / "model")
+    return trainer

@@ -1,0 +1,161 @@
+import warnings
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from musiclm.checkpoint import load_model, save_model
+from musiclm.config import MulanConfig
+from musiclm.data.procedural import render_piece
+from musiclm.errors import PromptError
+from musiclm.mulan.model import MuLaN
+from musiclm.mulan.text import train_wordpiece
+from musiclm.mulan.train import ContrastiveTask, audio_embeddings
+from musiclm.train import TrainConfig, Trainer
+
+SR = 16000
+PROMPTS = ["music with drums", "music without drums"]
+
+
+class DrumsOrNot(Dataset):
+    """Procedural clips captioned by whether drums play (ground truth from the renderer)."""
+
+    def __init__(self, n, seed):
+        self.items = []
+        for i in range(n):
+            wav, labels = render_piece([seed, i], SR, 2.0)
+            self.items.append({"wav": torch.from_numpy(wav), "caption": PROMPTS[0 if labels["drums"] else 1]})
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def tiny_config(**kw):
+    base = dict(
+        embed_dim=32,
+        n_mels=32,
+        patch_frames=10,
+        audio_dim=48,
+        audio_depth=2,
+        audio_heads=4,
+        text_vocab_size=200,
+        text_dim=48,
+        text_depth=1,
+        text_heads=4,
+        max_text_tokens=16,
+        dropout=0.0,
+        window_seconds=2.0,
+        window_hop_seconds=1.0,
+        num_quantizers=4,
+        codebook_size=16,
+    )
+    base.update(kw)
+    return MulanConfig(**base)
+
+
+def make_model(captions=PROMPTS + ["a calm piano piece", "a loud rock song"]):
+    model = MuLaN(tiny_config())
+    model.text.set_tokenizer(train_wordpiece(captions, 200))
+    return model
+
+
+def test_shapes_normalisation_and_windows():
+    model = make_model().eval()
+    a = model.embed_audio(torch.randn(3, int(4.5 * SR)) * 0.1)  # 4 windows of 2 s at 1 s hop, averaged
+    t = model.embed_text(["a calm piano piece", "a loud rock song"])
+    assert a.shape == (3, 32) and t.shape == (2, 32)
+    assert torch.allclose(a.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(t.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert model.similarity(t, a).shape == (2, 3)
+    assert model.audio_windows(torch.zeros(1, int(4.5 * SR))).shape == (1, 4, 2 * SR)
+
+
+def test_bad_prompts():
+    model = make_model()
+    for bad, match in [([""], "empty"), (["  "], "empty"), ([3], "not a string"), ([], "non-empty")]:
+        with pytest.raises(PromptError, match=match):
+            model.embed_text(bad)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        model.embed_text(["piano " * 40])
+    assert any("truncated" in str(x.message) for x in w)
+
+
+def test_training_separates_captions_and_tokens_share_a_codebook(tmp_path):
+    torch.manual_seed(0)
+    train, held = DrumsOrNot(96, seed=1), DrumsOrNot(32, seed=2)
+    model = make_model()
+
+    def zero_shot():
+        model.eval()
+        with torch.no_grad():
+            a = audio_embeddings(model, held, len(held))
+            pred = (model.embed_text(PROMPTS) @ a.T).argmax(0)
+        truth = torch.tensor([PROMPTS.index(x["caption"]) for x in held.items])
+        return (pred == truth).float().mean().item()
+
+    before = zero_shot()
+    cfg = TrainConfig(
+        out_dir=str(tmp_path),
+        max_steps=150,
+        batch_size=16,
+        lr=1e-3,
+        warmup_steps=10,
+        progress=False,
+        checkpoint_every=1000,
+        log_every=25,
+        ema_decay=None,
+    )
+    Trainer(ContrastiveTask(model), train, cfg).fit()
+    log = [__import__("json").loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert log[-1]["loss/main"] < log[0]["loss/main"]
+    after = zero_shot()
+    majority = max(sum(x["caption"] == p for x in held.items) for p in PROMPTS) / len(held)
+    assert after >= max(0.8, majority + 0.1), (before, after, majority)
+
+    emb = audio_embeddings(model, train, len(train))
+    error = model.quantizer.fit(emb, epochs=10)
+    assert error < 0.5 * emb.pow(2).sum(-1).mean()
+    a_tok = model.tokens_from_audio(torch.stack([held[i]["wav"] for i in range(4)]))
+    t_tok = model.tokens_from_text(PROMPTS)
+    assert a_tok.shape == (4, 4) and t_tok.shape == (2, 4)
+    assert a_tok.max() < 16 and t_tok.max() < 16
+    # text tokens come from the codebooks fitted on audio embeddings and still tell the prompts apart
+    with torch.no_grad():
+        recon = torch.nn.functional.normalize(model.quantizer.decode(t_tok[..., None])[..., 0], dim=-1)
+        sim = recon @ model.embed_text(PROMPTS).T
+    assert sim[0, 0] > sim[0, 1] and sim[1, 1] > sim[1, 0], sim
+
+    save_model(model, tmp_path / "mulan")
+    again = load_model(tmp_path / "mulan", kind="mulan")
+    assert torch.equal(again.tokens_from_text(PROMPTS), t_tok)
+    assert torch.allclose(
+        again.embed_audio(held[0]["wav"][None]), model.embed_audio(held[0]["wav"][None]), atol=1e-6
+    )
+
+
+def test_pretrained_text_tower_with_a_small_random_bert():
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from musiclm.mulan.text import PretrainedTextTower
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "calm", "piano", "loud", "rock", "music"]
+    path = __import__("tempfile").mkdtemp()
+    (__import__("pathlib").Path(path) / "vocab.txt").write_text("\n".join(vocab))
+    tok = BertTokenizerFast(vocab_file=f"{path}/vocab.txt")
+    bert = BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        )
+    )
+    tower = PretrainedTextTower(tiny_config(text_tower="minilm"), bert, tok)
+    out = tower(["calm piano", "loud rock music"])
+    assert out.shape == (2, 32)
+    assert all(not p.requires_grad for p in tower.encoder.parameters())
