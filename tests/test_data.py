@@ -89,7 +89,9 @@ def test_procedural_music_is_deterministic_and_audible():
     assert np.array_equal(a, b) and la == lb
     assert np.sqrt((a**2).mean()) > 0.02 and np.abs(a).max() <= 1.0
     item = ProceduralMusic(3, SR, 1.0)[2]
-    assert item["wav"].shape == (SR,) and "bpm" in item["caption"]
+    assert item["wav"].shape == (SR,) and item["caption"]
+    captions = {ProceduralMusic(40, SR, 0.1)[i]["caption"] for i in range(40)}
+    assert len(captions) > 30  # varied wording
     assert not torch.equal(ProceduralMusic(3, SR, 1.0)[0]["wav"], item["wav"])
 
 

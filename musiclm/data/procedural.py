@@ -80,9 +80,51 @@ def render_piece(seed: int | list[int], sample_rate: int, seconds: float) -> tup
     return mix.astype(np.float32), labels
 
 
-def caption_for(labels: dict) -> str:
-    drums = "with drums" if labels["drums"] else "without drums"
-    return f"a {labels['mode']} key piece in {labels['key']} at {labels['tempo']} bpm {drums}"
+WORDS = {
+    "major": ["major key", "major-key", "bright major"],
+    "minor": ["minor key", "minor-key", "dark minor"],
+    "slow": ["slow", "unhurried", "laid-back"],
+    "medium": ["mid-tempo", "moderate", "steady"],
+    "fast": ["fast", "upbeat", "energetic"],
+    "drums": ["with drums", "with a drum beat", "with percussion"],
+    "no drums": ["without drums", "with no percussion", "drumless"],
+}
+# words the templates never use: zero-shot prompts that test generalisation beyond the captions
+PARAPHRASES = {
+    "major": "cheerful happy music",
+    "minor": "melancholic sad music",
+    "slow": "leisurely music",
+    "medium": "music at a walking pace",
+    "fast": "quick lively music",
+    "drums": "music with kicks and snares",
+    "no drums": "music with no beat",
+}
+TEMPLATES = [
+    "{tempo} {mode} music {drums}",
+    "{tempo} music in {key} {mode_short} {drums}",
+    "a {mode} tune at {bpm} bpm {drums}",
+    "{drums_cap}: a {mode} track, {tempo}",
+]
+
+
+def tempo_bucket(bpm: float) -> str:
+    return "slow" if bpm < 95 else "medium" if bpm < 125 else "fast"
+
+
+def caption_for(labels: dict, seed: int | list[int] = 0) -> str:
+    """A natural-language caption of a piece's labels, wording and order varied by ``seed``."""
+    rng = np.random.default_rng(seed)
+    pick = lambda key: WORDS[key][int(rng.integers(len(WORDS[key])))]  # noqa: E731
+    drums = pick("drums" if labels["drums"] else "no drums")
+    return TEMPLATES[int(rng.integers(len(TEMPLATES)))].format(
+        tempo=pick(tempo_bucket(labels["tempo"])),
+        mode=pick(labels["mode"]),
+        mode_short=labels["mode"],
+        key=labels["key"],
+        bpm=labels["tempo"],
+        drums=drums,
+        drums_cap=drums.capitalize(),
+    )
 
 
 class ProceduralMusic(Dataset):
@@ -96,4 +138,8 @@ class ProceduralMusic(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         wav, labels = render_piece([self.seed, index], self.sample_rate, self.seconds)
-        return {"wav": torch.from_numpy(wav), "caption": caption_for(labels), "index": index}
+        return {
+            "wav": torch.from_numpy(wav),
+            "caption": caption_for(labels, [self.seed, index]),
+            "index": index,
+        }
