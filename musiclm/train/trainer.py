@@ -94,11 +94,6 @@ class TrainTask(nn.Module):
         save_model(model, directory)
 
 
-class _Counter:
-    def __init__(self) -> None:
-        self.step = 0
-
-
 def _lr_lambda(config: TrainConfig):
     def fn(step: int) -> float:
         if config.warmup_steps and step < config.warmup_steps:
@@ -161,7 +156,7 @@ class Trainer:
             for name, opt in self.optimizers.items()
         }
         self.phase_params = phases
-        self.counter = _Counter()
+        self.step = 0  # optimiser steps taken, restored by resume()
         self.ema = EMA(self.unwrapped, config.ema_decay) if config.ema_decay else None
 
     # ------------------------------------------------------------------ helpers
@@ -169,10 +164,6 @@ class Trainer:
     @property
     def unwrapped(self) -> TrainTask:
         return self.accelerator.unwrap_model(self.task)
-
-    @property
-    def step(self) -> int:
-        return self.counter.step
 
     @property
     def state_dir(self) -> Path:
@@ -282,7 +273,7 @@ class Trainer:
                 f"{where}: cannot resume ({str(e).splitlines()[0][:200]}); "
                 "it was written by a different model or config: use another out_dir"
             ) from None
-        self.counter.step = int(state["step"])
+        self.step = int(state["step"])
         rng = state["rng"]
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
@@ -320,7 +311,7 @@ class Trainer:
                 for name, value in self._train_step(micro).items():
                     sums[name] = sums.get(name, 0.0) + value
                 count += 1
-                self.counter.step += 1
+                self.step += 1
                 if self.ema is not None:
                     self.ema.update(self.unwrapped)
                 bar.update(1)
