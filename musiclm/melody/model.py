@@ -19,6 +19,7 @@ from musiclm.audio import check_waveform, log_mel_spectrogram
 from musiclm.checkpoint import register_model
 from musiclm.codec.quantization import ResidualVectorQuantizer
 from musiclm.config import MelodyConfig
+from musiclm.modules.patch_transformer import PatchTransformer, normalize_per_clip
 
 
 @register_model("melody")
@@ -29,15 +30,7 @@ class MelodyEmbedder(nn.Module):
         super().__init__()
         self.config = c = config
         frames = c.window_samples // c.hop_length + 1
-        self.num_patches = math.ceil(frames / c.patch_frames)
-        self.patch = nn.Linear(c.n_mels * c.patch_frames, c.dim)
-        self.cls = nn.Parameter(torch.randn(1, 1, c.dim) * 0.02)
-        self.pos = nn.Parameter(torch.randn(1, self.num_patches + 1, c.dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(
-            c.dim, c.heads, 4 * c.dim, c.dropout, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, c.depth, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(c.dim)
+        self.backbone = PatchTransformer(c.n_mels, c.patch_frames, frames, c.dim, c.depth, c.heads, c.dropout)
         self.head = nn.Linear(c.dim, c.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.quantizer = ResidualVectorQuantizer(c.embed_dim, c.num_quantizers, c.codebook_size)
@@ -69,24 +62,17 @@ class MelodyEmbedder(nn.Module):
         mel = log_mel_spectrogram(
             windows, c.sample_rate, c.n_fft, c.hop_length, c.n_mels, fmin=c.fmin, fmax=c.fmax
         )
-        mel = mel - mel.mean(dim=(-1, -2), keepdim=True)
-        return mel / (mel.std(dim=(-1, -2), keepdim=True) + 1e-5)
+        return normalize_per_clip(mel)
 
     def embed_windows(self, windows: torch.Tensor) -> torch.Tensor:
         """``[N, window_samples]`` -> L2-normalised ``[N, embed_dim]``."""
-        c = self.config
-        mel = self.features(windows)
-        mel = F.pad(mel, (0, self.num_patches * c.patch_frames - mel.shape[-1]))
-        x = self.patch(rearrange(mel, "n m (p f) -> n p (f m)", f=c.patch_frames))
-        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
-        x = self.norm(self.encoder(x))
-        return F.normalize(self.head(x[:, 0]), dim=-1)
+        return F.normalize(self.head(self.backbone(self.features(windows))), dim=-1)
 
     def embed(self, wav: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         """``[B, T]`` audio -> ``[B, W, embed_dim]`` per-window melody embeddings."""
         if sample_rate is not None and sample_rate != self.sample_rate:
             wav = torch.stack([check_waveform(w, sample_rate, self.sample_rate) for w in wav])
-        windows = self.split_windows(wav.to(self.pos.device).float())
+        windows = self.split_windows(wav.to(self.head.weight.device).float())
         b = windows.shape[0]
         emb = self.embed_windows(rearrange(windows, "b w t -> (b w) t"))
         return rearrange(emb, "(b w) d -> b w d", b=b)

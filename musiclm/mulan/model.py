@@ -20,46 +20,30 @@ from musiclm.checkpoint import register_model
 from musiclm.codec.quantization import ResidualVectorQuantizer
 from musiclm.config import MulanConfig
 from musiclm.errors import AudioError, ConfigError
+from musiclm.modules.patch_transformer import PatchTransformer, normalize_per_clip
 from musiclm.mulan.text import OwnTextTower, PretrainedTextTower, check_prompts
 
 
 class AudioTower(nn.Module):
-    """Spectrogram transformer: log-mel patches (``patch_frames`` x all bands) -> CLS -> ``embed_dim``."""
+    """Spectrogram transformer over one window of log-mel -> ``embed_dim`` (not normalised)."""
 
     def __init__(self, config: MulanConfig):
         super().__init__()
         c = config
         self.config = c
         frames = round(c.window_seconds * c.sample_rate) // c.hop_length + 1
-        self.max_patches = math.ceil(frames / c.patch_frames)
-        self.patch = nn.Linear(c.n_mels * c.patch_frames, c.audio_dim)
-        self.cls = nn.Parameter(torch.randn(1, 1, c.audio_dim) * 0.02)
-        self.pos = nn.Parameter(torch.randn(1, self.max_patches + 1, c.audio_dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(
-            c.audio_dim,
-            c.audio_heads,
-            4 * c.audio_dim,
-            c.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,
+        self.backbone = PatchTransformer(
+            c.n_mels, c.patch_frames, frames, c.audio_dim, c.audio_depth, c.audio_heads, c.dropout
         )
-        self.encoder = nn.TransformerEncoder(layer, c.audio_depth, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(c.audio_dim)
         self.proj = nn.Linear(c.audio_dim, c.embed_dim)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` (at most one window long) -> ``[B, embed_dim]`` (not normalised)."""
+        """``[B, T]`` (at most one window long) -> ``[B, embed_dim]``."""
         c = self.config
-        mel = log_mel_spectrogram(wav, c.sample_rate, c.n_fft, c.hop_length, c.n_mels)
-        mel = (mel - mel.mean(dim=(-1, -2), keepdim=True)) / (mel.std(dim=(-1, -2), keepdim=True) + 1e-5)
-        p = math.ceil(mel.shape[-1] / c.patch_frames)
-        if p > self.max_patches:
+        mel = normalize_per_clip(log_mel_spectrogram(wav, c.sample_rate, c.n_fft, c.hop_length, c.n_mels))
+        if math.ceil(mel.shape[-1] / c.patch_frames) > self.backbone.max_patches:
             raise AudioError(f"audio tower input longer than one {c.window_seconds} s window")
-        mel = F.pad(mel, (0, p * c.patch_frames - mel.shape[-1]))
-        x = self.patch(rearrange(mel, "b m (p f) -> b p (f m)", f=c.patch_frames))
-        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos[:, : p + 1]
-        return self.proj(self.norm(self.encoder(x))[:, 0])
+        return self.proj(self.backbone(mel))
 
 
 @register_model("mulan")
