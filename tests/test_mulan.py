@@ -159,3 +159,51 @@ def test_pretrained_text_tower_with_a_small_random_bert():
     out = tower(["calm piano", "loud rock music"])
     assert out.shape == (2, 32)
     assert all(not p.requires_grad for p in tower.encoder.parameters())
+
+
+def test_clap_adapter_offline():
+    from transformers import (
+        ClapAudioConfig,
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        ClapTextConfig,
+        PreTrainedTokenizerFast,
+    )
+
+    from musiclm.mulan.hf import ClapMuLaN
+
+    text = ClapTextConfig(
+        vocab_size=200,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        projection_dim=16,
+    )
+    audio = ClapAudioConfig(
+        hidden_size=32,
+        depths=[1, 1],
+        num_attention_heads=[2, 2],
+        window_size=8,
+        patch_embeds_hidden_size=16,
+        projection_dim=16,
+        enable_fusion=False,
+    )
+    model = ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16))
+    words = train_wordpiece(PROMPTS + ["a calm piano piece"], 200)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, pad_token="[PAD]", unk_token="[UNK]")
+    clap = ClapMuLaN(
+        model, ClapFeatureExtractor(truncation="rand_trunc"), tokenizer, num_quantizers=2, codebook_size=4
+    )
+    clips = [torch.randn(SR) * 0.1 for _ in range(6)]
+    a = clap.embed_audio(torch.stack(clips[:2]), sample_rate=SR)  # resampled to CLAP's 48 kHz
+    t = clap.embed_text(["a calm piano piece", "music with drums"])
+    assert a.shape == (2, 16) and t.shape == (2, 16)
+    assert torch.allclose(a.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert clap.similarity(t, a).shape == (2, 2)
+    clap.fit_quantizer(clips, SR)
+    assert clap.tokens_from_text(["music with drums"]).shape == (1, 2)
+    assert clap.tokens_from_audio(clips[0][None], SR).max() < 4
+    with pytest.raises(PromptError):
+        clap.embed_text([""])
