@@ -2,7 +2,13 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint format
+.PHONY: install sysdeps demo test lint format
+
+# FluidSynth + a small General MIDI soundfont, for the synthetic benchmark and its tests.
+sysdeps:
+	@command -v fluidsynth >/dev/null && ls /usr/share/sounds/sf2/*.sf2 >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends fluidsynth timgm6mb-soundfont; }
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,8 +21,8 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/musiclm demo -o demo.wav
 
-test: install
-	$(PY) -m pytest -q
+test: install sysdeps
+	MUSICLM_REQUIRE_SYNTH=1 $(PY) -m pytest -q
 
 lint:
 	$(VENV)/bin/ruff check musiclm tests benchmarks

@@ -190,6 +190,7 @@ def _import_builtin_models() -> None:
         "musiclm.mulan.model",
         "musiclm.melody.model",
         "musiclm.lm.stages",
+        "musiclm.eval.kld",
     ):
         try:
             importlib.import_module(name)

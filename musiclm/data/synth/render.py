@@ -1,0 +1,132 @@
+"""Render pieces to audio with FluidSynth and a General MIDI soundfont, and write them as MIDI files.
+
+Rendering drives one FluidSynth instance per soundfont directly from the note list (no temporary
+MIDI file, no re-loading of the soundfont per piece), which is what makes the benchmark fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from musiclm.data.synth.arrange import Piece
+from musiclm.errors import DataError
+
+SOUNDFONT_DIRS = ["/usr/share/sounds/sf2", "/usr/share/sounds/sf3", "/usr/share/soundfonts"]
+# Preferred General MIDI soundfonts (Debian packages fluid-soundfont-gm, timgm6mb-soundfont,
+# musescore-general-soundfont-small); rotating them varies timbre for the same program.
+KNOWN_SOUNDFONTS = ["FluidR3_GM.sf2", "TimGM6mb.sf2", "MuseScore_General_Lite.sf3"]
+INSTALL_HINT = (
+    "install FluidSynth and a General MIDI soundfont, e.g. "
+    "`apt-get install fluidsynth fluid-soundfont-gm timgm6mb-soundfont` and `pip install 'musiclm[synth]'`"
+)
+
+
+def find_soundfonts(extra: list[str] | None = None) -> list[Path]:
+    """Known GM soundfonts found on this system (plus ``extra`` paths), in a fixed order."""
+    found = [Path(p) for p in extra or [] if Path(p).is_file()]
+    for name in KNOWN_SOUNDFONTS:
+        for d in SOUNDFONT_DIRS:
+            path = Path(d) / name
+            if path.is_file() and path.resolve() not in [f.resolve() for f in found]:
+                found.append(path)
+                break
+    return found
+
+
+class FluidSynthRenderer:
+    """Renders :class:`Piece` objects at ``sample_rate``; soundfonts are loaded once, lazily.
+
+    FluidSynth's output depends on what the instance played before, so the same sequence of pieces
+    on a fresh renderer gives the same audio; :func:`synthesize` relies on that."""
+
+    def __init__(self, sample_rate: int, gain: float = 0.8):
+        try:
+            import fluidsynth
+        except (ImportError, OSError) as e:
+            raise DataError(f"FluidSynth is not available ({e}); {INSTALL_HINT}") from None
+        self._fluidsynth, self.sample_rate, self.gain = fluidsynth, sample_rate, gain
+        self._synths: dict[str, tuple[object, int]] = {}
+
+    def _synth(self, soundfont: str):
+        if soundfont not in self._synths:
+            synth = self._fluidsynth.Synth(samplerate=float(self.sample_rate), gain=self.gain)
+            sfid = synth.sfload(str(soundfont))
+            if sfid < 0:
+                raise DataError(f"{soundfont}: FluidSynth could not load this soundfont")
+            self._synths[soundfont] = (synth, sfid)
+        return self._synths[soundfont]
+
+    def close(self) -> None:
+        for synth, _ in self._synths.values():
+            synth.delete()
+        self._synths.clear()
+
+    def render(self, piece: Piece, soundfont: str) -> np.ndarray:
+        """Mono float32 audio of exactly ``piece.seconds``."""
+        synth, sfid = self._synth(soundfont)
+        synth.system_reset()
+        events = []  # (time, order, channel, kind, pitch, velocity); note-offs sort before note-ons
+        channel = 0
+        for track in piece.tracks:
+            if track.is_drum:
+                ch = 9
+                synth.program_select(ch, sfid, 128, 0)
+            else:
+                ch = channel if channel < 9 else channel + 1
+                channel += 1
+                synth.program_select(ch, sfid, 0, track.program)
+            for start, end, pitch, velocity in track.notes:
+                events.append((start, 1, ch, pitch, velocity))
+                events.append((end, 0, ch, pitch, 0))
+        events.sort()
+        total = int(round(piece.seconds * self.sample_rate))
+        out = np.zeros(total * 2, dtype=np.int16)  # interleaved stereo
+        done = 0
+        for time, is_on, ch, pitch, velocity in events:
+            at = min(int(round(time * self.sample_rate)), total)
+            if at > done:
+                out[2 * done : 2 * at] = synth.get_samples(at - done)
+                done = at
+            if is_on:
+                synth.noteon(ch, pitch, velocity)
+            else:
+                synth.noteoff(ch, pitch)
+        if total > done:
+            out[2 * done :] = synth.get_samples(total - done)
+        for ch in range(16):
+            synth.cc(ch, 120, 0)  # all sound off, so nothing rings into the next piece
+        stereo = out.reshape(-1, 2).astype(np.float32) / 32768.0
+        return stereo.mean(axis=1)
+
+
+def write_midi(piece: Piece, path: str | Path, ticks_per_beat: int = 480) -> None:
+    """The piece as a type-1 MIDI file (tempo 120 so that one beat = 0.5 s; times are in seconds)."""
+    import mido
+
+    mid = mido.MidiFile(type=1, ticks_per_beat=ticks_per_beat)
+    meta = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500000, time=0)])
+    mid.tracks.append(meta)
+    to_ticks = lambda seconds: int(round(seconds * 2 * ticks_per_beat))  # noqa: E731
+    channel = 0
+    for track in piece.tracks:
+        if track.is_drum:
+            ch = 9
+        else:
+            ch = channel if channel < 9 else channel + 1
+            channel += 1
+        mt = mido.MidiTrack([mido.MetaMessage("track_name", name=track.name, time=0)])
+        if not track.is_drum:
+            mt.append(mido.Message("program_change", channel=ch, program=track.program, time=0))
+        events = []
+        for start, end, pitch, velocity in track.notes:
+            events.append((to_ticks(start), 1, pitch, velocity))
+            events.append((to_ticks(end), 0, pitch, 0))
+        now = 0
+        for tick, is_on, pitch, velocity in sorted(events):
+            kind = "note_on" if is_on else "note_off"
+            mt.append(mido.Message(kind, channel=ch, note=pitch, velocity=velocity, time=tick - now))
+            now = tick
+        mid.tracks.append(mt)
+    mid.save(str(path))

@@ -1,0 +1,99 @@
+"""Text adherence: MuLaN Cycle Consistency (paper 5, "MCC") and the CLAP score.
+
+MCC is the cosine between MuLaN's embedding of each prompt and its audio embedding of the clip
+generated from that prompt, averaged over prompts. MusicLM is conditioned on MuLaN, so MCC is
+optimistic for it; the CLAP score does the same with an independent joint embedding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from musiclm.audio import resample
+from musiclm.errors import AudioError
+from musiclm.eval.fad import _pooled, equal_length_batches
+from musiclm.mulan.text import check_prompts
+
+
+@torch.no_grad()
+def mulan_cycle_consistency(
+    mulan: Any,
+    texts: str | Sequence[str],
+    wavs: torch.Tensor | Sequence[torch.Tensor],
+    sample_rate: int,
+    batch_size: int = 8,
+) -> tuple[float, np.ndarray]:
+    """(mean, per-clip ``[N]``) cosine in [-1, 1] between ``texts[i]`` and clip ``wavs[i]``.
+
+    ``mulan`` is anything with ``embed_text(list[str])`` and ``embed_audio(wav, sample_rate)`` (our
+    MuLaN or ``ClapMuLaN``); clip ``i`` must have been generated from prompt ``i``.
+    """
+    texts = _prompts(texts)
+    clips = _clips(wavs, len(texts))
+    if hasattr(mulan, "eval"):
+        mulan.eval()
+    t = torch.cat([mulan.embed_text(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
+    a = torch.cat(
+        [mulan.embed_audio(batch, sample_rate) for batch in equal_length_batches(clips, batch_size)]
+    )
+    return _cosines(t, a)
+
+
+@torch.no_grad()
+def clap_score(
+    clap_model: Any,
+    processor: Any,
+    texts: str | Sequence[str],
+    wavs: torch.Tensor | Sequence[torch.Tensor],
+    sample_rate: int,
+    batch_size: int = 8,
+) -> tuple[float, np.ndarray]:
+    """(mean, per-clip ``[N]``) cosine between CLAP text and audio embeddings of paired prompts/clips.
+
+    ``clap_model`` is a ``transformers.ClapModel``; ``processor`` a ``ClapProcessor`` (its tokenizer
+    and feature extractor are used directly, whose call signatures are stable across versions).
+    """
+    texts = _prompts(texts)
+    clips = _clips(wavs, len(texts))
+    clap_model.eval()
+    device = next(clap_model.parameters()).device
+    extractor, tokenizer = processor.feature_extractor, processor.tokenizer
+    sr = int(extractor.sampling_rate)
+    text_emb, audio_emb = [], []
+    for i in range(0, len(texts), batch_size):
+        tok = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, return_tensors="pt")
+        tok = {k: v.to(device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
+        text_emb.append(_pooled(clap_model.get_text_features(**tok)).float().cpu())
+    for batch in equal_length_batches(clips, batch_size):
+        audio = resample(batch, sample_rate, sr)
+        feats = extractor(list(audio.numpy()), sampling_rate=sr, return_tensors="pt")
+        kwargs = {"input_features": feats["input_features"].to(device)}
+        if "is_longer" in feats:
+            kwargs["is_longer"] = feats["is_longer"].to(device)
+        audio_emb.append(_pooled(clap_model.get_audio_features(**kwargs)).float().cpu())
+    return _cosines(torch.cat(text_emb), torch.cat(audio_emb))
+
+
+def _cosines(text: torch.Tensor, audio: torch.Tensor) -> tuple[float, np.ndarray]:
+    per_clip = (F.normalize(text.float().cpu(), dim=-1) * F.normalize(audio.float().cpu(), dim=-1)).sum(-1)
+    per_clip = per_clip.clamp(-1.0, 1.0).double().numpy()
+    return float(per_clip.mean()), per_clip
+
+
+def _prompts(texts: str | Sequence[str]) -> list[str]:
+    return check_prompts(texts if isinstance(texts, str) else list(texts))
+
+
+def _clips(wavs: torch.Tensor | Sequence[torch.Tensor], n: int) -> list[torch.Tensor]:
+    clips = [torch.as_tensor(w).float().reshape(-1) for w in wavs]
+    if len(clips) != n:
+        raise ValueError(f"got {n} prompts but {len(clips)} clips; pass one clip per prompt")
+    for i, c in enumerate(clips):
+        if c.numel() == 0 or not torch.isfinite(c).all():
+            raise AudioError(f"clip {i} is empty or contains NaN/inf")
+    return clips
