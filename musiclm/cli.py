@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "musiclm.lm.commands",
     "musiclm.semantic.commands",
     "musiclm.mulan.commands",
+    "musiclm.pipeline_commands",
 ]
 
 
@@ -32,6 +33,9 @@ def add_train_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
     g = parser.add_argument_group("training")
     g.add_argument("--out", default=base.out_dir, help="run directory (resumes if it has a checkpoint)")
     g.add_argument("--steps", type=int, default=base.max_steps, help="total optimiser steps")
+    g.add_argument(
+        "--max-minutes", type=float, default=None, help="stop (checkpoint + export) after this long"
+    )
     g.add_argument("--batch-size", type=int, default=base.batch_size)
     g.add_argument("--lr", type=float, default=base.lr)
     g.add_argument("--warmup-steps", type=int, default=base.warmup_steps)
@@ -53,6 +57,7 @@ def train_config_from_args(args: argparse.Namespace, **overrides):
     values = dict(
         out_dir=args.out,
         max_steps=args.steps,
+        max_minutes=args.max_minutes,
         batch_size=args.batch_size,
         lr=args.lr,
         warmup_steps=args.warmup_steps,

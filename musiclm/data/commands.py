@@ -12,6 +12,7 @@ def register(sub, train) -> None:
     p.add_argument("--codec", default=None, help="codec checkpoint ('default' = the shipped one)")
     p.add_argument("--semantic", default=None, help="semantic tokenizer checkpoint")
     p.add_argument("--mulan", default=None, help="MuLaN checkpoint (gives mulan_tokens)")
+    p.add_argument("--melody", default=None, help="melody embedder checkpoint (gives melody_tokens)")
     p.add_argument("--segment-seconds", type=float, default=30.0)
     p.add_argument("--shard-size", type=int, default=64)
     p.set_defaults(func=_tokenize)
@@ -34,6 +35,7 @@ def register(sub, train) -> None:
     s.add_argument("--styles", default=None, help="comma-separated subset of styles (default: all)")
     s.add_argument("--library-size", type=int, default=200, help="music21 corpus tunes to draw melodies from")
     s.add_argument("--workers", type=int, default=None, help="render processes (default: all cores, max 8)")
+    s.add_argument("--format", default="flac", choices=["flac", "ogg", "wav"], help="audio file format")
     s.add_argument("--no-midi", action="store_true", help="do not write the MIDI files")
     s.set_defaults(func=_synth)
 
@@ -51,6 +53,7 @@ def _synth(args: argparse.Namespace) -> None:
         library_size=args.library_size,
         styles=styles,
         write_midi=not args.no_midi,
+        audio_format=args.format,
     )
     summary = synthesize(args.out, config, workers=args.workers)
     print(
@@ -69,7 +72,12 @@ def _tokenize(args: argparse.Namespace) -> None:
     from musiclm.errors import MusicLMError
     from musiclm.pretrained import default_component
 
-    wanted = {"codec": args.codec, "semantic": args.semantic, "mulan_tokens": args.mulan}
+    wanted = {
+        "codec": args.codec,
+        "semantic": args.semantic,
+        "mulan_tokens": args.mulan,
+        "melody_tokens": args.melody,
+    }
     models = {}
     for field, path in wanted.items():
         if path:
@@ -78,7 +86,7 @@ def _tokenize(args: argparse.Namespace) -> None:
             model = load_model(path, kind=kind)
             models[field] = model.to("cuda" if torch.cuda.is_available() else "cpu")
     if not models:
-        raise MusicLMError("nothing to compute: give at least one of --codec, --semantic, --mulan")
+        raise MusicLMError("nothing to compute: give at least one of --codec, --semantic, --mulan, --melody")
     skipped = tokenize(args.data, args.out, models, args.segment_seconds, args.shard_size)
     for where, why in skipped:
         print(f"skipped {where}: {why}")

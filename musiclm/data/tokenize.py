@@ -26,6 +26,7 @@ FIELD_EXTRACTORS: dict[str, tuple[str, Callable[[nn.Module, torch.Tensor], torch
         "mulan",
         lambda m, wav: m.tokens_from_audio(wav[None], m.sample_rate)[0].to(torch.int16),
     ),
+    "melody_tokens": ("melody", lambda m, wav: m.tokens(wav[None], m.sample_rate)[0].to(torch.int16)),
 }
 
 

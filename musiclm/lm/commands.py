@@ -18,6 +18,12 @@ def register(sub, train) -> None:
         p = train.add_parser(f"{stage}-lm", help=f"train the {stage} stage LM on a token cache")
         p.add_argument("--tokens", required=True, help="token cache from 'musiclm tokenize'")
         p.add_argument("--preset", default="tiny", help="config preset (tiny, paper)")
+        if stage != "fine":
+            p.add_argument(
+                "--melody",
+                action="store_true",
+                help="melody conditioning: melody tokens after the MuLaN tokens (cache needs melody_tokens)",
+            )
         add_train_arguments(p, out_dir=f"runs/{stage}-lm", max_steps=20000, batch_size=16, lr=3e-4)
         p.set_defaults(func=_train, stage=stage)
 
@@ -31,8 +37,9 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.lm.train import StageDataset, StageTask
     from musiclm.train import Trainer
 
-    cache = TokenCache(args.tokens, fields=NEEDS[args.stage])
-    model = STAGES[args.stage](StageConfig.from_musiclm(args.stage, get_preset(args.preset)))
+    melody = getattr(args, "melody", False)
+    cache = TokenCache(args.tokens, fields=NEEDS[args.stage] + (["melody_tokens"] if melody else []))
+    model = STAGES[args.stage](StageConfig.from_musiclm(args.stage, get_preset(args.preset), melody=melody))
     c = model.config
     first = cache[0]
     if "codec" in first and first["codec"].shape[0] != c.codec_levels:

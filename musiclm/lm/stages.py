@@ -13,6 +13,7 @@ seconds in the config times the token rates.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,12 +25,14 @@ from torch import nn
 
 from musiclm.checkpoint import register_model
 from musiclm.config import LMConfig, MusicLMConfig
+from musiclm.errors import DataError
 from musiclm.lm.sampling import SamplingConfig, guide, sample
 from musiclm.lm.transformer import Transformer
 
 PAD, SEP, NULL = 0, 1, 2  # NULL replaces dropped conditioning (classifier-free guidance)
 NUM_SPECIALS = 3
 Progress = Callable[[int, int], None] | None
+CondSource = torch.Tensor | Callable[[float], torch.Tensor]  # ids, or ids for a window starting at t s
 
 
 class TokenLayout:
@@ -64,6 +67,9 @@ class StageConfig:
     mulan_codebook: int = 1024
     melody_quantizers: int = 0  # 0 = no melody conditioning
     melody_codebook: int = 0
+    melody_window_seconds: float = 4.0  # one melody embedding per window (paper: 4 s at a 3 s hop)
+    melody_hop_seconds: float = 3.0
+    melody_drop_prob: float = 0.5  # melody tokens alone -> NULL in training, so text-only prompts work
     semantic_clusters: int = 256
     semantic_rate: float = 25.0
     codec_levels: int = 8
@@ -79,8 +85,10 @@ class StageConfig:
             lm=lm,
             mulan_quantizers=config.mulan.num_quantizers,
             mulan_codebook=config.mulan.codebook_size,
-            melody_quantizers=config.melody.num_quantizers if melody else 0,
-            melody_codebook=config.melody.codebook_size if melody else 0,
+            melody_quantizers=config.melody.num_quantizers if melody and stage != "fine" else 0,
+            melody_codebook=config.melody.codebook_size if melody and stage != "fine" else 0,
+            melody_window_seconds=config.melody.window_seconds,
+            melody_hop_seconds=config.melody.hop_seconds,
             semantic_clusters=config.semantic.num_clusters,
             semantic_rate=config.semantic.frame_rate,
             codec_levels=config.codec.num_quantizers,
@@ -121,8 +129,25 @@ class StageLM(nn.Module):
         for i in range(c.melody_quantizers):
             layout.add(f"melody{i}", c.melody_codebook)
 
+    @property
+    def melody_windows(self) -> int:
+        """Melody windows that cover one training window of this stage (0 without melody)."""
+        c = self.config
+        if c.melody_quantizers == 0:
+            return 0
+        extra = max(0.0, c.lm.window_seconds - c.melody_window_seconds)
+        return 1 + math.ceil(extra / c.melody_hop_seconds - 1e-9)
+
+    def melody_at(self, melody_tokens: torch.Tensor, seconds: float) -> torch.Tensor:
+        """The ``melody_windows`` windows of ``[..., W_total, Qm]`` tokens from ``seconds`` on (the
+        last window repeats past the end), as the prefix of a window starting there sees them."""
+        first = round(seconds / self.config.melody_hop_seconds)
+        idx = torch.arange(first, first + self.melody_windows).clamp(max=melody_tokens.shape[-2] - 1)
+        return melody_tokens[..., idx.to(melody_tokens.device), :]
+
     def cond_ids(self, mulan_tokens: torch.Tensor, melody_tokens: torch.Tensor | None = None) -> torch.Tensor:
-        """Raw MuLaN ``[B, Mq]`` (+ melody ``[B, W, Qm]``) tokens -> offset ids ``[B, Mq (+ W*Qm)]``."""
+        """Raw MuLaN ``[B, Mq]`` (+ melody ``[B, W, Qm]``, W = :attr:`melody_windows`) tokens -> offset
+        ids ``[B, Mq (+ W*Qm)]``. A melody-conditioned stage given no melody gets NULL melody ids."""
         c = self.config
         if mulan_tokens.shape[-1] != c.mulan_quantizers:
             raise ValueError(f"expected {c.mulan_quantizers} MuLaN tokens, got {mulan_tokens.shape[-1]}")
@@ -130,9 +155,37 @@ class StageLM(nn.Module):
         if melody_tokens is not None:
             if c.melody_quantizers == 0:
                 raise ValueError("this stage was not trained with melody conditioning")
+            if melody_tokens.shape[-2:] != (self.melody_windows, c.melody_quantizers):
+                raise ValueError(
+                    f"expected melody tokens [B, {self.melody_windows}, {c.melody_quantizers}], "
+                    f"got {list(melody_tokens.shape)}"
+                )
             offsets = self.layout.levels("melody", c.melody_quantizers).to(melody_tokens.device)
             ids = torch.cat([ids, rearrange(melody_tokens.long() + offsets, "b w q -> b (w q)")], dim=1)
+        elif c.melody_quantizers:
+            ids = F.pad(ids, (0, self.melody_windows * c.melody_quantizers), value=NULL)
         return ids
+
+    def record_cond(self, record: dict, seconds: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conditioning ids of a training record for a window starting at ``seconds``, and which of
+        them are melody ids (dropped on their own in training)."""
+        melody = None
+        if self.config.melody_quantizers:
+            if "melody_tokens" not in record:
+                raise DataError(
+                    "this stage is melody-conditioned but the token cache has no melody_tokens "
+                    "(run `musiclm tokenize --melody ...`)"
+                )
+            melody = self.melody_at(record["melody_tokens"].long(), seconds)[None]
+        cond = self.cond_ids(record["mulan_tokens"][None], melody)[0]
+        is_melody = torch.arange(len(cond)) >= self.config.mulan_quantizers
+        return cond, is_melody
+
+    @staticmethod
+    def cond_at(cond: CondSource, seconds: float) -> torch.Tensor:
+        """``cond`` itself, or, for conditioning that changes over time (story mode, melody),
+        ``cond(seconds)`` for a window starting at ``seconds``."""
+        return cond(seconds) if callable(cond) else cond
 
     def _level_offsets(self, first: int, n: int, device) -> torch.Tensor:
         return torch.tensor([self.layout.offset(f"level{first + i}") for i in range(n)], device=device)
@@ -160,15 +213,20 @@ class StageLM(nn.Module):
     def max_train_len(self) -> int:
         raise NotImplementedError
 
-    def _pack(self, parts: list[tuple[torch.Tensor, str]]) -> dict:
-        """Concatenate ``(ids, role)`` parts (role: cond / context / target) and pad to a fixed length."""
+    def _pack(self, parts: list[tuple[torch.Tensor, str]], is_melody: torch.Tensor | None = None) -> dict:
+        """Concatenate ``(ids, role)`` parts (role: cond / context / target) and pad to a fixed length.
+        ``is_melody`` marks, within the leading cond part, the melody ids."""
         tokens = torch.cat([p for p, _ in parts])
         role = torch.cat([torch.full((len(p),), {"cond": 0, "context": 1, "target": 2}[r]) for p, r in parts])
         pad = self.max_train_len - len(tokens)
+        melody = torch.zeros(len(tokens), dtype=torch.bool)
+        if is_melody is not None:
+            melody[: len(is_melody)] = is_melody
         return {
             "tokens": F.pad(tokens, (0, pad), value=PAD),
             "loss_mask": F.pad(role == 2, (0, pad), value=False),
             "cond_mask": F.pad(role == 0, (0, pad), value=False),
+            "melody_mask": F.pad(melody, (0, pad), value=False),
         }
 
     def loss(self, tokens: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
@@ -238,20 +296,21 @@ class SemanticStage(StageLM):
 
     @property
     def max_train_len(self) -> int:
-        return self.config.mulan_quantizers + 1 + self.window_tokens
+        c = self.config
+        return c.mulan_quantizers + self.melody_windows * c.melody_quantizers + 1 + self.window_tokens
 
     def training_example(self, record: dict, rng: random.Random) -> dict:
         sem = record["semantic"].long()
         n = self.window_tokens
         start = rng.randrange(max(1, len(sem) - n + 1))
-        cond = self.cond_ids(record["mulan_tokens"][None])[0]
+        cond, is_melody = self.record_cond(record, start / self.config.semantic_rate)
         window = sem[start : start + n] + self.layout.offset("semantic")
-        return self._pack([(cond, "cond"), (torch.tensor([SEP]), "context"), (window, "target")])
+        return self._pack([(cond, "cond"), (torch.tensor([SEP]), "context"), (window, "target")], is_melody)
 
     @torch.no_grad()
     def generate(
         self,
-        cond: torch.Tensor,
+        cond: CondSource,
         num_tokens: int,
         sampling: SamplingConfig | None = None,
         prompt: torch.Tensor | None = None,
@@ -260,26 +319,29 @@ class SemanticStage(StageLM):
     ) -> torch.Tensor:
         """Semantic ids ``[B, num_tokens]`` after an optional raw ``prompt`` ``[B, P]``.
 
-        ``cond`` are offset conditioning ids (:meth:`cond_ids`). Longer than the training window,
-        it slides: half a window of the newest tokens is kept as prefix (paper: 15 s of 30 s).
+        ``cond`` are offset conditioning ids (:meth:`cond_ids`), or a function of a window's start time
+        in seconds (prompt included) returning them. Longer than the training window, it slides: half
+        a window of the newest tokens is kept as prefix (paper: 15 s of 30 s).
         """
         sampling = sampling or SamplingConfig(temperature=self.config.lm.temperature)
         off, window = self.layout.offset("semantic"), self.window_tokens
         span = self.layout.span("semantic")
-        b = cond.shape[0]
-        history = prompt.long().to(cond.device) if prompt is not None else cond.new_zeros(b, 0)
+        first = self.cond_at(cond, 0.0)
+        b = first.shape[0]
+        history = prompt.long().to(first.device) if prompt is not None else first.new_zeros(b, 0)
         p0 = history.shape[1]
-        sep = cond.new_full((b, 1), SEP)
+        sep = first.new_full((b, 1), SEP)
         while history.shape[1] - p0 < num_tokens:
             context = history[:, -(window // 2) :] if history.shape[1] else history
             n_new = min(window - context.shape[1], num_tokens - (history.shape[1] - p0))
-            prefix = torch.cat([cond, sep, context + off], dim=1)
+            ids = self.cond_at(cond, (history.shape[1] - context.shape[1]) / self.config.semantic_rate)
+            prefix = torch.cat([ids, sep, context + off], dim=1)
             new = self.extend(
                 prefix,
                 n_new,
                 lambda j: span,
                 sampling,
-                cond.shape[1],
+                ids.shape[1],
                 generator,
                 progress,
                 history.shape[1] - p0,
@@ -358,8 +420,9 @@ class CoarseStage(_AcousticStage):
 
     @property
     def max_train_len(self) -> int:
-        f = self.window_frames()
-        return self.config.mulan_quantizers + 2 + f // 2 + f * self.target_levels
+        f, c = self.window_frames(), self.config
+        cond = c.mulan_quantizers + self.melody_windows * c.melody_quantizers
+        return cond + 2 + f // 2 + f * self.target_levels
 
     def training_example(self, record: dict, rng: random.Random) -> dict:
         codes = record["codec"][: self.target_levels].long()
@@ -367,16 +430,17 @@ class CoarseStage(_AcousticStage):
         start = 2 * rng.randrange(max(1, (codes.shape[-1] - f) // 2 + 1))
         sem = record["semantic"].long()[start // 2 : (start + f) // 2] + self.layout.offset("semantic")
         coarse = self.flat_levels(codes[None, :, start : start + f])[0]
-        cond = self.cond_ids(record["mulan_tokens"][None])[0]
+        cond, is_melody = self.record_cond(record, start / self.config.frame_rate)
         sep = torch.tensor([SEP])
         return self._pack(
-            [(cond, "cond"), (sep, "context"), (sem, "context"), (sep, "context"), (coarse, "target")]
+            [(cond, "cond"), (sep, "context"), (sem, "context"), (sep, "context"), (coarse, "target")],
+            is_melody,
         )
 
     @torch.no_grad()
     def generate(
         self,
-        cond: torch.Tensor,
+        cond: CondSource,
         semantic: torch.Tensor,
         sampling: SamplingConfig | None = None,
         prompt: torch.Tensor | None = None,
@@ -389,19 +453,24 @@ class CoarseStage(_AcousticStage):
         which case ``semantic`` covers prompt and new frames (``S = (P + new) / 2``).
         """
         sampling = sampling or SamplingConfig(temperature=self.config.lm.temperature)
-        b = cond.shape[0]
-        sep = cond.new_full((b, 1), SEP)
+        first = self.cond_at(cond, 0.0)
+        sep = first.new_full((first.shape[0], 1), SEP)
         sem_ids = semantic.long() + self.layout.offset("semantic")
         p0 = 0 if prompt is None else prompt.shape[-1]
 
         def make_prefix(start: int, end: int, context: torch.Tensor | None) -> torch.Tensor:
-            parts = [cond, sep, sem_ids[:, start // 2 : (end + 1) // 2], sep]
+            parts = [
+                self.cond_at(cond, start / self.config.frame_rate),
+                sep,
+                sem_ids[:, start // 2 : (end + 1) // 2],
+                sep,
+            ]
             if context is not None:
                 parts.append(self.flat_levels(context))
             return torch.cat(parts, dim=1)
 
         return self._slide(
-            2 * semantic.shape[1] - p0, make_prefix, cond.shape[1], prompt, sampling, generator, progress
+            2 * semantic.shape[1] - p0, make_prefix, first.shape[1], prompt, sampling, generator, progress
         )
 
 

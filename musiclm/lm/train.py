@@ -33,7 +33,8 @@ class StageDataset(Dataset):
 
 
 class StageTask(TrainTask):
-    """Cross-entropy on the generated part; conditioning dropped with ``cond_drop_prob`` (for CFG)."""
+    """Cross-entropy on the generated part; conditioning dropped with ``cond_drop_prob`` (for CFG),
+    melody tokens alone with ``melody_drop_prob`` (so the model also follows text without a melody)."""
 
     def __init__(self, model: StageLM):
         super().__init__()
@@ -45,5 +46,9 @@ class StageTask(TrainTask):
         if p > 0 and cond_mask.any():
             drop = torch.rand(tokens.shape[0], 1, device=tokens.device) < p
             tokens = tokens.masked_fill(cond_mask & drop, NULL)
+        p_melody = self.model.config.melody_drop_prob
+        if "melody_mask" in batch and p_melody > 0 and batch["melody_mask"].any():
+            drop = torch.rand(tokens.shape[0], 1, device=tokens.device) < p_melody
+            tokens = tokens.masked_fill(batch["melody_mask"] & drop, NULL)
         loss = self.model.loss(tokens, batch["loss_mask"])
         return loss, {}

@@ -8,6 +8,7 @@ from musiclm.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_COMPONENTS = {"codec": "codec-tiny"}
+BUNDLES = {"default": "musiclm-tiny", "musiclm-tiny": "musiclm-tiny"}
 
 
 def default_component(name: str) -> Path:
@@ -17,6 +18,21 @@ def default_component(name: str) -> Path:
     path = ROOT / DEFAULT_COMPONENTS[name]
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: the shipped {name} checkpoint is missing from this installation")
+    return path
+
+
+def shipped_bundles() -> list[str]:
+    """Names of the MusicLM bundles that ship with the package."""
+    return sorted(k for k in BUNDLES if k != "default")
+
+
+def default_bundle(name: str = "default") -> Path:
+    """Directory of a shipped MusicLM bundle (``default`` = the tiny one)."""
+    if name not in BUNDLES:
+        raise CheckpointError(f"no shipped bundle {name!r}; available: {', '.join(BUNDLES)}")
+    path = ROOT / BUNDLES[name]
+    if not (path / "musiclm.json").is_file():
+        raise CheckpointError(f"{path}: the shipped {name} bundle is missing from this installation")
     return path
 
 

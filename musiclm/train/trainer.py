@@ -23,7 +23,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +53,7 @@ class TrainConfig:
 
     out_dir: str = "runs/model"
     max_steps: int = 1000
+    max_minutes: float | None = None  # stop (with a checkpoint and export) after this much wall time
     batch_size: int = 8
     lr: float = 3e-4
     phase_lr: dict[str, float] = field(default_factory=dict)  # per-phase override of ``lr``
@@ -94,13 +95,16 @@ class TrainTask(nn.Module):
         save_model(model, directory)
 
 
-def _lr_lambda(config: TrainConfig):
+def _lr_lambda(config: TrainConfig, time_fraction: Callable[[], float] = lambda: 0.0):
+    """Warmup, then cosine decay over the steps, or over ``max_minutes`` if that runs out first."""
+
     def fn(step: int) -> float:
         if config.warmup_steps and step < config.warmup_steps:
             return (step + 1) / config.warmup_steps
         if config.schedule == "constant":
             return 1.0
-        progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
+        progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+        progress = min(1.0, max(progress, time_fraction()))
         return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return fn
@@ -152,7 +156,7 @@ class Trainer:
         self.task, self.loader = prepared[0], prepared[-1]
         self.optimizers = dict(zip(self.phase_names, prepared[1:-1]))
         self.schedulers = {
-            name: torch.optim.lr_scheduler.LambdaLR(opt.optimizer, _lr_lambda(config))
+            name: torch.optim.lr_scheduler.LambdaLR(opt.optimizer, _lr_lambda(config, self._time_fraction))
             for name, opt in self.optimizers.items()
         }
         self.phase_params = phases
@@ -304,6 +308,7 @@ class Trainer:
         )
         sums: dict[str, torch.Tensor] = {}
         count, last, t0 = 0, {}, time.perf_counter()
+        started = self._started = t0
         log_file = open(self.out_dir / "metrics.jsonl", "a") if acc.is_main_process else None
         try:
             while self.step < cfg.max_steps:
@@ -327,6 +332,11 @@ class Trainer:
                     sums, count, t0 = {}, 0, time.perf_counter()
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
                     self.save_checkpoint()
+                if cfg.max_minutes is not None and self._out_of_time(started):
+                    acc.print(f"time budget of {cfg.max_minutes:g} min reached at step {self.step}")
+                    if self.step % cfg.checkpoint_every != 0:
+                        self.save_checkpoint()
+                    break
         except KeyboardInterrupt:
             if acc.num_processes == 1 and self.step > 0:
                 acc.print(f"interrupted: saving a checkpoint at step {self.step}")
@@ -337,6 +347,20 @@ class Trainer:
             if log_file is not None:
                 log_file.close()
         return last
+
+    def _time_fraction(self) -> float:
+        """Share of ``max_minutes`` used by this run (single process only: DDP ranks must agree)."""
+        started = getattr(self, "_started", None)
+        if self.config.max_minutes is None or started is None or self.accelerator.num_processes > 1:
+            return 0.0
+        return (time.perf_counter() - started) / (60 * self.config.max_minutes)
+
+    def _out_of_time(self, started: float) -> bool:
+        """Every process agrees (the main one's clock decides), so DDP ranks stop at the same step."""
+        over = torch.tensor(float(time.perf_counter() - started > 60 * self.config.max_minutes))
+        if self.accelerator.num_processes > 1:
+            over = self.accelerator.reduce(over.to(self.accelerator.device), reduction="sum").cpu()
+        return bool(over > 0)
 
     def _train_step(self, micro: list[Any]) -> dict[str, torch.Tensor]:
         cfg, acc = self.config, self.accelerator

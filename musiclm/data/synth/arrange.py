@@ -110,7 +110,10 @@ def compose(
     if use_tune and pool:
         tune = transpose_to(pool[int(rng.integers(len(pool)))], tonic)
         mode, source = tune.mode, f"music21:{tune.source}"
-        voices = [_loop(v, np.ceil(tune.length / bar) * bar, bars * bar) for v in tune.voices]
+        lead_in = np.floor(min(n[0] for n in tune.voices[0]) / bar) * bar  # skip empty opening bars
+        shifted = [[[s - lead_in, d, p] for s, d, p in v if s >= lead_in] for v in tune.voices]
+        length = np.ceil((tune.length - lead_in) / bar) * bar
+        voices = [_loop(v, length, bars * bar) for v in shifted]
         chords = harmonize(voices[0], tonic, mode, bar, bars)
     else:
         progressions = style.progressions or [["I", "IV", "V", "I"], ["i", "iv", "V", "i"]]
@@ -201,6 +204,8 @@ def compose(
         "melody_source": source,
         "melody": melody_notes,
     }
+    if not any(t.role in ("melody", "voices") for t in tracks):
+        raise ValueError(f"{style.name} piece from {source} has no audible melody")
     return Piece(tracks, seconds, labels)
 
 

@@ -35,7 +35,7 @@ class SynthConfig:
     test_fraction: float = 0.1
     library_size: int = 200  # corpus tunes parsed (half chorales, half fiddle tunes)
     styles: tuple[str, ...] = tuple(STYLES)
-    audio_format: str = "flac"
+    audio_format: str = "flac"  # flac (lossless), ogg (Vorbis, ~5x smaller) or wav
     write_midi: bool = True
     chunk_size: int = 16  # clips rendered in sequence by one synthesizer (one soundfont per chunk)
 
@@ -86,12 +86,17 @@ def _render_chunk(args: tuple[int, str]) -> list[dict]:
     chunk, out = args
     config: SynthConfig = _worker["config"]
     indices = range(chunk * config.chunk_size, min((chunk + 1) * config.chunk_size, config.num_clips))
-    plans = [(i, *plan_item(i, config, _worker["library"], _worker["soundfonts"])) for i in indices]
+    plans, failed = [], []
+    for i in indices:
+        try:
+            plans.append((i, *plan_item(i, config, _worker["library"], _worker["soundfonts"])))
+        except Exception as e:  # one odd tune must not stop a long run: report it and go on
+            failed.append({"index": i, "error": f"{type(e).__name__}: {e}"})
     paths = {
         i: Path(out) / "audio" / split / f"synth-{config.seed}-{i:06d}.{config.audio_format}"
         for i, split, *_ in plans
     }
-    missing = [i for i in indices if not paths[i].is_file()]
+    missing = [i for i in paths if not paths[i].is_file()]
     renderer = FluidSynthRenderer(config.sample_rate) if missing else None
     entries = []
     for i, split, piece, soundfont, caption in plans:
@@ -104,7 +109,8 @@ def _render_chunk(args: tuple[int, str]) -> list[dict]:
                 if peak > 0.99:
                     wav = wav * (0.99 / peak)
                 tmp = audio.with_name(audio.stem + ".tmp" + audio.suffix)
-                sf.write(tmp, wav, config.sample_rate, subtype="PCM_16")
+                subtype = {"ogg": "VORBIS", "flac": "PCM_16", "wav": "PCM_16"}[config.audio_format]
+                sf.write(tmp, wav, config.sample_rate, subtype=subtype)
                 tmp.replace(audio)  # atomic: a killed run never leaves a half-written clip behind
                 rendered = config.clip_seconds
         if config.write_midi:
@@ -118,7 +124,7 @@ def _render_chunk(args: tuple[int, str]) -> list[dict]:
         )  # fmt: skip
     if renderer is not None:
         renderer.close()
-    return entries
+    return entries + [{"index": f["index"], "failed": f["error"]} for f in failed]
 
 
 def synthesize(
@@ -130,6 +136,8 @@ def synthesize(
     unknown = set(config.styles) - set(STYLES)
     if unknown:
         raise DataError(f"unknown styles {sorted(unknown)}; known: {', '.join(STYLES)}")
+    if config.audio_format not in ("flac", "ogg", "wav"):
+        raise DataError(f"unknown audio format {config.audio_format!r} (flac, ogg, wav)")
     if config.hours <= 0 or config.clip_seconds <= 0:
         raise DataError("--hours and --clip-seconds must be positive")
     soundfonts = [str(p) for p in find_soundfonts()]
@@ -171,7 +179,10 @@ def synthesize(
     bar.close()
     render_seconds = time.perf_counter() - start
 
-    entries = [results[i] for i in sorted(results)]
+    failed = [results[i] for i in sorted(results) if "failed" in results[i]]
+    for f in failed:
+        print(f"skipped clip {f['index']}: {f['failed']}")
+    entries = [results[i] for i in sorted(results) if "failed" not in results[i]]
     for split in ("train", "test"):
         manifest = [
             ManifestEntry(path=e["path"], caption=e["caption"], labels=e["labels"], id=e["id"])
@@ -185,6 +196,7 @@ def synthesize(
         "version": SYNTH_VERSION,
         "config": _config_dict(config),
         "clips": len(entries),
+        "skipped": [{"index": f["index"], "error": f["failed"]} for f in failed],
         "splits": dict(Counter(e["split"] for e in entries)),
         "styles": dict(Counter(e["labels"]["genre"] for e in entries)),
         "instruments": dict(Counter(i for e in entries for i in e["labels"]["instruments"])),

@@ -1,0 +1,209 @@
+"""``musiclm generate``, ``musiclm continue``, ``musiclm story`` and ``musiclm bundle``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from musiclm.errors import MusicLMError, PromptError
+
+
+def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None:
+    p.add_argument(
+        "-o", "--output", default="music.wav", help="output WAV (a .json sidecar is written beside it)"
+    )
+    p.add_argument("--model", default="default", help="bundle directory or shipped bundle name")
+    p.add_argument("--candidates", type=int, default=candidates, help="samples ranked by MuLaN score")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--temperatures",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("SEMANTIC", "COARSE", "FINE"),
+        help="sampling temperatures per stage (default: the paper's 1.0 0.95 0.4)",
+    )
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--plot", action="store_true", help="also write a PNG mel spectrogram")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU if there is one)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def register(sub, train) -> None:
+    g = sub.add_parser(
+        "generate",
+        help="generate music from a text prompt",
+        description="Text -> music with a MusicLM bundle; writes the WAV and a JSON sidecar.",
+    )
+    g.add_argument("prompt", nargs="*", help="the text prompt(s)")
+    g.add_argument("--prompts", default=None, help="text file with one prompt per line")
+    g.add_argument("--seconds", type=float, default=10.0)
+    g.add_argument("--melody", default=None, help="audio file whose melody the music should follow")
+    _add_sampling_arguments(g, candidates=4)
+    g.set_defaults(func=_generate)
+
+    c = sub.add_parser("continue", help="continue an audio prompt (optionally steered by text)")
+    c.add_argument("audio", help="audio file to continue")
+    c.add_argument(
+        "prompt", nargs="?", default=None, help="text prompt (default: the audio's own MuLaN tokens)"
+    )
+    c.add_argument("--seconds", type=float, default=10.0, help="seconds to add")
+    _add_sampling_arguments(c, candidates=1)
+    c.set_defaults(func=_continue)
+
+    s = sub.add_parser(
+        "story",
+        help="story mode: prompts that change over time",
+        description='Example: musiclm story "calm piano" 15 "energetic drums" 15 -o story.wav',
+    )
+    s.add_argument("segments", nargs="+", help="PROMPT SECONDS [PROMPT SECONDS ...]")
+    _add_sampling_arguments(s, candidates=1)
+    s.set_defaults(func=_story)
+
+    b = sub.add_parser("bundle", help="assemble trained components into a MusicLM bundle")
+    b.add_argument("--out", required=True)
+    b.add_argument("--name", default="musiclm")
+    for name in ("codec", "semantic", "mulan", "melody", "semantic-lm", "coarse-lm", "fine-lm"):
+        b.add_argument(f"--{name}", required=name != "melody", help=f"{name} checkpoint directory")
+    b.set_defaults(func=_bundle)
+
+
+def _load(args):
+    from musiclm.pipeline import MusicLM
+
+    return MusicLM.from_pretrained(args.model, device=args.device)
+
+
+def _sampling_kwargs(args) -> dict:
+    return dict(
+        seed=args.seed,
+        temperatures=tuple(args.temperatures) if args.temperatures else None,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        guidance=args.guidance,
+        progress=not args.no_progress,
+    )
+
+
+def _outputs(output: str, count: int) -> list[Path]:
+    out = Path(output)
+    if out.suffix.lower() != ".wav":
+        raise MusicLMError(f"{output}: the output must be a .wav file")
+    if count == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{i:02d}{out.suffix}") for i in range(count)]
+
+
+def _write(result, row: int, path: Path, model, args, extra: dict) -> None:
+    from musiclm.audio import save_audio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_audio(path, result.audio[row], result.sample_rate)
+    sidecar = {
+        "model": model.name,
+        "sample_rate": result.sample_rate,
+        "seconds": round(result.audio.shape[-1] / result.sample_rate, 3),
+        "seed": args.seed,
+        "candidates": args.candidates,
+        "scores": [round(float(x), 4) for x in result.scores[row]],
+        "chosen": int(result.chosen[row]),
+        "parameters": {
+            "temperatures": args.temperatures,
+            "top_k": args.top_k,
+            "top_p": args.top_p,
+            "guidance": args.guidance,
+        },
+        "timings": {k: round(v, 3) for k, v in result.timings.items()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **extra,
+    }
+    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    if args.plot:
+        from musiclm.plot import save_spectrogram_png
+
+        save_spectrogram_png(
+            result.audio[row], result.sample_rate, path.with_suffix(".png"), markers=result.segment_starts
+        )
+    print(f"{path}: {sidecar['seconds']:g} s, MuLaN score {sidecar['scores'][sidecar['chosen']]:.3f}")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    prompts = list(args.prompt)
+    if args.prompts:
+        path = Path(args.prompts)
+        if not path.is_file():
+            raise PromptError(f"{path}: no such prompts file")
+        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise PromptError('give a prompt, e.g. musiclm generate "calm piano" -o out.wav, or --prompts FILE')
+    outputs = _outputs(args.output, len(prompts))
+    model = _load(args)
+    result = model.generate(
+        prompts,
+        seconds=args.seconds,
+        candidates=args.candidates,
+        melody=args.melody,
+        **_sampling_kwargs(args),
+    )
+    for i, (prompt, path) in enumerate(zip(prompts, outputs, strict=True)):
+        _write(result, i, path, model, args, {"prompt": prompt, "melody": args.melody, "mode": "generate"})
+
+
+def _continue(args: argparse.Namespace) -> None:
+    outputs = _outputs(args.output, 1)
+    model = _load(args)
+    result = model.continue_audio(
+        args.audio, args.prompt, seconds=args.seconds, candidates=args.candidates, **_sampling_kwargs(args)
+    )
+    _write(
+        result,
+        0,
+        outputs[0],
+        model,
+        args,
+        {"prompt": args.prompt, "audio_prompt": args.audio, "mode": "continue"},
+    )
+
+
+def _story(args: argparse.Namespace) -> None:
+    items = args.segments
+    if len(items) % 2:
+        raise PromptError("story segments come in pairs: PROMPT SECONDS [PROMPT SECONDS ...]")
+    segments = []
+    for i in range(0, len(items), 2):
+        try:
+            segments.append((items[i], float(items[i + 1])))
+        except ValueError:
+            raise PromptError(f"{items[i + 1]!r} after {items[i]!r} is not a number of seconds") from None
+    outputs = _outputs(args.output, 1)
+    model = _load(args)
+    result = model.story(segments, candidates=args.candidates, **_sampling_kwargs(args))
+    extra = {
+        "mode": "story",
+        "segments": [
+            {"prompt": p, "seconds": s, "start": t}
+            for (p, s), t in zip(segments, result.segment_starts, strict=True)
+        ],
+    }
+    _write(result, 0, outputs[0], model, args, extra)
+
+
+def _bundle(args: argparse.Namespace) -> None:
+    from musiclm.pipeline import make_bundle
+
+    parts = {
+        "codec": args.codec,
+        "semantic": args.semantic,
+        "mulan": args.mulan,
+        "semantic_lm": args.semantic_lm,
+        "coarse_lm": args.coarse_lm,
+        "fine_lm": args.fine_lm,
+    }
+    if args.melody:
+        parts["melody"] = args.melody
+    out = make_bundle(args.out, parts, name=args.name)
+    print(f"{out}: bundle {args.name} with {', '.join(sorted(parts))}")

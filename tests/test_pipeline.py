@@ -1,0 +1,242 @@
+"""MusicLM end to end with tiny random components: generate, rerank, continue, story, melody, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from musiclm.checkpoint import save_model
+from musiclm.codec.soundstream import SoundStream
+from musiclm.config import CodecConfig, LMConfig, MelodyConfig, MulanConfig, SemanticConfig
+from musiclm.errors import AudioError, CheckpointError, PromptError
+from musiclm.lm.stages import NULL, CoarseStage, FineStage, SemanticStage, StageConfig
+from musiclm.melody.model import MelodyEmbedder
+from musiclm.mulan.model import MuLaN
+from musiclm.mulan.text import train_wordpiece
+from musiclm.pipeline import MusicLM, make_bundle
+from musiclm.semantic.tokenizer import SemanticTokenizer
+
+SR = 16000
+PROMPTS = ["a calm piano piece", "loud rock with drums", "fast techno beat", "a slow sad waltz"]
+
+
+def _stage_config(stage: str, window: float, melody: bool, **kw) -> StageConfig:
+    return StageConfig(
+        stage=stage,
+        lm=LMConfig(dim=32, depth=1, heads=2, ff_dim=64, dropout=0.0, window_seconds=window, **kw),
+        mulan_quantizers=4,
+        mulan_codebook=16,
+        melody_quantizers=4 if melody else 0,
+        melody_codebook=32 if melody else 0,
+        melody_window_seconds=2.0,
+        melody_hop_seconds=1.5,
+        semantic_clusters=16,
+        codec_levels=4,
+        codec_codebook=64,
+        coarse_levels=2,
+    )
+
+
+def _components(melody: bool = True) -> dict:
+    torch.manual_seed(0)
+    codec = SoundStream(
+        CodecConfig(sample_rate=SR, channels=4, strides=(2, 4, 5, 8), latent_dim=16, num_quantizers=4,
+                    codebook_size=64, num_coarse_quantizers=2)
+    )  # fmt: skip
+    semantic = SemanticTokenizer(
+        SemanticConfig(dim=32, depth=1, heads=2, n_mels=32, layer=1, num_clusters=16)
+    )
+    semantic.centroids.normal_()
+    mulan = MuLaN(
+        MulanConfig(embed_dim=32, n_mels=32, patch_frames=10, audio_dim=32, audio_depth=1, audio_heads=2,
+                    text_vocab_size=200, text_dim=32, text_depth=1, text_heads=2, max_text_tokens=16,
+                    dropout=0.0, window_seconds=2.0, window_hop_seconds=1.0, num_quantizers=4, codebook_size=16)
+    )  # fmt: skip
+    mulan.text.set_tokenizer(train_wordpiece(PROMPTS * 3, 200))
+    mulan.quantizer.fit(torch.nn.functional.normalize(torch.randn(256, 32), dim=-1))
+    parts = {"codec": codec, "semantic": semantic, "mulan": mulan}
+    if melody:
+        mel = MelodyEmbedder(
+            MelodyConfig(sample_rate=SR, n_fft=512, hop_length=160, n_mels=32, patch_frames=4, dim=32, depth=1,
+                         heads=2, embed_dim=16, window_seconds=2.0, hop_seconds=1.5, num_quantizers=4,
+                         codebook_size=32)
+        )  # fmt: skip
+        mel.quantizer.fit(torch.nn.functional.normalize(torch.randn(256, 16), dim=-1))
+        parts["melody"] = mel
+    parts["semantic_lm"] = SemanticStage(_stage_config("semantic", 2.0, melody))
+    parts["coarse_lm"] = CoarseStage(_stage_config("coarse", 1.0, melody))
+    parts["fine_lm"] = FineStage(_stage_config("fine", 0.5, False))
+    return parts
+
+
+def _save_parts(root, parts) -> dict:
+    dirs = {}
+    for name, module in parts.items():
+        dirs[name] = save_model(module, root / name)
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parts")
+    return make_bundle(root / "bundle", _save_parts(root, _components()), name="tiny-test")
+
+
+@pytest.fixture(scope="module")
+def model(bundle):
+    return MusicLM.from_pretrained(bundle, device="cpu")
+
+
+def _melody_wav(seconds=4.0, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    notes = 220 * 2 ** (rng.integers(0, 12, size=int(seconds * 2)) / 12)
+    f = np.repeat(notes, len(t) // len(notes) + 1)[: len(t)]
+    return torch.tensor(0.3 * np.sin(2 * np.pi * np.cumsum(f) / SR), dtype=torch.float32)
+
+
+def test_generate_length_rerank_and_seeds(model):
+    out = model.generate(PROMPTS[:2], seconds=1.2, candidates=3, seed=1, progress=False)
+    assert out.audio.shape == (2, round(1.2 * SR)) and out.sample_rate == SR
+    assert out.scores.shape == (2, 3) and out.candidates.shape == (2, 3, round(1.2 * SR))
+    assert torch.equal(out.chosen, out.scores.argmax(1))
+    for p in range(2):
+        assert torch.equal(out.audio[p], out.candidates[p, out.chosen[p]])
+        assert out.scores[p, out.chosen[p]] == out.scores[p].max()
+    assert out.tokens["semantic"].shape == (2, 30) and out.tokens["coarse"].shape == (2, 2, 60)
+    assert out.tokens["fine"].shape == (2, 2, 60)
+    assert -1 <= out.scores.min() and out.scores.max() <= 1
+    again = model.generate(PROMPTS[:2], seconds=1.2, candidates=3, seed=1, progress=False)
+    assert torch.equal(out.audio, again.audio)
+    other = model.generate(PROMPTS[:2], seconds=1.2, candidates=3, seed=2, progress=False)
+    assert not torch.equal(out.tokens["semantic"], other.tokens["semantic"])
+    assert not torch.equal(out.cond_tokens[0], out.cond_tokens[1])  # prompts -> different conditioning
+
+
+def test_long_generation_slides_windows(model):
+    out = model.generate(
+        PROMPTS[0], seconds=5.0, candidates=1, progress=False
+    )  # windows of 2 s / 1 s / 0.5 s
+    assert out.audio.shape == (1, 5 * SR) and out.tokens["semantic"].shape == (1, 125)
+
+
+def test_melody_tokens_reach_the_prefix(model, monkeypatch):
+    seen = []
+    original = model.semantic_lm.extend
+
+    def spy(prefix, *args, **kwargs):
+        seen.append(prefix.clone())
+        return original(prefix, *args, **kwargs)
+
+    monkeypatch.setattr(model.semantic_lm, "extend", spy)
+    model.generate(PROMPTS[0], seconds=1.0, candidates=2, progress=False)
+    lo, hi = model.semantic_lm.layout.span("melody0")[0], model.semantic_lm.layout.span("melody3")[1]
+    melody_part = seen[0][:, 4 : 4 + model.semantic_lm.melody_windows * 4]
+    assert (melody_part == NULL).all()  # no melody given: NULL melody ids
+    seen.clear()
+    wav = _melody_wav()
+    model.generate(PROMPTS[0], seconds=1.0, candidates=2, melody=wav, melody_sample_rate=SR, progress=False)
+    melody_part = seen[0][:, 4 : 4 + model.semantic_lm.melody_windows * 4]
+    assert ((melody_part >= lo) & (melody_part < hi)).all()
+    expected = model.semantic_lm.cond_ids(
+        model.text_tokens([PROMPTS[0]]), model.semantic_lm.melody_at(model.melody_tokens(wav, SR), 0.0)
+    )
+    assert torch.equal(seen[0][0, : expected.shape[1]], expected[0])
+
+
+def test_continuation_keeps_the_prompt_tokens(model):
+    audio = _melody_wav(2.0)
+    given = model.tokenize_audio(audio, SR)
+    out = model.continue_audio(
+        audio, "a calm piano piece", seconds=1.0, sample_rate=SR, candidates=2, progress=False
+    )
+    s0 = given["semantic"].shape[1]
+    assert torch.equal(out.tokens["semantic"][0, :s0], given["semantic"][0])
+    assert torch.equal(out.tokens["coarse"][0, :, : 2 * s0], given["codes"][0, :2])
+    assert torch.equal(out.tokens["fine"][0, :, : 2 * s0], given["codes"][0, 2:])
+    assert out.tokens["semantic"].shape[1] == s0 + 25
+    assert out.audio.shape[-1] == (2 * s0 + 50) * model.codec.hop_length
+    no_text = model.continue_audio(audio, None, seconds=0.5, sample_rate=SR, progress=False)
+    assert no_text.audio.shape[-1] > out.audio.shape[-1] - SR
+
+
+def test_story_switches_conditioning_at_segment_boundaries(model, monkeypatch):
+    calls = []
+    original = model.semantic_lm.generate
+
+    def spy(cond, num_tokens, *args, **kwargs):
+        calls.append((cond.clone(), num_tokens))
+        return original(cond, num_tokens, *args, **kwargs)
+
+    monkeypatch.setattr(model.semantic_lm, "generate", spy)
+    out = model.story([(PROMPTS[0], 1.0), (PROMPTS[1], 1.5), (PROMPTS[2], 0.5)], progress=False)
+    assert [n for _, n in calls] == [25, 37, 13]  # 25 Hz: bounds at round(cumulative seconds * rate)
+    tokens = model.text_tokens(PROMPTS[:3])
+    for k, (cond, _) in enumerate(calls):
+        assert torch.equal(cond[0], model.semantic_lm.cond_ids(tokens[k : k + 1])[0])
+    assert out.segment_starts == [0.0, 1.0, 2.48]
+    assert out.audio.shape[-1] == 3 * SR and out.tokens["semantic"].shape[1] == 75
+
+
+def test_cli_generate_writes_wav_sidecar_and_plot(bundle, tmp_path, capsys):
+    from musiclm.cli import main
+
+    out = tmp_path / "song.wav"
+    rc = main(["generate", "a calm piano piece", "-o", str(out), "--model", str(bundle), "--seconds", "1",
+               "--candidates", "2", "--seed", "3", "--plot", "--no-progress", "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    wav, sr = sf.read(out)
+    assert sr == SR and len(wav) == SR
+    meta = json.loads(out.with_suffix(".json").read_text())
+    for key in ("prompt", "seed", "model", "scores", "chosen", "timings", "parameters", "sample_rate"):
+        assert key in meta
+    assert meta["seed"] == 3 and len(meta["scores"]) == 2 and meta["model"] == "tiny-test"
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("first prompt\n\nsecond prompt\n")
+    rc = main(["generate", "--prompts", str(prompts), "-o", str(tmp_path / "many.wav"), "--model", str(bundle),
+               "--seconds", "0.5", "--candidates", "1", "--no-progress", "--device", "cpu"])  # fmt: skip
+    assert rc == 0 and (tmp_path / "many-00.wav").is_file() and (tmp_path / "many-01.json").is_file()
+    rc = main(["story", "calm", "1", "loud", "1", "-o", str(tmp_path / "story.wav"), "--model", str(bundle),
+               "--no-progress", "--device", "cpu"])  # fmt: skip
+    assert rc == 0 and len(json.loads((tmp_path / "story.json").read_text())["segments"]) == 2
+
+
+def test_bad_input_fails_early_with_one_line(model, bundle, tmp_path, capsys):
+    from musiclm.cli import main
+
+    for bad in ["", "   ", [], ["ok", ""]]:
+        with pytest.raises(PromptError):
+            model.generate(bad, seconds=1, progress=False)
+    for seconds in (0, -1, float("nan"), 10_000):
+        with pytest.raises(PromptError):
+            model.generate("piano", seconds=seconds, progress=False)
+    with pytest.raises(AudioError, match="melody"):
+        model.generate("piano", seconds=1, melody=str(tmp_path / "missing.wav"), progress=False)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(SR * 2), SR)
+    with pytest.raises(AudioError, match="melody"):
+        model.generate("piano", seconds=1, melody=str(silent), progress=False)
+    with pytest.raises(CheckpointError, match="unknown model"):
+        MusicLM.from_pretrained("no-such-model")
+    assert main(["generate", "", "-o", str(tmp_path / "x.wav"), "--model", str(bundle)]) == 1
+    assert main(["generate", "piano", "-o", str(tmp_path / "x.wav"), "--model", "nope"]) == 1
+    assert main(["story", "calm", "ten", "-o", str(tmp_path / "x.wav"), "--model", str(bundle)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("musiclm: error:") for line in err)
+
+
+def test_mismatched_components_are_refused(tmp_path):
+    parts = _components(melody=False)
+    parts["fine_lm"] = FineStage(
+        StageConfig(stage="fine", lm=LMConfig(dim=32, depth=1, heads=2, ff_dim=64, window_seconds=0.5),
+                    mulan_quantizers=4, mulan_codebook=16, semantic_clusters=16, codec_levels=8,
+                    codec_codebook=64, coarse_levels=2)
+    )  # fmt: skip
+    dirs = _save_parts(tmp_path, parts)
+    with pytest.raises(CheckpointError, match="fine LM codec levels"):
+        make_bundle(tmp_path / "bad", dirs)
+    with pytest.raises(CheckpointError, match="melody"):
+        MusicLM({**_components(melody=True), "melody": None})
