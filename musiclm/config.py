@@ -171,8 +171,16 @@ class MusicLMConfig:
 
 
 def tiny() -> MusicLMConfig:
-    """The shipped default: paper architecture at 16 kHz, small enough to train on 2 CPU cores."""
-    return MusicLMConfig()
+    """The shipped default: paper architecture at 16 kHz, small enough to train on 2 CPU cores and to
+    ship inside the package (smaller conditioning codebooks and LM widths keep the bundle small)."""
+    lm = dict(dim=192, depth=4, heads=4, ff_dim=768, dropout=0.1)
+    return MusicLMConfig(
+        mulan=MulanConfig(num_quantizers=12, codebook_size=256),
+        melody=MelodyConfig(num_quantizers=12, codebook_size=256),
+        semantic_lm=LMConfig(**lm, window_seconds=10.0, temperature=1.0),
+        coarse_lm=LMConfig(**lm, window_seconds=4.0, temperature=0.95),
+        fine_lm=LMConfig(**lm, window_seconds=2.0, temperature=0.4),
+    )
 
 
 def paper() -> MusicLMConfig:

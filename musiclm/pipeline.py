@@ -63,9 +63,12 @@ class Generation:
     segment_starts: list[float] = field(default_factory=list)  # story mode: where each prompt takes over (s)
 
 
-def make_bundle(out: str | Path, components: dict[str, str | Path], name: str = "musiclm") -> Path:
+def make_bundle(
+    out: str | Path, components: dict[str, str | Path], name: str = "musiclm", half: bool = False
+) -> Path:
     """Copy component checkpoint directories into a bundle at ``out`` and write ``musiclm.json``.
-    The components are loaded together first, so an incompatible set is refused."""
+    The components are loaded together first, so an incompatible set is refused. ``half`` stores
+    floating-point weights as float16 (half the size; they load back into float32 models)."""
     missing = sorted(set(COMPONENT_KINDS) - OPTIONAL_COMPONENTS - set(components))
     if missing:
         raise CheckpointError(f"a bundle needs {', '.join(missing)}")
@@ -76,6 +79,12 @@ def make_bundle(out: str | Path, components: dict[str, str | Path], name: str = 
     tmp.mkdir(parents=True)
     for key, src in components.items():
         shutil.copytree(src, tmp / key, ignore=shutil.ignore_patterns("*.tmp"))
+        if half:
+            from safetensors.torch import load_file, save_file
+
+            weights = tmp / key / "model.safetensors"
+            state = load_file(str(weights))
+            save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(weights))
     (tmp / BUNDLE_FILE).write_text(
         json.dumps({"name": name, "components": {k: k for k in components}}, indent=2) + "\n"
     )

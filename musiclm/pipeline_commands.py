@@ -67,6 +67,7 @@ def register(sub, train) -> None:
     b = sub.add_parser("bundle", help="assemble trained components into a MusicLM bundle")
     b.add_argument("--out", required=True)
     b.add_argument("--name", default="musiclm")
+    b.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
     for name in ("codec", "semantic", "mulan", "melody", "semantic-lm", "coarse-lm", "fine-lm"):
         b.add_argument(f"--{name}", required=name != "melody", help=f"{name} checkpoint directory")
     b.set_defaults(func=_bundle)
@@ -205,5 +206,5 @@ def _bundle(args: argparse.Namespace) -> None:
     }
     if args.melody:
         parts["melody"] = args.melody
-    out = make_bundle(args.out, parts, name=args.name)
+    out = make_bundle(args.out, parts, name=args.name, half=args.half)
     print(f"{out}: bundle {args.name} with {', '.join(sorted(parts))}")

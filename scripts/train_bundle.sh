@@ -53,7 +53,7 @@ lms)
     "fine-lm:ml train fine-lm --tokens $RUN/tokens --out $RUN/fine-lm $c --steps 200000 --batch-size 64 --lr 5e-4 --max-minutes $MINUTES_LMS --checkpoint-every 2000"
   ;;
 bundle)
-  ml bundle --out "$RUN/bundle" --codec "$RUN/codec/model" --semantic "$RUN/semantic/model" \
+  ml bundle --half --name "${NAME:-musiclm-tiny}" --out "$RUN/bundle" --codec "$RUN/codec/model" --semantic "$RUN/semantic/model" \
     --mulan "$RUN/mulan/model" --melody "$RUN/melody/model" --semantic-lm "$RUN/semantic-lm/model" \
     --coarse-lm "$RUN/coarse-lm/model" --fine-lm "$RUN/fine-lm/model"
   ;;
