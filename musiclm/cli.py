@@ -22,6 +22,7 @@ COMMAND_MODULES: list[str] = [
     "musiclm.semantic.commands",
     "musiclm.mulan.commands",
     "musiclm.pipeline_commands",
+    "musiclm.eval.commands",
 ]
 
 

@@ -28,7 +28,7 @@ from musiclm.audio import check_waveform, load_audio
 from musiclm.checkpoint import load_model
 from musiclm.errors import AudioError, CheckpointError, PromptError
 from musiclm.lm.sampling import SamplingConfig
-from musiclm.lm.stages import CoarseStage, FineStage, SemanticStage, StageLM
+from musiclm.lm.stages import NULL, CoarseStage, FineStage, SemanticStage, StageLM
 from musiclm.mulan.text import check_prompts
 
 BUNDLE_FILE = "musiclm.json"
@@ -261,9 +261,14 @@ class MusicLM:
             raise AudioError(f"{what} is shorter than 0.5 s")
         return wav
 
-    def _cond(self, stage: StageLM, mulan: torch.Tensor, melody: torch.Tensor | None):
+    def _cond(
+        self, stage: StageLM, mulan: torch.Tensor, melody: torch.Tensor | None, unconditional: bool = False
+    ):
         """Conditioning ids of ``stage`` for ``[B, Mq]`` MuLaN tokens: a tensor, or with a melody
-        ``[B, W_total, Qm]`` a function of the window start (the melody moves with the music)."""
+        ``[B, W_total, Qm]`` a function of the window start (the melody moves with the music).
+        ``unconditional`` gives all-NULL ids (the dropped conditioning of training)."""
+        if unconditional:
+            return torch.full_like(stage.cond_ids(mulan), NULL)
         if melody is None or stage.config.melody_quantizers == 0:
             return stage.cond_ids(mulan)
         return lambda seconds: stage.cond_ids(mulan, stage.melody_at(melody, seconds))
@@ -330,6 +335,7 @@ class MusicLM:
         progress: bool,
         prompt: dict[str, torch.Tensor] | None = None,
         timings: dict[str, float] | None = None,
+        unconditional: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Semantic, coarse and fine tokens for a batch; ``prompt`` (semantic [B, S0], codes
         [B, Q, 2*S0]) is continued. Returns the full sequences, prompt included."""
@@ -341,7 +347,7 @@ class MusicLM:
         t0 = time.perf_counter()
         bar, update = self._progress("semantic", progress)
         new_sem = self.semantic_lm.generate(
-            self._cond(self.semantic_lm, mulan, melody),
+            self._cond(self.semantic_lm, mulan, melody, unconditional),
             semantic_tokens,
             sampling["semantic"],
             prompt=sem_prompt,
@@ -355,7 +361,7 @@ class MusicLM:
         t0 = time.perf_counter()
         bar, update = self._progress("coarse", progress)
         new_coarse = self.coarse_lm.generate(
-            self._cond(self.coarse_lm, mulan, melody),
+            self._cond(self.coarse_lm, mulan, melody, unconditional),
             semantic,
             sampling["coarse"],
             prompt=None if codes_prompt is None else codes_prompt[:, :lc],
@@ -411,10 +417,12 @@ class MusicLM:
         melody: str | Path | torch.Tensor | None = None,
         melody_sample_rate: int | None = None,
         progress: bool = True,
+        unconditional: bool = False,
     ) -> Generation:
         """Music for each prompt: ``candidates`` samples in one batch, the best by MuLaN score returned.
 
         ``seed`` fixes every sample; ``melody`` (file or waveform) conditions on a hummed or played tune.
+        ``unconditional`` ignores the prompts while sampling (an evaluation baseline; they still rank).
         """
         prompts = self._check_prompts(prompts)
         seconds = self.check_seconds(seconds)
@@ -431,7 +439,16 @@ class MusicLM:
         timings["conditioning"] = time.perf_counter() - start
         generator = torch.Generator(device=self.device).manual_seed(seed)
         n_sem = max(1, round(seconds * self.semantic_lm.config.semantic_rate))
-        tokens = self._run_stages(mulan, melody_tokens, n_sem, sampling, generator, progress, timings=timings)
+        tokens = self._run_stages(
+            mulan,
+            melody_tokens,
+            n_sem,
+            sampling,
+            generator,
+            progress,
+            timings=timings,
+            unconditional=unconditional,
+        )
         return self._finish(prompts, tokens, round(seconds * self.sample_rate), p, n, mulan, timings, start)
 
     def _finish(self, prompts, tokens, num_samples, p, n, mulan, timings, start, scores=None) -> Generation:

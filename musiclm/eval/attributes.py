@@ -102,7 +102,8 @@ def estimate_tempo(
 
     padded = np.pad(score, 1, constant_values=-np.inf)  # a peak may sit on either end of the range
     peaks = np.flatnonzero((score >= padded[:-2]) & (score >= padded[2:]))
-    i = int(peaks[score[peaks] >= _STRONG * score.max()].min())  # slowest strong candidate
+    strong = peaks[score[peaks] >= score.max() - (1 - _STRONG) * abs(score.max())]
+    i = int(strong.min()) if strong.size else int(np.argmax(score))  # slowest strong candidate
     while True:  # each step at least doubles the tempo, and stops past max_bpm
         pulse = _folded_pulse(env, 60.0 * rate / bpm[i])
         options = []

@@ -8,6 +8,7 @@ upwards for small sets; FAD-inf extrapolates it to an infinite generated set.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -35,7 +36,9 @@ def frechet_distance(
     if cov1.shape != cov2.shape or cov1.shape != (mu1.size, mu1.size):
         raise ValueError(f"covariances must be {mu1.size}x{mu1.size}, got {cov1.shape} and {cov2.shape}")
     diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(cov1 @ cov2)
+    with warnings.catch_warnings():  # singular products are expected with few clips; handled below
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(cov1 @ cov2)
     if not np.isfinite(covmean).all():
         # singular product (fewer samples than dimensions): regularise both covariances
         offset = np.eye(mu1.size) * eps

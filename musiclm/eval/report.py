@@ -1,0 +1,258 @@
+"""``evaluate``: generate for a captioned benchmark and score it as the paper does (section 5).
+
+For each system (the model, its unconditional baseline, and the real reference audio as an upper
+bound) it computes FAD (and FAD-inf) against the references in MuLaN embedding space, the KL
+divergence of a label classifier's outputs between paired reference and generated clips, MuLaN cycle
+consistency (MCC), and, where the benchmark has labels, attribute adherence (tempo, key, mode, and
+classifier-predicted factors). A prompts-shuffled MCC is the chance level. Generated clips are kept
+on disk, so an interrupted evaluation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from musiclm.audio import load_audio, save_audio
+from musiclm.data.manifest import ManifestEntry, from_musiccaps, load_entries
+from musiclm.errors import DataError
+from musiclm.eval.attributes import estimate_key, estimate_tempo, normalize_key_name, tempo_accuracy
+from musiclm.eval.fad import MulanEmbedder, fad, fad_infinity
+from musiclm.eval.kld import kl_divergence
+from musiclm.eval.mcc import mulan_cycle_consistency
+
+
+@dataclass
+class EvalConfig:
+    seconds: float = 10.0
+    candidates: int = 1
+    seed: int = 0
+    batch_size: int = 4
+    limit: int | None = None
+    baselines: tuple[str, ...] = ("reference", "shuffled", "unconditional")
+    guidance: float = 1.0
+    extra: dict = field(default_factory=dict)
+
+
+def load_prompts(
+    source: str | Path, limit: int | None = None, reference: str | Path | None = None
+) -> list[ManifestEntry]:
+    """Benchmark entries (caption, optional reference audio and labels) from a manifest (.jsonl), a
+    path/caption CSV, the MusicCaps CSV with ``reference`` = the folder of its downloaded clips
+    (missing clips are reported and left out), or a text file of prompts (one a line)."""
+    source = Path(source)
+    if source.suffix == ".csv" and reference is not None:
+        entries, missing = from_musiccaps(source, reference)
+        if missing:
+            print(f"{len(missing)} MusicCaps clips are not in {reference} (first: {', '.join(missing[:3])})")
+        entries = [e for e in entries if e.caption]
+        if not entries:
+            raise DataError(f"{source}: none of its clips are in {reference}")
+        return entries[:limit] if limit else entries
+    if source.suffix == ".txt":
+        if not source.is_file():
+            raise DataError(f"{source}: no such prompts file")
+        lines = [line.strip() for line in source.read_text().splitlines() if line.strip()]
+        entries = [ManifestEntry(path="", caption=line, id=f"prompt{i:05d}") for i, line in enumerate(lines)]
+    else:
+        entries = [e for e in load_entries(source) if e.caption]
+    if not entries:
+        raise DataError(f"{source}: no captioned entries to evaluate")
+    return entries[:limit] if limit else entries
+
+
+def _load_clip(path: str, sample_rate: int, seconds: float, start: float | None = None) -> torch.Tensor:
+    wav, _ = load_audio(path, sample_rate, offset=start or 0.0, duration=seconds)
+    n = round(seconds * sample_rate)
+    return torch.nn.functional.pad(wav, (0, max(0, n - wav.shape[-1])))[:n]
+
+
+def _generate_missing(model, entries, folder: Path, config: EvalConfig, unconditional: bool) -> list[Path]:
+    """Generated clip per entry, reusing the ones already on disk (resumable)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{i:05d}.wav" for i in range(len(entries))]
+    todo = [i for i, p in enumerate(paths) if not p.is_file()]
+    bar = tqdm(total=len(entries), initial=len(entries) - len(todo), desc=folder.name, unit="clip")
+    for start in range(0, len(todo), config.batch_size):
+        batch = todo[start : start + config.batch_size]
+        out = model.generate(
+            [entries[i].caption for i in batch],
+            seconds=config.seconds,
+            candidates=config.candidates,
+            seed=config.seed + batch[0],
+            guidance=config.guidance,
+            progress=False,
+            unconditional=unconditional,
+        )
+        for row, i in enumerate(batch):
+            save_audio(paths[i], out.audio[row], out.sample_rate)
+        bar.update(len(batch))
+    bar.close()
+    return paths
+
+
+def _attributes(wavs: list[torch.Tensor], sample_rate: int, entries, classifier=None) -> dict:
+    """Per-factor accuracy against the entries' labels (only factors the labels have)."""
+    labels = [e.labels or {} for e in entries]
+    out: dict[str, float] = {}
+    if all("bpm" in lab for lab in labels):
+        pred = [estimate_tempo(w, sample_rate) for w in wavs]
+        true = [float(lab["bpm"]) for lab in labels]
+        out["tempo"] = float(np.mean(tempo_accuracy(pred, true)))
+        out["tempo_octave"] = float(np.mean(tempo_accuracy(pred, true, octave=True)))
+    if all("key" in lab and "mode" in lab for lab in labels):
+        keys = [estimate_key(w, sample_rate) for w in wavs]
+        out["key"] = float(
+            np.mean(
+                [normalize_key_name(k[0]) == normalize_key_name(lab["key"]) for k, lab in zip(keys, labels)]
+            )
+        )
+        out["mode"] = float(np.mean([k[1] == lab["mode"] for k, lab in zip(keys, labels)]))
+    if classifier is not None:
+        probs = classifier.predict_proba(torch.stack(wavs), sample_rate) if wavs else {}
+        for factor, names in classifier.config.labels.items():
+            key = _label_key(factor)
+            if factor in classifier.config.multilabel or not all(key in lab for lab in labels):
+                continue
+            pred = probs[factor].argmax(1).tolist()
+            out[factor] = float(np.mean([names[p] == lab[key] for p, lab in zip(pred, labels)]))
+    return out
+
+
+def _label_key(factor: str) -> str:
+    return {"genre": "genre"}.get(factor, factor)
+
+
+def evaluate(
+    model,
+    source: str | Path,
+    out: str | Path,
+    config: EvalConfig,
+    classifier=None,
+    generated=None,
+    reference=None,
+) -> dict:
+    """Run the benchmark; writes ``report.json`` and ``report.md`` into ``out`` and returns the report.
+    ``reference``: the folder of MusicCaps clips when ``source`` is the MusicCaps CSV."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = load_prompts(source, config.limit, reference)
+    sr = model.sample_rate
+    t0 = time.perf_counter()
+    has_reference = all(e.path for e in entries)
+    systems: dict[str, list[torch.Tensor]] = {}
+    if generated is not None:
+        files = sorted(Path(generated).glob("*.wav"))
+        if len(files) < len(entries):
+            raise DataError(f"{generated}: {len(files)} clips for {len(entries)} prompts")
+        systems["model"] = [_load_clip(str(f), sr, config.seconds) for f in files[: len(entries)]]
+    else:
+        paths = _generate_missing(model, entries, out / "generated", config, unconditional=False)
+        systems["model"] = [_load_clip(str(p), sr, config.seconds) for p in paths]
+    if "unconditional" in config.baselines and generated is None:
+        paths = _generate_missing(model, entries, out / "unconditional", config, unconditional=True)
+        systems["unconditional"] = [_load_clip(str(p), sr, config.seconds) for p in paths]
+    if has_reference:
+        systems["reference"] = [_load_clip(e.path, sr, config.seconds, e.start) for e in entries]
+    generation_seconds = time.perf_counter() - t0
+
+    captions = [e.caption for e in entries]
+    embedder = MulanEmbedder(model.mulan)
+    emb = {name: embedder.embed(torch.stack(w), sr).numpy() for name, w in systems.items()}
+    probs = {}
+    if classifier is not None:
+        probs = {name: classifier.predict_proba(torch.stack(w), sr) for name, w in systems.items()}
+    report: dict = {"prompts": len(entries), "seconds": config.seconds, "model": model.name, "systems": {}}
+    for name, wavs in systems.items():
+        row: dict = {}
+        mcc, _ = mulan_cycle_consistency(model.mulan, captions, wavs, sr)
+        row["mcc"] = mcc
+        if has_reference and name != "reference":
+            row["fad_mulan"] = fad(emb["reference"], emb[name])
+            if len(entries) >= 20:
+                row["fad_inf_mulan"] = fad_infinity(
+                    emb["reference"], emb[name], min_n=len(entries) // 4
+                ).fad_inf
+            for factor in probs.get(name, {}):
+                multilabel = factor in classifier.config.multilabel
+                row[f"kld_{factor}"] = kl_divergence(
+                    probs["reference"][factor], probs[name][factor], multilabel=multilabel
+                )
+        row["adherence"] = _attributes(wavs, sr, entries, classifier)
+        report["systems"][name] = row
+    if "shuffled" in config.baselines and len(entries) > 1:
+        rng = np.random.default_rng(config.seed)
+        order = rng.permutation(len(entries))
+        order = np.roll(np.arange(len(entries)), 1) if (order == np.arange(len(entries))).any() else order
+        mcc, _ = mulan_cycle_consistency(model.mulan, [captions[i] for i in order], systems["model"], sr)
+        report["systems"]["shuffled prompts"] = {"mcc": mcc}
+    report["wall_seconds"] = {
+        "generation": round(generation_seconds, 1),
+        "total": round(time.perf_counter() - t0, 1),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(markdown_table(report))
+    _plot(report, out / "adherence.png")
+    return report
+
+
+def markdown_table(report: dict) -> str:
+    """The report as a Markdown table: one row per system, one column per metric."""
+    rows = report["systems"]
+    columns: list[str] = []
+    for row in rows.values():
+        for k, v in row.items():
+            keys = [f"{k}:{a}" for a in v] if isinstance(v, dict) else [k]
+            columns += [c for c in keys if c not in columns]
+    lines = [
+        f"# Evaluation of {report['model']} ({report['prompts']} prompts, {report['seconds']:g} s)",
+        "",
+        "| system | " + " | ".join(c.replace("adherence:", "acc ") for c in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for name, row in rows.items():
+        cells = []
+        for c in columns:
+            k, _, sub = c.partition(":")
+            v = row.get(k, {}).get(sub) if sub else row.get(k)
+            cells.append("" if v is None else f"{v:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "MCC: MuLaN text-audio cosine (higher is better); FAD: Frechet distance to the references in MuLaN "
+        "space (lower is better); KLD: KL divergence of classifier label distributions, reference vs "
+        "system (lower is better); acc: attribute adherence against the benchmark's labels.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(report: dict, path: Path) -> None:
+    """Per-factor accuracy bars (needs matplotlib; skipped without it)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    systems = {k: v.get("adherence", {}) for k, v in report["systems"].items() if v.get("adherence")}
+    factors = sorted({f for v in systems.values() for f in v})
+    if not factors:
+        return
+    fig, ax = plt.subplots(figsize=(1.2 * len(factors) + 2, 3.5))
+    width = 0.8 / len(systems)
+    for j, (name, acc) in enumerate(systems.items()):
+        ax.bar(np.arange(len(factors)) + j * width, [acc.get(f, 0) for f in factors], width, label=name)
+    ax.set_xticks(np.arange(len(factors)) + 0.4 - width / 2, factors)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
