@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/musiclm demo -o demo.wav
+	$(VENV)/bin/musiclm generate "a calm lo-fi hip hop beat with soft piano at 80 bpm" -o demo.wav --plot
 
 test: install sysdeps
 	MUSICLM_REQUIRE_SYNTH=1 $(PY) -m pytest -q

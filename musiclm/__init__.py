@@ -1,10 +1,29 @@
 """musiclm: an open implementation of MusicLM (Agostinelli et al., 2023).
 
-See ``ARCHITECTURE.md`` for the design. Public entry points are re-exported here as they land.
+``MusicLM.from_pretrained("default")`` loads the shipped model; see the README for the commands.
 """
 
 from musiclm.config import MusicLMConfig, get_preset
-from musiclm.errors import AudioError, CheckpointError, ConfigError, MusicLMError
+from musiclm.errors import AudioError, CheckpointError, ConfigError, MusicLMError, PromptError
 
 __version__ = "0.1.0"
-__all__ = ["AudioError", "CheckpointError", "ConfigError", "MusicLMConfig", "MusicLMError", "get_preset"]
+__all__ = [
+    "AudioError",
+    "CheckpointError",
+    "ConfigError",
+    "MusicLM",
+    "MusicLMConfig",
+    "MusicLMError",
+    "PromptError",
+    "get_preset",
+    "load_pretrained",
+]
+
+
+def __getattr__(name: str):
+    """``MusicLM`` and ``load_pretrained`` import the whole model stack, so only when asked for."""
+    if name in ("MusicLM", "load_pretrained"):
+        from musiclm.pipeline import MusicLM
+
+        return MusicLM if name == "MusicLM" else MusicLM.from_pretrained
+    raise AttributeError(f"module 'musiclm' has no attribute {name!r}")

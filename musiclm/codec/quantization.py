@@ -217,6 +217,7 @@ class ResidualVectorQuantizer(nn.Module):
         For RVQs over embeddings (MuLaN, melody) that are trained after their encoder. Returns the
         mean squared error between the vectors and their quantized reconstruction.
         """
+        vectors = vectors.to(self.levels[0].codebook.device)
         was_training = self.training
         self.train()
         g = torch.Generator().manual_seed(seed)

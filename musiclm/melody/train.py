@@ -39,7 +39,7 @@ def embed_dataset(model: MelodyEmbedder, dataset, batch_size: int = 32) -> torch
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         windows = torch.stack([it[k] for it in items for k in ("anchor", "positive")])
-        out.append(model.embed_windows(windows))
+        out.append(model.embed_windows(windows.to(model.head.weight.device)).cpu())
     return torch.cat(out)
 
 

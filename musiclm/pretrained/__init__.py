@@ -7,7 +7,12 @@ from pathlib import Path
 from musiclm.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_COMPONENTS = {"codec": "codec-tiny"}
+DEFAULT_COMPONENTS = {
+    "codec": "musiclm-tiny/codec",
+    "semantic": "musiclm-tiny/semantic",
+    "mulan": "musiclm-tiny/mulan",
+    "melody": "musiclm-tiny/melody",
+}
 BUNDLES = {"default": "musiclm-tiny", "musiclm-tiny": "musiclm-tiny"}
 
 

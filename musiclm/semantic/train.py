@@ -60,7 +60,8 @@ def fit_tokens(dataset, tokenizer: SemanticTokenizer, clips: int = 200) -> None:
     """k-means with ``num_clusters`` on layer ``config.layer`` features; stored in the tokenizer."""
     tokenizer.eval()
     feats = [
-        tokenizer.features(w[None])[0] for w in tqdm(_sample_clips(dataset, clips), desc="layer features")
+        tokenizer.features(w[None].to(tokenizer.centroids.device))[0].cpu()
+        for w in tqdm(_sample_clips(dataset, clips), desc="layer features")
     ]
     tokenizer.centroids.copy_(fit_kmeans(torch.cat(feats), tokenizer.config.num_clusters))
 
