@@ -189,7 +189,7 @@ class MusicLM:
         expect("coarse LM codec levels", coarse.codec_levels, self.codec.num_quantizers)
         expect("fine LM codec levels", fine.codec_levels, self.codec.num_quantizers)
         expect("coarse LM coarse levels", coarse.coarse_levels, fine.coarse_levels)
-        codebook = getattr(self.codec.config, "codebook_size", None)
+        codebook = getattr(getattr(self.codec, "config", None), "codebook_size", None)
         if codebook is not None:
             expect("coarse LM codec codebook", coarse.codec_codebook, codebook)
             expect("fine LM codec codebook", fine.codec_codebook, codebook)
