@@ -14,6 +14,7 @@ carries on. Every check that can fail runs before any sampling starts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -248,18 +249,8 @@ class MusicLM:
             raise AudioError(f"{what} must be a file path or a waveform tensor, got {type(audio).__name__}")
         if sample_rate is None:
             raise AudioError(f"{what}: give the sample rate of the waveform")
-        wav = audio.float()
-        if wav.dim() == 2:
-            wav = wav.mean(0)
-        try:
-            wav = check_waveform(wav, sample_rate, target_rate)
-        except AudioError as e:
-            raise AudioError(f"{what}: {e}") from None
-        if wav.abs().max() < 1e-4:
-            raise AudioError(f"{what} is silent")
-        if wav.shape[-1] < target_rate // 2:
-            raise AudioError(f"{what} is shorter than 0.5 s")
-        return wav
+        # the same checks as a file gets from load_audio, messages prefixed with ``what``
+        return check_waveform(audio, sample_rate, target_rate, name=what, min_seconds=0.5, allow_silent=False)
 
     def _cond(
         self, stage: StageLM, mulan: torch.Tensor, melody: torch.Tensor | None, unconditional: bool = False
@@ -306,6 +297,12 @@ class MusicLM:
         return float(seconds)
 
     @staticmethod
+    def check_candidates(candidates: int) -> int:
+        if not isinstance(candidates, int) or candidates < 1:
+            raise PromptError(f"candidates must be a positive integer, got {candidates!r}")
+        return candidates
+
+    @staticmethod
     def _check_prompts(prompts) -> list[str]:
         prompts = check_prompts(prompts)
         for i, p in enumerate(prompts):
@@ -313,7 +310,10 @@ class MusicLM:
                 raise PromptError(f"prompt {i} has {len(p)} characters; the limit is {MAX_PROMPT_CHARS}")
         return prompts
 
-    def _progress(self, name: str, enabled: bool):
+    @staticmethod
+    @contextlib.contextmanager
+    def _progress(name: str, enabled: bool):
+        """A token progress bar for one stage; yields the stages' ``progress(done, total)`` callback."""
         bar = tqdm(total=0, desc=name, unit="tok", disable=not enabled, leave=False, dynamic_ncols=True)
 
         def update(done: int, total: int) -> None:
@@ -323,7 +323,10 @@ class MusicLM:
             if done == total or done % 32 == 0:
                 bar.refresh()
 
-        return bar, update
+        try:
+            yield update
+        finally:
+            bar.close()
 
     def _run_stages(
         self,
@@ -345,43 +348,40 @@ class MusicLM:
         sem_prompt, codes_prompt = prompt.get("semantic"), prompt.get("codes")
 
         t0 = time.perf_counter()
-        bar, update = self._progress("semantic", progress)
-        new_sem = self.semantic_lm.generate(
-            self._cond(self.semantic_lm, mulan, melody, unconditional),
-            semantic_tokens,
-            sampling["semantic"],
-            prompt=sem_prompt,
-            generator=generator,
-            progress=update,
-        )
-        bar.close()
+        with self._progress("semantic", progress) as update:
+            new_sem = self.semantic_lm.generate(
+                self._cond(self.semantic_lm, mulan, melody, unconditional),
+                semantic_tokens,
+                sampling["semantic"],
+                prompt=sem_prompt,
+                generator=generator,
+                progress=update,
+            )
         semantic = new_sem if sem_prompt is None else torch.cat([sem_prompt, new_sem], dim=1)
         timings["semantic"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        bar, update = self._progress("coarse", progress)
-        new_coarse = self.coarse_lm.generate(
-            self._cond(self.coarse_lm, mulan, melody, unconditional),
-            semantic,
-            sampling["coarse"],
-            prompt=None if codes_prompt is None else codes_prompt[:, :lc],
-            generator=generator,
-            progress=update,
-        )
-        bar.close()
+        with self._progress("coarse", progress) as update:
+            new_coarse = self.coarse_lm.generate(
+                self._cond(self.coarse_lm, mulan, melody, unconditional),
+                semantic,
+                sampling["coarse"],
+                prompt=None if codes_prompt is None else codes_prompt[:, :lc],
+                generator=generator,
+                progress=update,
+            )
         coarse = new_coarse if codes_prompt is None else torch.cat([codes_prompt[:, :lc], new_coarse], dim=-1)
         timings["coarse"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        bar, update = self._progress("fine", progress)
-        new_fine = self.fine_lm.generate(
-            coarse,
-            sampling["fine"],
-            prompt=None if codes_prompt is None else codes_prompt[:, lc:],
-            generator=generator,
-            progress=update,
-        )
-        bar.close()
+        with self._progress("fine", progress) as update:
+            new_fine = self.fine_lm.generate(
+                coarse,
+                sampling["fine"],
+                prompt=None if codes_prompt is None else codes_prompt[:, lc:],
+                generator=generator,
+                progress=update,
+            )
         fine = new_fine if codes_prompt is None else torch.cat([codes_prompt[:, lc:], new_fine], dim=-1)
         timings["fine"] = time.perf_counter() - t0
         return {"semantic": semantic, "coarse": coarse, "fine": fine}
@@ -426,8 +426,7 @@ class MusicLM:
         """
         prompts = self._check_prompts(prompts)
         seconds = self.check_seconds(seconds)
-        if not isinstance(candidates, int) or candidates < 1:
-            raise PromptError(f"candidates must be a positive integer, got {candidates!r}")
+        self.check_candidates(candidates)
         sampling = self.sampling_configs(temperatures, top_k, top_p, guidance)
         melody_tokens = None if melody is None else self.melody_tokens(melody, melody_sample_rate)
         timings: dict[str, float] = {}
@@ -451,13 +450,15 @@ class MusicLM:
         )
         return self._finish(prompts, tokens, round(seconds * self.sample_rate), p, n, mulan, timings, start)
 
-    def _finish(self, prompts, tokens, num_samples, p, n, mulan, timings, start, scores=None) -> Generation:
+    def _finish(self, prompts, tokens, num_samples, p, n, mulan, timings, start, scorer=None) -> Generation:
+        """Decode every candidate once, score them (``scorer(audio [P, N, T]) -> [P, N]``, by default
+        the MuLaN similarity to ``prompts``) and pick the best of each prompt."""
         t0 = time.perf_counter()
         audio = self.decode(tokens["coarse"], tokens["fine"], num_samples)
         timings["decode"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         audio = audio.reshape(p, n, -1)
-        scores = self.score(prompts, audio) if scores is None else scores
+        scores = self.score(prompts, audio) if scorer is None else scorer(audio)
         timings["rerank"] = time.perf_counter() - t0
         chosen = scores.argmax(dim=1)
         rows = torch.arange(p, device=chosen.device)
@@ -509,8 +510,7 @@ class MusicLM:
         every stage. Conditioned on ``prompt`` text, or without one on the prompt audio's own MuLaN
         tokens (M_A). The returned audio is the whole piece, prompt (re-synthesised) included."""
         seconds = self.check_seconds(seconds)
-        if not isinstance(candidates, int) or candidates < 1:
-            raise PromptError(f"candidates must be a positive integer, got {candidates!r}")
+        self.check_candidates(candidates)
         prompts = self._check_prompts([prompt]) if prompt is not None else None
         sampling = self.sampling_configs(temperatures, top_k, top_p, guidance)
         start = time.perf_counter()
@@ -527,15 +527,14 @@ class MusicLM:
         n_sem = max(1, round(seconds * self.semantic_lm.config.semantic_rate))
         tokens = self._run_stages(mulan, None, n_sem, sampling, generator, progress, prefix, timings)
         total = tokens["coarse"].shape[-1] * self.codec.hop_length
-        texts = prompts or ["music"]
-        scores = None
+        scorer = None
         if prompts is None:  # no text: rank by similarity to the prompt audio itself
-            with torch.no_grad():
-                ref = self.mulan.embed_audio(given["audio"][None].to(self.device), self.sample_rate)
-                cand = self.decode(tokens["coarse"], tokens["fine"], total)
-                emb = self.mulan.embed_audio(cand, self.sample_rate)
-                scores = (emb @ ref.T).reshape(1, n)
-        return self._finish(texts, tokens, total, 1, n, mulan, timings, start, scores)
+            ref = self.mulan.embed_audio(given["audio"][None].to(self.device), self.sample_rate)
+
+            def scorer(audio: torch.Tensor) -> torch.Tensor:
+                return (self.mulan.embed_audio(audio[0], self.sample_rate) @ ref.T).reshape(1, n)
+
+        return self._finish(prompts or ["music"], tokens, total, 1, n, mulan, timings, start, scorer)
 
     @torch.no_grad()
     def story(
@@ -576,54 +575,52 @@ class MusicLM:
         semantic = None
         sem_ids = segment_cond(self.semantic_lm)
         half = self.semantic_lm.window_tokens // 2
-        bar, update = self._progress("semantic", progress)
-        for k in range(len(prompts)):
-            context = None if semantic is None else semantic[:, -half:]
-            new = self.semantic_lm.generate(
-                sem_ids[k], bounds[k + 1] - bounds[k], sampling["semantic"], context, generator, update
-            )
-            semantic = new if semantic is None else torch.cat([semantic, new], dim=1)
-        bar.close()
+        with self._progress("semantic", progress) as update:
+            for k in range(len(prompts)):
+                context = None if semantic is None else semantic[:, -half:]
+                new = self.semantic_lm.generate(
+                    sem_ids[k], bounds[k + 1] - bounds[k], sampling["semantic"], context, generator, update
+                )
+                semantic = new if semantic is None else torch.cat([semantic, new], dim=1)
         timings["semantic"] = time.perf_counter() - t0
         # coarse: likewise, segment by segment, each with its own MuLaN tokens
         t0 = time.perf_counter()
         coarse_ids = segment_cond(self.coarse_lm)
         ctx = self.coarse_lm.window_frames() // 2 // 2 * 2
         coarse = None
-        bar, update = self._progress("coarse", progress)
-        for k in range(len(prompts)):
-            have = 0 if coarse is None else coarse.shape[-1]
-            c = min(have, ctx)
-            sem = semantic[:, (have - c) // 2 : bounds[k + 1]]
-            new = self.coarse_lm.generate(
-                coarse_ids[k],
-                sem,
-                sampling["coarse"],
-                None if coarse is None else coarse[..., have - c :],
-                generator,
-                update,
-            )
-            coarse = new if coarse is None else torch.cat([coarse, new], dim=-1)
-        bar.close()
+        with self._progress("coarse", progress) as update:
+            for k in range(len(prompts)):
+                have = 0 if coarse is None else coarse.shape[-1]
+                c = min(have, ctx)
+                sem = semantic[:, (have - c) // 2 : bounds[k + 1]]
+                new = self.coarse_lm.generate(
+                    coarse_ids[k],
+                    sem,
+                    sampling["coarse"],
+                    None if coarse is None else coarse[..., have - c :],
+                    generator,
+                    update,
+                )
+                coarse = new if coarse is None else torch.cat([coarse, new], dim=-1)
         timings["coarse"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        bar, update = self._progress("fine", progress)
-        fine = self.fine_lm.generate(coarse, sampling["fine"], generator=generator, progress=update)
-        bar.close()
+        with self._progress("fine", progress) as update:
+            fine = self.fine_lm.generate(coarse, sampling["fine"], generator=generator, progress=update)
         timings["fine"] = time.perf_counter() - t0
         tokens = {"semantic": semantic, "coarse": coarse, "fine": fine}
         total = round(sum(lengths) * self.sample_rate)
-        # score each segment of each candidate against its own prompt, then average
-        audio = self.decode(coarse, fine, total)
-        seg_scores = []
-        for k in range(len(prompts)):
-            a, b = round(bounds[k] / rate * self.sample_rate), round(bounds[k + 1] / rate * self.sample_rate)
-            emb = self.mulan.embed_audio(audio[:, a:b], self.sample_rate)
-            text = self.mulan.embed_text([prompts[k]]).to(self.device)
-            seg_scores.append(emb @ text[0])
-        scores = torch.stack(seg_scores, dim=1).mean(1).reshape(1, n)
+        text = self.mulan.embed_text(prompts).to(self.device)  # [K, D]
+
+        def scorer(audio: torch.Tensor) -> torch.Tensor:
+            """Each segment of each candidate against its own prompt, averaged over segments."""
+            seg_scores = []
+            for k in range(len(prompts)):
+                a, b = (round(bounds[i] / rate * self.sample_rate) for i in (k, k + 1))
+                seg_scores.append(self.mulan.embed_audio(audio[0, :, a:b], self.sample_rate) @ text[k])
+            return torch.stack(seg_scores, dim=1).mean(1).reshape(1, n)
+
         out = self._finish(
-            [" / ".join(prompts)], tokens, total, 1, n, mulan_all[:1].expand(n, -1), timings, start, scores
+            [" / ".join(prompts)], tokens, total, 1, n, mulan_all[:1].expand(n, -1), timings, start, scorer
         )
         out.cond_tokens = mulan_all.cpu()
         out.segment_starts = [b / rate for b in bounds[:-1]]
