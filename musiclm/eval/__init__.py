@@ -32,7 +32,7 @@ from musiclm.eval.kld import (
     kl_divergence,
     kl_per_clip,
 )
-from musiclm.eval.mcc import clap_score, mulan_cycle_consistency
+from musiclm.eval.mcc import clap_score, embedding_cosines, mulan_cycle_consistency
 
 __all__ = [
     "ClapEmbedder",
@@ -46,6 +46,7 @@ __all__ = [
     "MulanEmbedder",
     "attribute_accuracy",
     "clap_score",
+    "embedding_cosines",
     "embedding_statistics",
     "estimate_key",
     "estimate_tempo",

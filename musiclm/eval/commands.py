@@ -70,10 +70,10 @@ def _eval(args: argparse.Namespace) -> None:
 def _train_classifier(args: argparse.Namespace) -> None:
     import torch
 
-    from musiclm.audio import load_audio
     from musiclm.data.manifest import load_entries
     from musiclm.errors import DataError
     from musiclm.eval.kld import LabelClassifier, LabelClassifierConfig
+    from musiclm.eval.report import load_clip
 
     entries = load_entries(args.data)
     entries = entries[: args.limit] if args.limit else entries
@@ -87,12 +87,7 @@ def _train_classifier(args: argparse.Namespace) -> None:
         f: sorted({x for v in labels[f] for x in (v if f in multilabel else [v])}, key=str) for f in factors
     }
     config = LabelClassifierConfig(labels=names, multilabel=multilabel)
-    wavs = []
-    for e in entries:
-        wav, _ = load_audio(e.path, config.sample_rate, offset=e.start or 0.0, duration=args.seconds)
-        wavs.append(
-            torch.nn.functional.pad(wav, (0, max(0, round(args.seconds * config.sample_rate) - len(wav))))
-        )
+    wavs = [load_clip(e.path, config.sample_rate, args.seconds, e.start) for e in entries]
     model = LabelClassifier(config)
     losses = model.fit(torch.stack(wavs), labels, epochs=args.epochs, seed=args.seed)
     model.save(args.out)

@@ -41,7 +41,7 @@ def mulan_cycle_consistency(
     a = torch.cat(
         [mulan.embed_audio(batch, sample_rate) for batch in equal_length_batches(clips, batch_size)]
     )
-    return _cosines(t, a)
+    return embedding_cosines(t, a)
 
 
 @torch.no_grad()
@@ -76,10 +76,12 @@ def clap_score(
         if "is_longer" in feats:
             kwargs["is_longer"] = feats["is_longer"].to(device)
         audio_emb.append(_pooled(clap_model.get_audio_features(**kwargs)).float().cpu())
-    return _cosines(torch.cat(text_emb), torch.cat(audio_emb))
+    return embedding_cosines(torch.cat(text_emb), torch.cat(audio_emb))
 
 
-def _cosines(text: torch.Tensor, audio: torch.Tensor) -> tuple[float, np.ndarray]:
+def embedding_cosines(text: torch.Tensor, audio: torch.Tensor) -> tuple[float, np.ndarray]:
+    """(mean, per-row ``[N]``) cosine of paired ``[N, D]`` text and audio embeddings: the MCC of
+    embeddings already computed (e.g. the ones FAD uses)."""
     per_clip = (F.normalize(text.float().cpu(), dim=-1) * F.normalize(audio.float().cpu(), dim=-1)).sum(-1)
     per_clip = per_clip.clamp(-1.0, 1.0).double().numpy()
     return float(per_clip.mean()), per_clip

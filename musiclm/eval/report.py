@@ -25,7 +25,7 @@ from musiclm.errors import DataError
 from musiclm.eval.attributes import estimate_key, estimate_tempo, normalize_key_name, tempo_accuracy
 from musiclm.eval.fad import MulanEmbedder, fad, fad_infinity
 from musiclm.eval.kld import kl_divergence
-from musiclm.eval.mcc import mulan_cycle_consistency
+from musiclm.eval.mcc import embedding_cosines
 
 
 @dataclass
@@ -67,7 +67,8 @@ def load_prompts(
     return entries[:limit] if limit else entries
 
 
-def _load_clip(path: str, sample_rate: int, seconds: float, start: float | None = None) -> torch.Tensor:
+def load_clip(path: str, sample_rate: int, seconds: float, start: float | None = None) -> torch.Tensor:
+    """Exactly ``seconds`` of a file from ``start`` (zero-padded when shorter)."""
     wav, _ = load_audio(path, sample_rate, offset=start or 0.0, duration=seconds)
     n = round(seconds * sample_rate)
     return torch.nn.functional.pad(wav, (0, max(0, n - wav.shape[-1])))[:n]
@@ -97,8 +98,9 @@ def _generate_missing(model, entries, folder: Path, config: EvalConfig, uncondit
     return paths
 
 
-def _attributes(wavs: list[torch.Tensor], sample_rate: int, entries, classifier=None) -> dict:
-    """Per-factor accuracy against the entries' labels (only factors the labels have)."""
+def _attributes(wavs: list[torch.Tensor], sample_rate: int, entries, classifier=None, probs=None) -> dict:
+    """Per-factor accuracy against the entries' labels (only factors the labels have); ``probs`` are
+    the classifier's label probabilities of ``wavs``."""
     labels = [e.labels or {} for e in entries]
     out: dict[str, float] = {}
     if all("bpm" in lab for lab in labels):
@@ -115,18 +117,12 @@ def _attributes(wavs: list[torch.Tensor], sample_rate: int, entries, classifier=
         )
         out["mode"] = float(np.mean([k[1] == lab["mode"] for k, lab in zip(keys, labels)]))
     if classifier is not None:
-        probs = classifier.predict_proba(torch.stack(wavs), sample_rate) if wavs else {}
         for factor, names in classifier.config.labels.items():
-            key = _label_key(factor)
-            if factor in classifier.config.multilabel or not all(key in lab for lab in labels):
+            if factor in classifier.config.multilabel or not all(factor in lab for lab in labels):
                 continue
             pred = probs[factor].argmax(1).tolist()
-            out[factor] = float(np.mean([names[p] == lab[key] for p, lab in zip(pred, labels)]))
+            out[factor] = float(np.mean([names[p] == lab[factor] for p, lab in zip(pred, labels)]))
     return out
-
-
-def _label_key(factor: str) -> str:
-    return {"genre": "genre"}.get(factor, factor)
 
 
 def evaluate(
@@ -151,46 +147,47 @@ def evaluate(
         files = sorted(Path(generated).glob("*.wav"))
         if len(files) < len(entries):
             raise DataError(f"{generated}: {len(files)} clips for {len(entries)} prompts")
-        systems["model"] = [_load_clip(str(f), sr, config.seconds) for f in files[: len(entries)]]
+        systems["model"] = [load_clip(str(f), sr, config.seconds) for f in files[: len(entries)]]
     else:
         paths = _generate_missing(model, entries, out / "generated", config, unconditional=False)
-        systems["model"] = [_load_clip(str(p), sr, config.seconds) for p in paths]
+        systems["model"] = [load_clip(str(p), sr, config.seconds) for p in paths]
     if "unconditional" in config.baselines and generated is None:
         paths = _generate_missing(model, entries, out / "unconditional", config, unconditional=True)
-        systems["unconditional"] = [_load_clip(str(p), sr, config.seconds) for p in paths]
+        systems["unconditional"] = [load_clip(str(p), sr, config.seconds) for p in paths]
     if has_reference:
-        systems["reference"] = [_load_clip(e.path, sr, config.seconds, e.start) for e in entries]
+        systems["reference"] = [load_clip(e.path, sr, config.seconds, e.start) for e in entries]
     generation_seconds = time.perf_counter() - t0
 
     captions = [e.caption for e in entries]
     embedder = MulanEmbedder(model.mulan)
-    emb = {name: embedder.embed(torch.stack(w), sr).numpy() for name, w in systems.items()}
+    emb = {name: embedder.embed(torch.stack(w), sr) for name, w in systems.items()}  # FAD and MCC share them
+    with torch.no_grad():
+        text = model.mulan.embed_text(captions).float().cpu()
     probs = {}
     if classifier is not None:
         probs = {name: classifier.predict_proba(torch.stack(w), sr) for name, w in systems.items()}
     report: dict = {"prompts": len(entries), "seconds": config.seconds, "model": model.name, "systems": {}}
     for name, wavs in systems.items():
         row: dict = {}
-        mcc, _ = mulan_cycle_consistency(model.mulan, captions, wavs, sr)
-        row["mcc"] = mcc
+        row["mcc"], _ = embedding_cosines(text, emb[name])
         if has_reference and name != "reference":
-            row["fad_mulan"] = fad(emb["reference"], emb[name])
+            row["fad_mulan"] = fad(emb["reference"].numpy(), emb[name].numpy())
             if len(entries) >= 20:
                 row["fad_inf_mulan"] = fad_infinity(
-                    emb["reference"], emb[name], min_n=len(entries) // 4
+                    emb["reference"].numpy(), emb[name].numpy(), min_n=len(entries) // 4
                 ).fad_inf
             for factor in probs.get(name, {}):
                 multilabel = factor in classifier.config.multilabel
                 row[f"kld_{factor}"] = kl_divergence(
                     probs["reference"][factor], probs[name][factor], multilabel=multilabel
                 )
-        row["adherence"] = _attributes(wavs, sr, entries, classifier)
+        row["adherence"] = _attributes(wavs, sr, entries, classifier, probs.get(name))
         report["systems"][name] = row
     if "shuffled" in config.baselines and len(entries) > 1:
         rng = np.random.default_rng(config.seed)
         order = rng.permutation(len(entries))
         order = np.roll(np.arange(len(entries)), 1) if (order == np.arange(len(entries))).any() else order
-        mcc, _ = mulan_cycle_consistency(model.mulan, [captions[i] for i in order], systems["model"], sr)
+        mcc, _ = embedding_cosines(text[torch.as_tensor(order)], emb["model"])
         report["systems"]["shuffled prompts"] = {"mcc": mcc}
     report["wall_seconds"] = {
         "generation": round(generation_seconds, 1),
