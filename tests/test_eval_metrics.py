@@ -29,6 +29,7 @@ from musiclm.eval import (
 )
 from musiclm.mulan.model import MuLaN
 from musiclm.mulan.text import train_wordpiece
+from tests._tiny_clap import tiny_clap_model
 
 SR = 16000
 PROMPTS = ["a calm piano piece", "music with drums", "a loud rock song"]
@@ -323,35 +324,14 @@ def test_hf_embedders_with_tiny_random_models():
 
 def test_clap_embedder_and_score_with_a_tiny_random_clap():
     from transformers import (
-        ClapAudioConfig,
-        ClapConfig,
         ClapFeatureExtractor,
-        ClapModel,
         ClapProcessor,
-        ClapTextConfig,
         PreTrainedTokenizerFast,
     )
 
     from musiclm.eval import ClapEmbedder, clap_score
 
-    text = ClapTextConfig(
-        vocab_size=200,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        projection_dim=16,
-    )
-    audio = ClapAudioConfig(
-        hidden_size=32,
-        depths=[1, 1],
-        num_attention_heads=[2, 2],
-        window_size=8,
-        patch_embeds_hidden_size=16,
-        projection_dim=16,
-        enable_fusion=False,
-    )
-    model = ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16))
+    model = tiny_clap_model()
     extractor = ClapFeatureExtractor(truncation="rand_trunc")
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=train_wordpiece(PROMPTS, 200), pad_token="[PAD]", unk_token="[UNK]"

@@ -12,6 +12,7 @@ from musiclm.mulan.model import MuLaN
 from musiclm.mulan.text import train_wordpiece
 from musiclm.mulan.train import ContrastiveTask, audio_embeddings
 from musiclm.train import TrainConfig, Trainer
+from tests._tiny_clap import tiny_clap_model
 
 SR = 16000
 PROMPTS = ["music with drums", "music without drums"]
@@ -163,34 +164,13 @@ def test_pretrained_text_tower_with_a_small_random_bert():
 
 def test_clap_adapter_offline():
     from transformers import (
-        ClapAudioConfig,
-        ClapConfig,
         ClapFeatureExtractor,
-        ClapModel,
-        ClapTextConfig,
         PreTrainedTokenizerFast,
     )
 
     from musiclm.mulan.hf import ClapMuLaN
 
-    text = ClapTextConfig(
-        vocab_size=200,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        projection_dim=16,
-    )
-    audio = ClapAudioConfig(
-        hidden_size=32,
-        depths=[1, 1],
-        num_attention_heads=[2, 2],
-        window_size=8,
-        patch_embeds_hidden_size=16,
-        projection_dim=16,
-        enable_fusion=False,
-    )
-    model = ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16))
+    model = tiny_clap_model()
     words = train_wordpiece(PROMPTS + ["a calm piano piece"], 200)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, pad_token="[PAD]", unk_token="[UNK]")
     clap = ClapMuLaN(
