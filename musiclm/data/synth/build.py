@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from musiclm.audio import save_audio
 from musiclm.data.manifest import ManifestEntry, write_manifest
 from musiclm.data.synth.arrange import compose
 from musiclm.data.synth.captions import caption_for
@@ -81,8 +82,6 @@ def _render_chunk(args: tuple[int, str]) -> list[dict]:
     """Render one chunk of clips with a fresh synthesizer. FluidSynth's output depends on what it
     played before (voice and effect state), so every chunk starts from a new instance and plays its
     clips in order: the audio then depends on the seed alone, not on workers or on resuming."""
-    import soundfile as sf
-
     chunk, out = args
     config: SynthConfig = _worker["config"]
     indices = range(chunk * config.chunk_size, min((chunk + 1) * config.chunk_size, config.num_clips))
@@ -103,14 +102,8 @@ def _render_chunk(args: tuple[int, str]) -> list[dict]:
         audio, rendered = paths[i], 0.0
         if missing and i <= missing[-1]:  # clips before a missing one are replayed to reach its state
             wav = renderer.render(piece, soundfont)
-            if not audio.is_file():
-                audio.parent.mkdir(parents=True, exist_ok=True)
-                peak = float(np.abs(wav).max())
-                if peak > 0.99:
-                    wav = wav * (0.99 / peak)
-                tmp = audio.with_name(audio.stem + ".tmp" + audio.suffix)
-                subtype = {"ogg": "VORBIS", "flac": "PCM_16", "wav": "PCM_16"}[config.audio_format]
-                sf.write(tmp, wav, config.sample_rate, subtype=subtype)
+            if not audio.is_file():  # peak-safe 16-bit (Vorbis for .ogg), written via a temporary file
+                tmp = save_audio(audio.with_name(audio.stem + ".tmp" + audio.suffix), wav, config.sample_rate)
                 tmp.replace(audio)  # atomic: a killed run never leaves a half-written clip behind
                 rendered = config.clip_seconds
         if config.write_midi:
