@@ -23,6 +23,15 @@ INSTALL_HINT = (
 )
 
 
+def midi_channels(piece: Piece) -> list[int]:
+    """MIDI channel of each track: drums on channel 10 (index 9), the others in order around it."""
+    out, melodic = [], 0
+    for track in piece.tracks:
+        out.append(9 if track.is_drum else melodic + (melodic >= 9))
+        melodic += not track.is_drum
+    return out
+
+
 def find_soundfonts(extra: list[str] | None = None) -> list[Path]:
     """Known GM soundfonts found on this system (plus ``extra`` paths), in a fixed order."""
     found = [Path(p) for p in extra or [] if Path(p).is_file()]
@@ -67,16 +76,9 @@ class FluidSynthRenderer:
         """Mono float32 audio of exactly ``piece.seconds``."""
         synth, sfid = self._synth(soundfont)
         synth.system_reset()
-        events = []  # (time, order, channel, kind, pitch, velocity); note-offs sort before note-ons
-        channel = 0
-        for track in piece.tracks:
-            if track.is_drum:
-                ch = 9
-                synth.program_select(ch, sfid, 128, 0)
-            else:
-                ch = channel if channel < 9 else channel + 1
-                channel += 1
-                synth.program_select(ch, sfid, 0, track.program)
+        events = []  # (time, is_on, channel, pitch, velocity); note-offs sort before note-ons
+        for track, ch in zip(piece.tracks, midi_channels(piece), strict=True):
+            synth.program_select(ch, sfid, 128 if track.is_drum else 0, 0 if track.is_drum else track.program)
             for start, end, pitch, velocity in track.notes:
                 events.append((start, 1, ch, pitch, velocity))
                 events.append((end, 0, ch, pitch, 0))
@@ -109,13 +111,7 @@ def write_midi(piece: Piece, path: str | Path, ticks_per_beat: int = 480) -> Non
     meta = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500000, time=0)])
     mid.tracks.append(meta)
     to_ticks = lambda seconds: int(round(seconds * 2 * ticks_per_beat))  # noqa: E731
-    channel = 0
-    for track in piece.tracks:
-        if track.is_drum:
-            ch = 9
-        else:
-            ch = channel if channel < 9 else channel + 1
-            channel += 1
+    for track, ch in zip(piece.tracks, midi_channels(piece), strict=True):
         mt = mido.MidiTrack([mido.MetaMessage("track_name", name=track.name, time=0)])
         if not track.is_drum:
             mt.append(mido.Message("program_change", channel=ch, program=track.program, time=0))
