@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -159,10 +160,32 @@ def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: in
     if peak > 0.99:
         data = data * (0.99 / peak)
     path.parent.mkdir(parents=True, exist_ok=True)
-    subtype = "PCM_16" if path.suffix.lower() in ("", ".wav") else None
     if path.suffix == "":
         path = path.with_suffix(".wav")
-    sf.write(str(path), data, sample_rate, subtype=subtype)
+    suffix = path.suffix.lower()
+    fmt, subtype = {".wav": ("WAV", "PCM_16"), ".opus": ("OGG", "OPUS")}.get(suffix, (None, None))
+    # a temporary name, then a rename: a reader never sees half a file, a crash never leaves one
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        sf.write(str(tmp), data, sample_rate, format=fmt, subtype=subtype)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a text file through a temporary name and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -220,6 +243,11 @@ def log_mel_spectrogram(
 
     With ``center=True`` there are ``T // hop_length + 1`` frames.
     """
+    with torch.autocast(wav.device.type, enabled=False):  # logs of bf16 mels are too coarse for losses
+        return _log_mel(wav, sample_rate, n_fft, hop_length, n_mels, win_length, center, eps, fmin, fmax)
+
+
+def _log_mel(wav, sample_rate, n_fft, hop_length, n_mels, win_length, center, eps, fmin, fmax):
     shape = wav.shape
     x = wav.reshape(-1, shape[-1]).float()
     win_length = win_length or n_fft

@@ -63,6 +63,9 @@ def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any]
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700: give the checkpoint the usual permissions
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(_dedupe_shared(state), str(tmp / WEIGHTS_FILE), metadata={"kind": kind})
@@ -75,6 +78,8 @@ def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any]
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if hasattr(model, "save_assets"):  # e.g. a text tokenizer's vocabulary
             model.save_assets(tmp)
+        for f in tmp.iterdir():  # safetensors writes 0600
+            f.chmod(0o666 & ~umask)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -177,6 +182,8 @@ def load_weights(model: nn.Module, path: str | Path, map_location: str | torch.d
             raise CheckpointError(
                 f"{path}: {k} has shape {list(v.shape)}, model expects {list(own[k].shape)}"
             )
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{path}: {k} holds NaN or infinite weights (a corrupt checkpoint)")
     model.load_state_dict(state, strict=True)
 
 

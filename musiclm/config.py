@@ -38,7 +38,11 @@ class CodecConfig:
     quantizer_dropout: float = 0.5  # probability of training with a random prefix of the levels
     commitment_weight: float = 1.0
     codebook_decay: float = 0.99
-    dead_code_threshold: float = 2.0
+    dead_code_threshold: float = 0.1  # a code is revived when used < this x the uniform share
+    decoder: str = "seanet"  # "seanet" (transposed convs, causal) or "istft" (Vocos-style, faster)
+    istft_dim: int = 256  # width of the iSTFT decoder's ConvNeXt blocks
+    istft_depth: int = 8
+    istft_upsample: int = 2  # STFT frames per codec frame (hop = hop_length / istft_upsample)
 
     @property
     def hop_length(self) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from musiclm import checks
 from musiclm.audio import check_waveform, load_audio
 from musiclm.checkpoint import load_model
 from musiclm.errors import AudioError, CheckpointError, PromptError
@@ -146,8 +147,7 @@ class MusicLM:
             raise CheckpointError(f"{root}: bundle lacks {', '.join(missing)}")
         components = {k: load_model(root / v, kind=COMPONENT_KINDS[k]) for k, v in names.items()}
         model = cls(components, name=meta.get("name", root.name))
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return model.to(device)
+        return model.to(checks.device(device))
 
     def modules(self) -> dict[str, torch.nn.Module]:
         found = {
@@ -275,13 +275,14 @@ class MusicLM:
     ) -> dict[str, SamplingConfig]:
         """Per-stage sampling (paper temperatures from each stage's config unless given)."""
         stages = {"semantic": self.semantic_lm, "coarse": self.coarse_lm, "fine": self.fine_lm}
+        top_k, top_p, guidance = checks.top_k(top_k), checks.top_p(top_p), checks.guidance(guidance)
         if isinstance(temperatures, (tuple, list)):
             temperatures = dict(zip(STAGE_NAMES, temperatures, strict=True))
         temperatures = temperatures or {}
         out = {}
         for name, stage in stages.items():
             t = float(temperatures.get(name, stage.config.lm.temperature))
-            if not t > 0:
+            if not (t > 0 and math.isfinite(t)):
                 raise PromptError(f"{name} temperature must be > 0, got {t}")
             out[name] = SamplingConfig(
                 temperature=t, top_k=top_k, top_p=top_p, guidance=guidance if name != "fine" else 1.0
@@ -427,6 +428,7 @@ class MusicLM:
         prompts = self._check_prompts(prompts)
         seconds = self.check_seconds(seconds)
         self.check_candidates(candidates)
+        checks.seed(seed)
         sampling = self.sampling_configs(temperatures, top_k, top_p, guidance)
         melody_tokens = None if melody is None else self.melody_tokens(melody, melody_sample_rate)
         timings: dict[str, float] = {}
@@ -512,6 +514,7 @@ class MusicLM:
         seconds = self.check_seconds(seconds)
         self.check_candidates(candidates)
         prompts = self._check_prompts([prompt]) if prompt is not None else None
+        checks.seed(seed)
         sampling = self.sampling_configs(temperatures, top_k, top_p, guidance)
         start = time.perf_counter()
         given = self.tokenize_audio(audio, sample_rate)
@@ -557,6 +560,7 @@ class MusicLM:
         lengths = [self.check_seconds(float(s[1]), f"segment {i} seconds") for i, s in enumerate(segments)]
         if sum(lengths) > MAX_SECONDS:
             raise PromptError(f"story of {sum(lengths):g} s is beyond the limit of {MAX_SECONDS:g} s")
+        checks.seed(seed)
         sampling = self.sampling_configs(temperatures, top_k, top_p, guidance)
         start = time.perf_counter()
         n = candidates

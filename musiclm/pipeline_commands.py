@@ -10,6 +10,12 @@ from pathlib import Path
 from musiclm.errors import MusicLMError, PromptError
 
 
+def check_prompts(prompts: list[str]) -> list[str]:
+    from musiclm.mulan.text import check_prompts as check
+
+    return check(prompts)
+
+
 def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None:
     p.add_argument(
         "-o", "--output", default="music.wav", help="output WAV (a .json sidecar is written beside it)"
@@ -79,6 +85,43 @@ def _load(args):
     return MusicLM.from_pretrained(args.model, device=args.device)
 
 
+def _check_args(args, outputs: list[Path], inputs: list[str | None] = ()) -> None:
+    """Everything that can be checked without the model, before it is loaded."""
+    from musiclm import checks
+    from musiclm.pipeline import MusicLM
+
+    checks.device(args.device)
+    checks.seed(args.seed)
+    checks.top_k(args.top_k)
+    checks.top_p(args.top_p)
+    checks.guidance(args.guidance)
+    MusicLM.check_candidates(args.candidates)
+    if getattr(args, "seconds", None) is not None:
+        MusicLM.check_seconds(args.seconds)
+    for t in args.temperatures or ():
+        checks.positive_float(t, "temperature", PromptError)
+    for out in outputs:
+        checks.not_same_file(out, list(inputs))
+        checks.writable_file(out)
+        checks.writable_file(out.with_suffix(".json"), "sidecar")
+
+
+def _read_prompts_file(path: Path) -> list[str]:
+    if not path.is_file():
+        raise PromptError(f"{path}: no such prompts file")
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise PromptError(f"{path}: not a text file (binary data)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise PromptError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise PromptError(f"{path}: the prompts file has no prompt (one per line)")
+    return prompts
+
+
 def _sampling_kwargs(args) -> dict:
     return dict(
         seed=args.seed,
@@ -100,9 +143,8 @@ def _outputs(output: str, count: int) -> list[Path]:
 
 
 def _write(result, row: int, path: Path, model, args, extra: dict) -> None:
-    from musiclm.audio import save_audio
+    from musiclm.audio import save_audio, write_text_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     save_audio(path, result.audio[row], result.sample_rate)
     sidecar = {
         "model": model.name,
@@ -122,7 +164,7 @@ def _write(result, row: int, path: Path, model, args, extra: dict) -> None:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **extra,
     }
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    write_text_atomic(path.with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n")
     if args.plot:
         from musiclm.plot import save_spectrogram_png
 
@@ -135,13 +177,12 @@ def _write(result, row: int, path: Path, model, args, extra: dict) -> None:
 def _generate(args: argparse.Namespace) -> None:
     prompts = list(args.prompt)
     if args.prompts:
-        path = Path(args.prompts)
-        if not path.is_file():
-            raise PromptError(f"{path}: no such prompts file")
-        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        prompts += _read_prompts_file(Path(args.prompts))
     if not prompts:
         raise PromptError('give a prompt, e.g. musiclm generate "calm piano" -o out.wav, or --prompts FILE')
+    check_prompts(prompts)
     outputs = _outputs(args.output, len(prompts))
+    _check_args(args, outputs, [args.melody, args.prompts])
     model = _load(args)
     result = model.generate(
         prompts,
@@ -155,7 +196,10 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _continue(args: argparse.Namespace) -> None:
+    if args.prompt is not None:
+        check_prompts([args.prompt])
     outputs = _outputs(args.output, 1)
+    _check_args(args, outputs, [args.audio])
     model = _load(args)
     result = model.continue_audio(
         args.audio, args.prompt, seconds=args.seconds, candidates=args.candidates, **_sampling_kwargs(args)
@@ -180,7 +224,9 @@ def _story(args: argparse.Namespace) -> None:
             segments.append((items[i], float(items[i + 1])))
         except ValueError:
             raise PromptError(f"{items[i + 1]!r} after {items[i]!r} is not a number of seconds") from None
+    check_prompts([p for p, _ in segments])
     outputs = _outputs(args.output, 1)
+    _check_args(args, outputs)
     model = _load(args)
     result = model.story(segments, candidates=args.candidates, **_sampling_kwargs(args))
     extra = {

@@ -250,3 +250,96 @@ def test_cli_trains_on_a_folder_and_resumes(tmp_path):
     log = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [__import__("json").loads(x)["step"] for x in log][-1] == 3
     assert load_model(tmp_path / "run" / "model", kind="codec").frame_rate == 50
+
+
+def test_code_search_is_exact_under_bf16_autocast():
+    """Root cause of the collapsed GPU codec: bf16 distances tie and argmin picks the first codes."""
+    from musiclm.codec.quantization import EMAVectorQuantizer
+
+    torch.manual_seed(0)
+    vq = EMAVectorQuantizer(64, 256, kmeans_init=False)
+    offset = 30.0  # latents far from the origin relative to their spread, as an encoder's often are
+    vq.codebook.copy_(offset + torch.randn(256, 64))
+    x = (offset + torch.randn(2000, 64)).bfloat16()  # what a bf16 encoder hands over
+    exact = torch.cdist(x.double(), vq.codebook.double()).argmin(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        codes = vq.quantize(x)
+    assert (codes == exact).float().mean() > 0.99
+    assert codes.unique().numel() > 200
+    # the same expanded distance computed in bf16 (the old code path) collapses
+    xb, cb = x, vq.codebook.bfloat16()
+    old = (xb.pow(2).sum(1, keepdim=True) - 2 * xb @ cb.T + cb.pow(2).sum(1)[None]).argmin(1)
+    assert (old == exact).float().mean() < 0.5
+
+
+def test_dead_codes_are_revived_at_small_batches():
+    """A drifted input leaves most codes unused; revival brings the codebook back into use."""
+    from musiclm.codec.quantization import EMAVectorQuantizer, codebook_perplexity
+
+    torch.manual_seed(0)
+    vq = EMAVectorQuantizer(8, 128)
+    vq.update(torch.randn(512, 8), torch.zeros(512, dtype=torch.long))  # k-means init
+    shifted = lambda: 5 + torch.randn(64, 8)  # noqa: E731 - the encoder moved away from the init
+    first = vq.quantize(shifted())
+    assert first.unique().numel() < 20  # a few border codes catch everything
+    for _ in range(60):
+        x = shifted()
+        vq.update(x, vq.quantize(x))
+    codes = vq.quantize(torch.cat([shifted() for _ in range(32)]))
+    assert codebook_perplexity(codes[None, None], 128) > 60
+
+
+@pytest.mark.parametrize("decoder", ["seanet", "istft"])
+def test_decoders_train_and_keep_lengths(decoder):
+    torch.manual_seed(0)
+    model = SoundStream(fast_config(decoder=decoder, istft_dim=32, istft_depth=2))
+    wav = ProceduralMusic(4, SR, 0.32, seed=3)
+    batch = torch.stack([wav[i]["wav"] for i in range(4)])
+    task = CodecTask(model, CodecLossConfig(adversarial_start=10_000, mel_ffts=(128, 512)))
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    losses = []
+    for _ in range(15):
+        loss, _ = task(batch, phase="generator", step=0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0], losses
+    model.eval()
+    for n in (1, 319, 321, 5000):
+        assert model.decode(model.encode(torch.randn(2, n) * 0.1), n).shape == (2, n)
+
+
+def test_validation_logs_figures_writes_samples_and_keeps_best(tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    model = SoundStream(fast_config())
+    held = torch.stack([ProceduralMusic(3, SR, 0.5, seed=9)[i]["wav"] for i in range(3)])
+    task = CodecTask(model, CodecLossConfig(adversarial_start=10_000, mel_ffts=(128, 512)), valid_clips=held)
+    cfg = TrainConfig(
+        out_dir=str(tmp_path),
+        max_steps=12,
+        batch_size=4,
+        lr=3e-3,
+        warmup_steps=0,
+        progress=False,
+        checkpoint_every=100,
+        validate_every=4,
+        log_every=4,
+        ema_decay=None,
+    )
+    trainer = Trainer(task, ProceduralMusic(32, SR, 0.32, seed=1), cfg)
+    trainer.fit()
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if "val/mel_distance" in r]
+    assert [r["step"] for r in val] == [4, 8, 12]
+    for r in val:
+        assert {f"val/mel_distance@{k}" for k in range(1, 5)} <= set(r)
+        assert 1 <= r["val/perplexity_min"] <= 64 and np.isfinite(r["val/si_sdr"])
+    best = min(val, key=lambda r: r["val/mel_distance"])
+    saved = json.loads((tmp_path / "best" / "validation.json").read_text())
+    assert saved["step"] == best["step"] and trainer.best == pytest.approx(best["val/mel_distance"])
+    assert load_model(tmp_path / "best", kind="codec").frame_rate == 50
+    decoded, _ = sf.read(tmp_path / "samples" / "step-0000012" / "clip0-decoded.wav")
+    assert len(decoded) == held.shape[-1]

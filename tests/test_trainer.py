@@ -52,10 +52,113 @@ def test_resume_after_interruption_continues_step_count(tmp_path):
     assert steps[-1] == 40 and steps == sorted(steps)
 
 
-def test_hard_kill_loses_only_steps_since_last_checkpoint(tmp_path):
-    Trainer(ToyTask(), ToyData(), _cfg(tmp_path, max_steps=20, checkpoint_every=10)).fit()
-    trainer = Trainer(ToyTask(), ToyData(), _cfg(tmp_path, max_steps=30))
-    assert trainer.resume() and trainer.step == 20
+def test_sigkill_mid_run_resumes_at_the_last_checkpoint(tmp_path):
+    import os
+    import signal
+    import time
+
+    script = Path(__file__).with_name("_slow_train_script.py")
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stderr=subprocess.PIPE)
+    marker = tmp_path / "state" / "COMPLETE"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (marker.is_file() and int(marker.read_text() or 0) >= 10):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    time.sleep(0.13)  # a few steps past the checkpoint, maybe in the middle of the next one
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    logged = [r["step"] for r in _log(tmp_path)]
+    assert logged[-1] > 10  # it was killed while training, not after
+    trainer = Trainer(ToyTask(), ToyData(), _cfg(tmp_path, max_steps=logged[-1] + 7, log_every=1))
+    assert trainer.resume()
+    saved = trainer.step
+    assert saved % 5 == 0 and saved >= 10
+    trainer.fit()
+    steps = [r["step"] for r in _log(tmp_path)]
+    assert steps == list(range(1, logged[-1] + 8))  # the steps after the checkpoint were redone, none twice
+
+
+@pytest.mark.parametrize("kill_at", [0, 1, 2])
+def test_a_kill_inside_the_checkpoint_swap_loses_nothing(tmp_path, monkeypatch, kill_at):
+    """Stop at each step of save_checkpoint's swap (state -> state.old, state.tmp -> state, removing
+    state.old): the next run resumes from a complete state at the right step."""
+    import shutil
+
+    import musiclm.train.trainer as trainer_module
+
+    Trainer(ToyTask(), ToyData(), _cfg(tmp_path, max_steps=10, checkpoint_every=10)).fit()
+    done = []
+    real_replace, real_rmtree = trainer_module.os.replace, shutil.rmtree
+
+    def step(name):
+        if len(done) == kill_at:
+            raise SystemExit(f"killed before {name}")
+        done.append(name)
+
+    import os
+
+    class FakeOs:
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def replace(src, dst):
+            if Path(dst).name in ("state", "state.old"):
+                step(f"{Path(src).name} -> {Path(dst).name}")
+            return real_replace(src, dst)
+
+    class FakeShutil:
+        def __getattr__(self, name):
+            return getattr(shutil, name)
+
+        @staticmethod
+        def rmtree(path, ignore_errors=False):
+            if Path(path).name == "state.old" and len(done) == 2:
+                step("removing state.old")
+            return real_rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(trainer_module, "os", FakeOs())
+    monkeypatch.setattr(trainer_module, "shutil", FakeShutil())
+    with pytest.raises(SystemExit, match="killed"):
+        Trainer(ToyTask(), ToyData(), _cfg(tmp_path, max_steps=20, checkpoint_every=20)).fit()
+    monkeypatch.undo()
+    again = Trainer(ToyTask(), ToyData(), _cfg(tmp_path, max_steps=30))
+    assert again.resume()
+    # before the first rename the old state (step 10) is whole; after it the new one (step 20) is
+    assert again.step == (10 if kill_at == 0 else 20)
+    again.fit()
+    assert again.step == 30 and (tmp_path / "state").is_dir()
+    assert not (tmp_path / "state.old").exists() and not (tmp_path / "state.tmp").exists()
+
+
+def test_a_second_trainer_on_the_same_folder_is_refused(tmp_path):
+    from musiclm.errors import CheckpointError
+
+    first = Trainer(ToyTask(), ToyData(), _cfg(tmp_path, max_steps=10))
+    lock = first._lock()
+    try:
+        with pytest.raises(CheckpointError, match="another training run"):
+            Trainer(ToyTask(), ToyData(), _cfg(tmp_path, max_steps=10)).fit()
+    finally:
+        lock.close()
+    Trainer(ToyTask(), ToyData(), _cfg(tmp_path, max_steps=10)).fit()  # free again
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(checkpoint_every=0),
+        dict(log_every=0),
+        dict(batch_size=0),
+        dict(lr=float("nan")),
+        dict(max_steps=0),
+    ],
+)
+def test_bad_train_settings_are_refused(tmp_path, bad):
+    from musiclm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="must be a positive"):
+        _cfg(tmp_path, **bad)
 
 
 def test_gradient_accumulation_and_two_phases(tmp_path):

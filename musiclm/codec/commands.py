@@ -18,10 +18,21 @@ def register(sub, train) -> None:
     p.add_argument(
         "--procedural-clips", type=int, default=4000, help=f"clips per epoch with --data {PROCEDURAL}"
     )
+    p.add_argument(
+        "--decoder", choices=["seanet", "istft"], default=None, help="decoder (default: the preset's)"
+    )
+    p.add_argument("--init", default=None, help="warm-start from this codec checkpoint (same config)")
+    p.add_argument("--valid", default=None, help="held-out audio (folder/manifest) validated while training")
+    p.add_argument("--valid-clips", type=int, default=32, help="validation clips (spread over --valid)")
+    p.add_argument("--valid-seconds", type=float, default=5.0, help="seconds of each validation clip")
+    p.add_argument("--preload", action="store_true", help="decode the training audio into memory once")
     p.add_argument("--adversarial-start", type=int, default=2000, help="steps before the GAN losses start")
     p.add_argument("--waveform-l1", type=float, default=0.0, help="weight of an L1 loss on the waveform")
+    p.add_argument("--disc-lr", type=float, default=None, help="discriminator learning rate (default: --lr)")
     # no weight EMA by default: averaged encoder weights would not match the EMA codebooks
-    add_train_arguments(p, out_dir="runs/codec", max_steps=20000, batch_size=16, lr=3e-4, ema_decay=None)
+    add_train_arguments(
+        p, out_dir="runs/codec", max_steps=20000, batch_size=16, lr=3e-4, ema_decay=None, betas=(0.5, 0.9)
+    )
     p.set_defaults(func=_train)
 
     codec = sub.add_parser("codec", help="encode audio to acoustic tokens and back").add_subparsers(
@@ -30,7 +41,7 @@ def register(sub, train) -> None:
     enc = codec.add_parser("encode", help="audio file -> codes (.safetensors)")
     enc.add_argument("input")
     enc.add_argument("-o", "--output", required=True)
-    enc.add_argument("--model", default=None, help="codec checkpoint directory (default: the shipped one)")
+    enc.add_argument("--model", default=None, help="codec checkpoint directory ('default': the shipped one)")
     enc.set_defaults(func=_encode)
     dec = codec.add_parser("decode", help="codes (.safetensors) -> audio file")
     dec.add_argument("input")
@@ -44,18 +55,65 @@ def register(sub, train) -> None:
     demo.set_defaults(func=_demo)
 
 
-def training_dataset(data: str, sample_rate: int, crop_seconds: float, procedural_clips: int, seed: int):
-    """The audio a codec (or any audio model) trains on: a folder/manifest, or procedural music."""
+def training_dataset(
+    data: str,
+    sample_rate: int,
+    crop_seconds: float,
+    procedural_clips: int,
+    seed: int,
+    *,
+    preload: bool = False,
+    max_bad_fraction: float = 0.2,
+):
+    """The audio a codec (or any audio model) trains on: a folder/manifest, or procedural music.
+
+    Unusable files are listed (path and reason); above ``max_bad_fraction`` of them nothing trains.
+    """
     if data == PROCEDURAL:
         from musiclm.data.procedural import ProceduralMusic
 
         return ProceduralMusic(procedural_clips, sample_rate, crop_seconds, seed=seed)
     from musiclm.data.datasets import AudioCropDataset
+    from musiclm.errors import DataError
 
-    return AudioCropDataset(data, sample_rate, crop_seconds, seed=seed)
+    dataset = AudioCropDataset(data, sample_rate, crop_seconds, seed=seed, preload=preload, progress=preload)
+    if dataset.report:
+        print(dataset.report_text())
+        skipped = len(dict(dataset.report))
+        bad = skipped / (len(dataset.entries) + skipped)
+        if bad > max_bad_fraction:
+            raise DataError(
+                f"{data}: {bad:.0%} of the files are unusable (limit {max_bad_fraction:.0%}, --max-bad-fraction)"
+            )
+    return dataset
+
+
+def validation_clips(data: str, sample_rate: int, clips: int, seconds: float):
+    """``[N, T]``: the first ``seconds`` of ``clips`` files spread evenly over a held-out set."""
+    import torch
+
+    from musiclm.audio import load_audio
+    from musiclm.data.manifest import load_entries
+    from musiclm.errors import DataError
+
+    entries = load_entries(data)
+    if not entries:
+        raise DataError(f"{data}: no validation audio")
+    picked = [
+        entries[round(i * (len(entries) - 1) / max(clips - 1, 1))] for i in range(min(clips, len(entries)))
+    ]
+    n = round(seconds * sample_rate)
+    out = []
+    for e in picked:
+        wav, _ = load_audio(e.path, sample_rate, offset=e.start or 0.0, duration=seconds)
+        out.append(torch.nn.functional.pad(wav[:n], (0, n - min(n, wav.shape[-1]))))
+    return torch.stack(out)
 
 
 def _train(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from musiclm.checkpoint import load_model
     from musiclm.cli import train_config_from_args
     from musiclm.codec.soundstream import SoundStream
     from musiclm.codec.train import CodecLossConfig, CodecTask
@@ -63,14 +121,37 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.train import Trainer
 
     config = get_preset(args.preset).codec
+    if args.decoder:
+        config = dataclasses.replace(config, decoder=args.decoder)
+    valid = (
+        validation_clips(args.valid, config.sample_rate, args.valid_clips, args.valid_seconds)
+        if args.valid
+        else None
+    )
     dataset = training_dataset(
-        args.data, config.sample_rate, args.crop_seconds, args.procedural_clips, args.seed
+        args.data,
+        config.sample_rate,
+        args.crop_seconds,
+        args.procedural_clips,
+        args.seed,
+        preload=args.preload,
+        max_bad_fraction=args.max_bad_fraction,
     )
     losses = CodecLossConfig(adversarial_start=args.adversarial_start, waveform_l1_weight=args.waveform_l1)
-    task = CodecTask(SoundStream(config), losses)
-    trainer = Trainer(task, dataset, train_config_from_args(args))
+    model = SoundStream(config)
+    if args.init:
+        init = load_model(args.init, kind="codec", expected_config=config)
+        model.load_state_dict(init.state_dict())
+    task = CodecTask(model, losses, valid_clips=valid)
+    phase_lr = {"discriminator": args.disc_lr} if args.disc_lr else {}
+    trainer = Trainer(task, dataset, train_config_from_args(args, phase_lr=phase_lr))
     trainer.fit()
-    print(f"codec written to {trainer.model_dir}")
+    if getattr(dataset, "report", None):
+        print(dataset.report_text())
+    print(
+        f"codec written to {trainer.model_dir}"
+        + (f" (best by validation: {trainer.best_dir})" if valid is not None else "")
+    )
 
 
 def load_codec(model: str | None):
@@ -78,7 +159,7 @@ def load_codec(model: str | None):
     from musiclm.checkpoint import load_model
     from musiclm.pretrained import default_component
 
-    return load_model(model or default_component("codec"), kind="codec")
+    return load_model(default_component("codec") if model in (None, "default") else model, kind="codec")
 
 
 def _encode(args: argparse.Namespace) -> None:
@@ -118,7 +199,9 @@ def _decode(args: argparse.Namespace) -> None:
         raise DataError(
             f"{args.input}: codes were made by a {meta['sample_rate']} Hz codec, not {codec.sample_rate} Hz"
         )
-    levels = args.levels or codes.shape[0]
+    levels = codes.shape[0] if args.levels is None else args.levels
+    if not 1 <= levels <= codes.shape[0]:
+        raise DataError(f"--levels must lie in [1, {codes.shape[0]}] (levels in {args.input}), got {levels}")
     length = int(meta["length"]) if "length" in meta else None
     audio = codec.decode(codes[None, :levels].long(), length)[0]
     save_audio(args.output, audio, codec.sample_rate)

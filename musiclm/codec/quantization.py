@@ -7,6 +7,14 @@ are not learned by gradient: they are initialised by k-means on the first batch 
 exponential moving average of the vectors assigned to them; codes that fall out of use are reset to
 random vectors of the current batch. Under DDP the statistics are summed across ranks so every rank
 keeps the same codebooks.
+
+Nearest-code search always runs in float32, also under bf16 autocast: with bf16's 8-bit mantissa the
+expanded distance ``|x|^2 - 2 x.c + |c|^2`` loses the small differences between codes, ties go to
+the lowest index, and a codebook collapses to a handful of codes (what a bf16 GPU run of the codec
+showed: 2-3 codes per level). A code is dead when it went unused for ``dead_code_patience`` updates
+in a row (fast: catches an encoder that drifts away from its k-means init) or when its EMA usage is
+below ``dead_code_threshold`` x the uniform share (slow: catches rarely used codes); both hold at any
+batch size, unlike an absolute count (2 marked every code dead at small batches and none at large).
 """
 
 from __future__ import annotations
@@ -58,24 +66,28 @@ class EMAVectorQuantizer(nn.Module):
         dim: int,
         codebook_size: int,
         decay: float = 0.99,
-        dead_code_threshold: float = 2.0,
+        dead_code_threshold: float = 0.1,
         kmeans_init: bool = True,
         eps: float = 1e-5,
+        dead_code_patience: int = 20,
     ):
         super().__init__()
         self.codebook_size, self.decay, self.eps = codebook_size, decay, eps
-        self.dead_code_threshold = dead_code_threshold
+        self.dead_code_threshold, self.dead_code_patience = dead_code_threshold, dead_code_patience
         init = torch.zeros(codebook_size, dim) if kmeans_init else torch.randn(codebook_size, dim)
         self.register_buffer("codebook", init)
         self.register_buffer("cluster_size", torch.ones(codebook_size))
         self.register_buffer("embed_sum", init.clone())
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
+        # consecutive updates without use; training-only, so not part of checkpoints
+        self.register_buffer("idle", torch.zeros(codebook_size), persistent=False)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
-        """Nearest code for each row of ``[N, dim]`` -> ``[N]``."""
-        cb = self.codebook.to(x.dtype)
-        dist2 = x.pow(2).sum(1, keepdim=True) - 2 * x @ cb.T + cb.pow(2).sum(1)[None]
-        return dist2.argmin(dim=1)
+        """Nearest code for each row of ``[N, dim]`` -> ``[N]`` (float32 distances, see the module doc)."""
+        with torch.autocast(x.device.type, enabled=False):
+            x, cb = x.float(), self.codebook.float()
+            dist2 = x.pow(2).sum(1, keepdim=True) - 2 * x @ cb.T + cb.pow(2).sum(1)[None]
+            return dist2.argmin(dim=1)
 
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         return F.embedding(codes, self.codebook)
@@ -98,15 +110,18 @@ class EMAVectorQuantizer(nn.Module):
         if _distributed():
             dist.all_reduce(counts)
             dist.all_reduce(sums)
+        self.idle.add_(1).masked_fill_(counts > 0, 0)
         self.cluster_size.lerp_(counts, 1 - self.decay)
         self.embed_sum.lerp_(sums, 1 - self.decay)
         total = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
         self.codebook.copy_(self.embed_sum / smoothed[:, None])
-        self._revive_dead_codes(x)
+        self._revive_dead_codes(x, share=float(total) / self.codebook_size)
 
-    def _revive_dead_codes(self, x: torch.Tensor) -> None:
-        dead = self.cluster_size < self.dead_code_threshold
+    def _revive_dead_codes(self, x: torch.Tensor, share: float) -> None:
+        """Dead codes (see the module doc) restart at random vectors of the batch, with the uniform
+        ``share`` as their usage."""
+        dead = (self.cluster_size < self.dead_code_threshold * share) | (self.idle >= self.dead_code_patience)
         n_dead = int(dead.sum())
         if n_dead == 0:
             return
@@ -114,8 +129,21 @@ class EMAVectorQuantizer(nn.Module):
         if _distributed():
             dist.broadcast(fresh, 0)
         self.codebook[dead] = fresh
-        self.embed_sum[dead] = fresh * self.dead_code_threshold
-        self.cluster_size[dead] = self.dead_code_threshold
+        self.embed_sum[dead] = fresh * share
+        self.cluster_size[dead] = share
+        self.idle[dead] = 0
+
+
+def codebook_perplexity(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """exp(entropy) of the code histogram of each level of ``[B, levels, T]`` codes -> ``[levels]``:
+    the number of equally used codes that would give the same entropy (``codebook_size`` at best)."""
+    levels = codes.shape[1]
+    flat = codes.transpose(0, 1).reshape(levels, -1)
+    counts = torch.zeros(levels, codebook_size, device=codes.device).scatter_add_(
+        1, flat, torch.ones_like(flat, dtype=torch.float)
+    )
+    p = counts / counts.sum(1, keepdim=True)
+    return torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum(1))
 
 
 @dataclass
@@ -135,7 +163,7 @@ class ResidualVectorQuantizer(nn.Module):
         codebook_size: int,
         decay: float = 0.99,
         commitment_weight: float = 1.0,
-        dead_code_threshold: float = 2.0,
+        dead_code_threshold: float = 0.1,
         quantizer_dropout: float = 0.0,
         kmeans_init: bool = True,
     ):
@@ -165,6 +193,10 @@ class ResidualVectorQuantizer(nn.Module):
             if torch.rand(()) < self.quantizer_dropout:
                 n_q = int(torch.randint(1, self.num_quantizers + 1, ()))
         n_q = self._check_levels(n_q)
+        with torch.autocast(x.device.type, enabled=False):
+            return self._quantize(x.float(), n_q)
+
+    def _quantize(self, x: torch.Tensor, n_q: int) -> QuantizerOutput:
         b = x.shape[0]
         residual = rearrange(x, "b d t -> (b t) d")
         total = torch.zeros_like(residual)

@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from musiclm.checkpoint import register_model
+from musiclm.codec.istft_decoder import ISTFTDecoder
 from musiclm.codec.quantization import ResidualVectorQuantizer
 from musiclm.codec.seanet import SEANetDecoder, SEANetEncoder
 from musiclm.config import CodecConfig
-from musiclm.errors import AudioError
+from musiclm.errors import AudioError, ConfigError
 
 
 @dataclass
@@ -29,7 +30,7 @@ class CodecOutput:
 
 @register_model("codec")
 class SoundStream(nn.Module):
-    """Causal SEANet encoder -> residual VQ -> causal SEANet decoder."""
+    """Causal SEANet encoder -> residual VQ -> causal SEANet decoder (or a Vocos-style iSTFT one)."""
 
     def __init__(self, config: CodecConfig):
         super().__init__()
@@ -44,7 +45,14 @@ class SoundStream(nn.Module):
             dead_code_threshold=c.dead_code_threshold,
             quantizer_dropout=c.quantizer_dropout,
         )
-        self.decoder = SEANetDecoder(c.channels, tuple(c.strides), c.latent_dim)
+        if c.decoder == "seanet":
+            self.decoder = SEANetDecoder(c.channels, tuple(c.strides), c.latent_dim)
+        elif c.decoder == "istft":
+            self.decoder = ISTFTDecoder(
+                c.latent_dim, c.hop_length, c.istft_dim, c.istft_depth, c.istft_upsample
+            )
+        else:
+            raise ConfigError(f"codec decoder must be 'seanet' or 'istft', got {c.decoder!r}")
 
     @property
     def sample_rate(self) -> int:

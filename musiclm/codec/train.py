@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -14,7 +15,9 @@ from musiclm.codec.losses import (
     hinge_generator_loss,
     mel_distance,
     multiscale_mel_loss,
+    si_sdr,
 )
+from musiclm.codec.quantization import codebook_perplexity
 from musiclm.codec.soundstream import SoundStream
 from musiclm.train import TrainTask
 
@@ -35,11 +38,27 @@ class CodecLossConfig:
 
 
 class CodecTask(TrainTask):
-    """Reconstruction + commitment (+ adversarial and feature matching after ``adversarial_start``)."""
+    """Reconstruction + commitment (+ adversarial and feature matching after ``adversarial_start``).
 
-    def __init__(self, model: SoundStream, losses: CodecLossConfig | None = None):
+    With ``valid_clips`` (``[N, T]`` held-out audio) it validates: mel distance for every prefix of
+    RVQ levels, SI-SDR at all levels, codebook perplexity per level, and a few decoded clips written
+    beside the checkpoint. ``best/`` is chosen by the mel distance at all levels.
+    """
+
+    validation_metric = "val/mel_distance"
+
+    def __init__(
+        self,
+        model: SoundStream,
+        losses: CodecLossConfig | None = None,
+        *,
+        valid_clips: torch.Tensor | None = None,
+        samples: int = 3,
+    ):
         super().__init__()
         self.model = model
+        self.valid_clips = valid_clips
+        self.samples = samples
         self.losses = losses or CodecLossConfig()
         self.discriminator = CodecDiscriminator(
             self.losses.stft_ffts, self.losses.wave_scales, self.losses.disc_channels
@@ -85,3 +104,27 @@ class CodecTask(TrainTask):
         with torch.no_grad():
             metrics["mel_distance"] = mel_distance(out.audio.detach(), wav, sr)
         return loss, metrics
+
+    def validate(self, samples_dir: Path, step: int) -> dict[str, float]:
+        if self.valid_clips is None:
+            return {}
+        from musiclm.audio import save_audio
+
+        model, sr = self.model, self.model.sample_rate
+        clips = self.valid_clips.to(model._device)
+        length = clips.shape[-1]
+        codes = torch.cat([model.encode(c) for c in clips.split(16)])
+        figures: dict[str, float] = {}
+        for k in range(1, model.num_quantizers + 1):
+            rec = torch.cat([model.decode(c[:, :k], length) for c in codes.split(16)])
+            figures[f"val/mel_distance@{k}"] = float(mel_distance(rec, clips, sr))
+        figures["val/mel_distance"] = figures[f"val/mel_distance@{model.num_quantizers}"]
+        figures["val/si_sdr"] = float(si_sdr(rec, clips).mean())
+        perplexity = codebook_perplexity(codes, model.config.codebook_size)
+        figures["val/perplexity_min"] = float(perplexity.min())
+        figures.update({f"val/perplexity@{i + 1}": float(p) for i, p in enumerate(perplexity)})
+        folder = samples_dir / f"step-{step:07d}"
+        for i in range(min(self.samples, len(clips))):
+            save_audio(folder / f"clip{i}-original.wav", clips[i], sr)
+            save_audio(folder / f"clip{i}-decoded.wav", rec[i], sr)
+        return figures

@@ -17,9 +17,9 @@ def register(sub, train) -> None:
     p.add_argument("--shard-size", type=int, default=64)
     p.set_defaults(func=_tokenize)
 
-    data = sub.add_parser("data", help="datasets: render the synthetic captioned benchmark").add_subparsers(
-        dest="data_command", required=True, metavar="DATA_COMMAND"
-    )
+    data = sub.add_parser(
+        "data", help="datasets: the synthetic captioned benchmark and the real-music corpus"
+    ).add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     s = data.add_parser(
         "synth",
         help="render captioned synthetic music (music21 tunes + procedural styles, FluidSynth)",
@@ -38,6 +38,54 @@ def register(sub, train) -> None:
     s.add_argument("--format", default="flac", choices=["flac", "ogg", "wav"], help="audio file format")
     s.add_argument("--no-midi", action="store_true", help="do not write the MIDI files")
     s.set_defaults(func=_synth)
+
+    r = data.add_parser(
+        "real",
+        help="captionless corpus of real recorded music from Debian game-music packages",
+        description="Fetches each package with apt-get download + dpkg-deb -x (nothing installed), cuts "
+        "its music into clips and writes train/valid/test.jsonl (split by track), corpus.json and "
+        "licenses/. A rerun resumes.",
+    )
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--packages", default=None, help="comma-separated subset (default: all known packages)")
+    r.add_argument(
+        "--cache", default=None, help="where .deb files are kept and unpacked (default: OUT/cache)"
+    )
+    r.add_argument("--sample-rate", type=int, default=16000)
+    r.add_argument("--clip-seconds", type=float, default=10.0)
+    r.add_argument(
+        "--valid-fraction", type=float, default=0.05, help="share of tracks held out for validation"
+    )
+    r.add_argument("--test-fraction", type=float, default=0.05, help="share of tracks held out for testing")
+    r.add_argument("--format", default="flac", choices=["flac", "ogg", "opus"], help="clip file format")
+    r.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores, max 8)")
+    r.set_defaults(func=_real)
+
+
+def _real(args: argparse.Namespace) -> None:
+    from musiclm.data.real import PACKAGES, RealCorpusConfig, build_real_corpus
+
+    packages = tuple(x.strip() for x in args.packages.split(",")) if args.packages else tuple(PACKAGES)
+    config = RealCorpusConfig(
+        packages=packages,
+        sample_rate=args.sample_rate,
+        clip_seconds=args.clip_seconds,
+        valid_fraction=args.valid_fraction,
+        test_fraction=args.test_fraction,
+        audio_format=args.format,
+    )
+    summary = build_real_corpus(args.out, config, cache_dir=args.cache, workers=args.workers)
+    for name, row in summary["packages"].items():
+        print(
+            f"  {name:28s} {row['train']:6.2f} h train {row['valid']:5.2f} h valid {row['test']:5.2f} h test  {row['licence']}"
+        )
+    for line in summary["errors"]:
+        print(f"skipped {line}")
+    h, c, t = summary["hours"], summary["clips"], summary["tracks"]
+    print(
+        f"{args.out}: "
+        + ", ".join(f"{s} {h[s]:.2f} h / {c[s]} clips / {t[s]} tracks" for s in ("train", "valid", "test"))
+    )
 
 
 def _synth(args: argparse.Namespace) -> None:

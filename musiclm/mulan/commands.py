@@ -23,7 +23,7 @@ def register(sub, train) -> None:
     p.set_defaults(func=_train)
 
     e = sub.add_parser("embed", help="MuLaN embeddings / tokens of prompts or audio files (JSON lines)")
-    e.add_argument("--model", required=True, help="MuLaN checkpoint")
+    e.add_argument("--model", default="default", help="MuLaN checkpoint ('default': the shipped bundle's)")
     e.add_argument("--text", nargs="*", default=[], help="prompts")
     e.add_argument("--audio", nargs="*", default=[], help="audio files")
     e.set_defaults(func=_embed)
@@ -40,7 +40,12 @@ def _train(args: argparse.Namespace) -> None:
     if args.text_tower:
         config.text_tower = args.text_tower
     dataset = training_dataset(
-        args.data, config.sample_rate, args.crop_seconds, args.procedural_clips, args.seed
+        args.data,
+        config.sample_rate,
+        args.crop_seconds,
+        args.procedural_clips,
+        args.seed,
+        max_bad_fraction=args.max_bad_fraction,
     )
     trainer = train_mulan(dataset, MuLaN(config), train_config_from_args(args), args.quantizer_clips)
     print(f"MuLaN written to {trainer.model_dir}")
@@ -51,8 +56,15 @@ def _embed(args: argparse.Namespace) -> None:
 
     from musiclm.audio import load_audio
     from musiclm.checkpoint import load_model
+    from musiclm.errors import MusicLMError
+    from musiclm.mulan.text import check_prompts
+    from musiclm.pretrained import default_component
 
-    model = load_model(args.model, kind="mulan")
+    if not args.text and not args.audio:
+        raise MusicLMError("nothing to embed: give --text PROMPT... and/or --audio FILE...")
+    if args.text:
+        check_prompts(args.text)
+    model = load_model(default_component("mulan") if args.model == "default" else args.model, kind="mulan")
     if args.text:
         emb = model.embed_text(args.text)
         for t, e, tok in zip(args.text, emb, model.tokens_from_embedding(emb)):

@@ -31,7 +31,11 @@ def check_prompts(texts) -> list[str]:
             raise PromptError(f"prompt {i} is a {type(t).__name__}, not a string")
         if not t.strip():
             raise PromptError(f"prompt {i} is empty")
-    return [t.strip() for t in texts]
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes arrive from argv as lone surrogates
+            raise PromptError(f"prompt {i} is not valid UTF-8 text") from None
+    return [t.strip().lstrip("\ufeff").strip() for t in texts]
 
 
 def train_wordpiece(captions: list[str], vocab_size: int):

@@ -29,7 +29,14 @@ def _train(args: argparse.Namespace) -> None:
 
     config = get_preset(args.preset).semantic
     crop = args.crop_seconds or config.crop_seconds
-    dataset = training_dataset(args.data, config.sample_rate, crop, args.procedural_clips, args.seed)
+    dataset = training_dataset(
+        args.data,
+        config.sample_rate,
+        crop,
+        args.procedural_clips,
+        args.seed,
+        max_bad_fraction=args.max_bad_fraction,
+    )
     trainer = train_semantic(
         dataset, SemanticTokenizer(config), train_config_from_args(args), args.kmeans_clips
     )

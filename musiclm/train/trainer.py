@@ -13,6 +13,8 @@ Layout of ``out_dir``::
     metrics.jsonl       one JSON object per logged step
     state/              task.safetensors (all weights) + trainer.pt (optimisers, schedulers, EMA, RNG, step)
     model/              the exported model (EMA weights): config.json + model.safetensors
+    best/               the export that scored best on the task's validation metric so far
+    samples/            what the task's validation writes (e.g. decoded audio), one folder per step
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
+from musiclm import checks
 from musiclm.checkpoint import _dedupe_shared, load_weights, save_model
 from musiclm.config import config_to_dict
-from musiclm.errors import CheckpointError, DataError
+from musiclm.errors import CheckpointError, ConfigError, DataError
 from musiclm.train.ema import EMA
 
 TASK_WEIGHTS = "task.safetensors"
 TRAINER_STATE = "trainer.pt"
+COMPLETE = "COMPLETE"  # written last into a state folder: the folder is whole
 
 
 @dataclass
@@ -66,11 +70,33 @@ class TrainConfig:
     ema_decay: float | None = 0.999
     mixed_precision: str = "auto"  # "auto" (bf16 on a GPU that has it, else fp32), "no", "bf16", "fp16"
     checkpoint_every: int = 500
+    validate_every: int = 0  # steps between validations (0: only by minutes / at the end)
+    validate_minutes: float | None = None  # wall time between validations
     log_every: int = 10
     num_workers: int = 0
     seed: int = 0
     progress: bool = True
     cpu: bool = False  # force the CPU even when a GPU is present
+
+    def __post_init__(self):
+        for name in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
+            checks.positive_int(getattr(self, name), name.replace("max_steps", "steps"))
+        checks.positive_float(self.lr, "lr")
+        for name, value in self.phase_lr.items():
+            checks.positive_float(value, f"{name} learning rate")
+        for name in ("max_minutes", "validate_minutes"):
+            if getattr(self, name) is not None:
+                checks.positive_float(getattr(self, name), name)
+        if self.validate_every < 0 or self.warmup_steps < 0 or self.num_workers < 0:
+            raise ConfigError("validate_every, warmup_steps and num_workers must be >= 0")
+        if not all(0 <= b < 1 for b in self.betas) or len(self.betas) != 2:
+            raise ConfigError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"grad_clip must be > 0 (or off), got {self.grad_clip!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must lie in (0, 1) (or off), got {self.ema_decay!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ConfigError(f"schedule must be cosine or constant, got {self.schedule!r}")
 
 
 class TrainTask(nn.Module):
@@ -86,6 +112,16 @@ class TrainTask(nn.Module):
 
     def forward(self, batch: Any, phase: str, step: int) -> tuple[torch.Tensor, dict[str, Any]]:
         raise NotImplementedError
+
+    #: the metric (a key of :meth:`validate`'s result, lower is better) that picks ``best/``
+    validation_metric: str | None = None
+
+    def validate(self, samples_dir: Path, step: int) -> dict[str, float]:
+        """Held-out figures of the current weights (``val/...``); may write samples to ``samples_dir``.
+
+        The trainer calls it on the main process with the EMA weights swapped in, in eval mode.
+        """
+        return {}
 
     def export(self, directory: Path) -> None:
         """Write the trained model as a checkpoint (default: ``self.model`` via ``save_model``)."""
@@ -161,6 +197,7 @@ class Trainer:
         }
         self.phase_params = phases
         self.step = 0  # optimiser steps taken, restored by resume()
+        self.best: float | None = None  # best validation metric so far, restored by resume()
         self.ema = EMA(self.unwrapped, config.ema_decay) if config.ema_decay else None
 
     # ------------------------------------------------------------------ helpers
@@ -211,6 +248,7 @@ class Trainer:
     def _trainer_state(self) -> dict[str, Any]:
         return {
             "step": self.step,
+            "best": self.best,
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
             "ema": self.ema.state_dict() if self.ema is not None else None,
@@ -237,9 +275,11 @@ class Trainer:
             weights = {k: v.detach().contiguous().cpu() for k, v in self.unwrapped.state_dict().items()}
             save_file(_dedupe_shared(weights), str(tmp / TASK_WEIGHTS))
             torch.save(self._trainer_state(), tmp / TRAINER_STATE)
+            (tmp / COMPLETE).write_text(f"{self.step}\n")
             old = self.out_dir / "state.old"
-            shutil.rmtree(old, ignore_errors=True)
+            # a kill between any two of these steps leaves a complete state that resume() finds
             if self.state_dir.exists():
+                shutil.rmtree(old, ignore_errors=True)
                 os.replace(self.state_dir, old)
             os.replace(tmp, self.state_dir)
             shutil.rmtree(old, ignore_errors=True)
@@ -255,11 +295,23 @@ class Trainer:
             task.export(directory)
         return directory
 
+    def _state_to_resume(self) -> Path | None:
+        """The newest complete state: ``state/``, else a finished ``state.tmp/`` or the ``state.old/``
+        left by a kill in the middle of :meth:`save_checkpoint`'s swap."""
+        tmp, old = self.out_dir / "state.tmp", self.out_dir / "state.old"
+        if self.state_dir.is_dir():
+            return self.state_dir
+        if (tmp / COMPLETE).is_file():
+            return tmp
+        if old.is_dir():
+            return old
+        return None
+
     def resume(self) -> bool:
-        """Load ``state/`` when it exists (on every rank); returns whether it did."""
-        if not self.state_dir.is_dir():
+        """Load the last complete state when there is one (on every rank); returns whether it did."""
+        where = self._state_to_resume()
+        if where is None:
             return False
-        where = self.state_dir
         try:
             load_weights(self.unwrapped, where / TASK_WEIGHTS, map_location=self.accelerator.device)
         except CheckpointError as e:
@@ -278,6 +330,7 @@ class Trainer:
                 "it was written by a different model or config: use another out_dir"
             ) from None
         self.step = int(state["step"])
+        self.best = state.get("best")
         rng = state["rng"]
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
@@ -286,17 +339,80 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         return True
 
+    # ------------------------------------------------------------------ validation
+
+    @property
+    def best_dir(self) -> Path:
+        return self.out_dir / "best"
+
+    def validate(self) -> dict[str, float]:
+        """Run the task's validation (main process, EMA weights, eval mode); export ``best/`` when
+        the validation metric improved. Returns the figures (empty on other ranks)."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        figures: dict[str, float] = {}
+        if acc.is_main_process:
+            task = self.unwrapped
+            ctx = self.ema.swapped_in(task) if self.ema is not None else nullcontext()
+            was_training = task.training
+            task.eval()
+            with ctx, torch.no_grad():
+                figures = {k: float(v) for k, v in task.validate(self.out_dir / "samples", self.step).items()}
+            task.train(was_training)
+            key = task.validation_metric
+            if key is not None and key in figures and (self.best is None or figures[key] < self.best):
+                self.best = figures[key]
+                tmp = self.out_dir / "best.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.export(tmp)
+                (tmp / "validation.json").write_text(
+                    json.dumps({"step": self.step, **figures}, indent=2) + "\n"
+                )
+                old = self.out_dir / "best.old"
+                shutil.rmtree(old, ignore_errors=True)
+                if self.best_dir.exists():
+                    os.replace(self.best_dir, old)
+                os.replace(tmp, self.best_dir)
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        return figures
+
+    def _validation_due(self, last_time: float) -> bool:
+        cfg = self.config
+        by_steps = cfg.validate_every > 0 and self.step % cfg.validate_every == 0
+        by_time = (
+            cfg.validate_minutes is not None and time.perf_counter() - last_time > 60 * cfg.validate_minutes
+        )
+        if cfg.validate_minutes is not None and self.accelerator.num_processes > 1:
+            flag = torch.tensor(float(by_time), device=self.accelerator.device)  # every rank agrees
+            by_time = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+        return by_steps or by_time
+
+    def _log(self, log_file, record: dict) -> None:
+        if log_file is not None:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+
     # ------------------------------------------------------------------ training
 
     def fit(self) -> dict[str, float]:
         """Train until ``max_steps``; returns the last logged metrics."""
         cfg, acc = self.config, self.accelerator
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if acc.is_main_process:
-            (self.out_dir / "train_config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
-        resumed = self.resume()
-        if resumed:
-            acc.print(f"resumed from {self.state_dir} at step {self.step}")
+        lock = self._lock() if acc.is_main_process else None
+        try:
+            if acc.is_main_process:
+                text = json.dumps(config_to_dict(cfg), indent=2) + "\n"
+                (self.out_dir / "train_config.json").write_text(text)
+            resumed = self.resume()
+            if resumed:
+                acc.print(f"resumed from {self.state_dir} at step {self.step}")
+                if acc.is_main_process:
+                    self._truncate_metrics()
+        except BaseException:
+            if lock is not None:
+                lock.close()
+            raise
         batches = self._batches()
         self.task.train()
         bar = tqdm(
@@ -310,6 +426,8 @@ class Trainer:
         count, last, t0 = 0, {}, time.perf_counter()
         started = self._started = t0
         log_file = open(self.out_dir / "metrics.jsonl", "a") if acc.is_main_process else None
+        validates = cfg.validate_every > 0 or cfg.validate_minutes is not None
+        last_validation = t0
         try:
             while self.step < cfg.max_steps:
                 micro = [next(batches) for _ in range(cfg.grad_accum)]
@@ -325,17 +443,23 @@ class Trainer:
                     elapsed = time.perf_counter() - t0
                     record = {"step": self.step, **last, "steps_per_s": count / max(elapsed, 1e-9)}
                     record.update({f"lr/{n}": s.get_last_lr()[0] for n, s in self.schedulers.items()})
-                    if log_file is not None:
-                        log_file.write(json.dumps(record) + "\n")
-                        log_file.flush()
+                    self._log(log_file, record)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if k.startswith("loss")})
                     sums, count, t0 = {}, 0, time.perf_counter()
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+                out_of_time = cfg.max_minutes is not None and self._out_of_time(started)
+                final = self.step == cfg.max_steps or out_of_time
+                if validates and (final or self._validation_due(last_validation)):
+                    figures = self.validate()
+                    if figures:
+                        self._log(log_file, {"step": self.step, **figures})
+                        acc.print(
+                            f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
+                        )
+                    last_validation = time.perf_counter()
+                if self.step % cfg.checkpoint_every == 0 or final:
                     self.save_checkpoint()
-                if cfg.max_minutes is not None and self._out_of_time(started):
+                if out_of_time:
                     acc.print(f"time budget of {cfg.max_minutes:g} min reached at step {self.step}")
-                    if self.step % cfg.checkpoint_every != 0:
-                        self.save_checkpoint()
                     break
         except KeyboardInterrupt:
             if acc.num_processes == 1 and self.step > 0:
@@ -346,7 +470,38 @@ class Trainer:
             bar.close()
             if log_file is not None:
                 log_file.close()
+            if lock is not None:
+                lock.close()
         return last
+
+    def _lock(self):
+        """An exclusive lock on the run folder: two trainers on one ``out_dir`` would overwrite each
+        other's checkpoints. Released when the process ends, however it ends."""
+        import fcntl
+
+        handle = open(self.out_dir / ".lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise CheckpointError(f"{self.out_dir}: another training run is using this folder") from None
+        return handle
+
+    def _truncate_metrics(self) -> None:
+        """Drop logged records past the resumed step (they are trained again), so no step repeats."""
+        path = self.out_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= self.step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(x + "\n" for x in kept))
+        os.replace(tmp, path)
 
     def _time_fraction(self) -> float:
         """Share of ``max_minutes`` used by this run (single process only: DDP ranks must agree)."""

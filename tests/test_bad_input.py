@@ -1,0 +1,190 @@
+"""Bad input gets one line naming what and where, before any work; outputs never half-written."""
+
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from musiclm.cli import main
+
+SR = 16000
+
+
+def _one_line_error(capsys, args, match):
+    rc = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1, (args, err)
+    assert len(err) == 1 and err[0].startswith("musiclm: error:"), err
+    assert match in err[0], err[0]
+
+
+GEN = ["generate", "calm piano", "--model", "no-model-needed-before-these-checks"]
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--top-k", "0"], "top_k"),
+        (["--top-k", "-1"], "top_k"),
+        (["--top-p", "0"], "top_p"),
+        (["--top-p", "2"], "top_p"),
+        (["--guidance", "nan"], "guidance"),
+        (["--guidance", "inf"], "guidance"),
+        (["--device", "tpu"], "device"),
+        (["--seed", str(2**64)], "seed"),
+        (["--seed", "-1"], "seed"),
+        (["--candidates", "0"], "candidates"),
+        (["--seconds", "nan"], "seconds"),
+        (["--temperatures", "1", "0", "1"], "temperature"),
+    ],
+)
+def test_sampling_arguments_fail_before_loading(capsys, tmp_path, extra, match):
+    _one_line_error(capsys, [*GEN, "-o", str(tmp_path / "x.wav"), *extra], match)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_on_a_cpu_build(capsys, tmp_path):
+    _one_line_error(capsys, [*GEN, "-o", str(tmp_path / "x.wav"), "--device", "cuda"], "no CUDA")
+
+
+def test_prompts_that_are_not_text(capsys, tmp_path):
+    out = str(tmp_path / "x.wav")
+    _one_line_error(capsys, ["generate", "bad \udcff bytes", "-o", out], "not valid UTF-8")
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\x00\x01\x02piano")
+    _one_line_error(capsys, ["generate", "--prompts", str(binary), "-o", out], "binary")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("caf\u00e9 jazz\n".encode("latin-1"))
+    _one_line_error(capsys, ["generate", "--prompts", str(latin), "-o", out], "not UTF-8")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    _one_line_error(capsys, ["generate", "--prompts", str(empty), "-o", out], str(empty))
+
+
+def test_a_bom_does_not_reach_the_prompt(tmp_path):
+    from musiclm.pipeline_commands import _read_prompts_file
+
+    path = tmp_path / "p.txt"
+    path.write_bytes("\ufeffcalm piano\nloud rock\n".encode())
+    assert _read_prompts_file(path) == ["calm piano", "loud rock"]
+
+
+def test_outputs_that_cannot_be_written_fail_before_any_work(capsys, tmp_path):
+    folder = tmp_path / "a-folder.wav"
+    folder.mkdir()
+    _one_line_error(capsys, [*GEN, "-o", str(folder)], "is a directory")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    _one_line_error(capsys, [*GEN, "-o", str(a_file / "x.wav")], "is a file, not a folder")
+    _one_line_error(capsys, [*GEN, "-o", str(tmp_path / "x.mp3")], "must be a .wav")
+    if os.geteuid() != 0:  # root writes into read-only folders
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        _one_line_error(capsys, [*GEN, "-o", str(locked / "x.wav")], "cannot write")
+    song = tmp_path / "song.wav"
+    sf.write(song, np.zeros(SR), SR)
+    _one_line_error(capsys, ["continue", str(song), "-o", str(song)], "overwrite the input")
+    assert sf.info(song).frames == SR
+
+
+def test_train_settings_fail_with_one_line(capsys, tmp_path):
+    base = ["train", "codec", "--data", "procedural", "--out", str(tmp_path / "run"), "--no-progress"]
+    for extra, match in [
+        (["--checkpoint-every", "0"], "checkpoint_every"),
+        (["--log-every", "0"], "log_every"),
+        (["--batch-size", "0"], "batch_size"),
+        (["--lr", "nan"], "lr"),
+        (["--steps", "0"], "steps"),
+    ]:
+        _one_line_error(capsys, base + extra, match)
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_codec_levels_and_embed_arguments(capsys, tmp_path):
+    from safetensors.torch import save_file
+
+    from musiclm.checkpoint import save_model
+    from musiclm.codec.soundstream import SoundStream
+    from musiclm.config import CodecConfig
+
+    codec = save_model(SoundStream(CodecConfig(channels=4, latent_dim=16, num_quantizers=4, codebook_size=64)),
+                       tmp_path / "codec")  # fmt: skip
+    codes = tmp_path / "codes.safetensors"
+    save_file({"codes": torch.zeros(4, 10, dtype=torch.int16)}, str(codes), metadata={"sample_rate": str(SR)})
+    for levels in ("0", "99"):
+        _one_line_error(
+            capsys,
+            [
+                "codec",
+                "decode",
+                str(codes),
+                "-o",
+                str(tmp_path / "x.wav"),
+                "--model",
+                str(codec),
+                "--levels",
+                levels,
+            ],
+            "--levels must lie in [1, 4]",
+        )
+    _one_line_error(capsys, ["embed"], "nothing to embed")
+
+
+def test_corrupt_weights_are_named_at_load(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from musiclm.checkpoint import load_model, save_model
+    from musiclm.codec.soundstream import SoundStream
+    from musiclm.config import CodecConfig
+    from musiclm.errors import CheckpointError
+
+    path = save_model(SoundStream(CodecConfig(channels=4, latent_dim=16, num_quantizers=2, codebook_size=8)),
+                      tmp_path / "codec")  # fmt: skip
+    weights = load_file(str(path / "model.safetensors"))
+    weights = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in weights.items()
+    }
+    save_file(weights, str(path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="NaN or infinite weights"):
+        load_model(path)
+
+
+def test_checkpoints_get_the_usual_permissions(tmp_path):
+    from musiclm.checkpoint import save_model
+    from musiclm.codec.soundstream import SoundStream
+    from musiclm.config import CodecConfig
+
+    old = os.umask(0o022)
+    try:
+        path = save_model(SoundStream(CodecConfig(channels=4, latent_dim=16, num_quantizers=2, codebook_size=8)),
+                          tmp_path / "codec")  # fmt: skip
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o755
+    assert (path / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def test_audio_is_written_through_a_temporary_name(tmp_path, monkeypatch):
+    from musiclm.audio import save_audio
+
+    target = tmp_path / "out.wav"
+    sf.write(target, np.full(100, 0.5), SR)
+
+    def broken_write(path, *args, **kwargs):
+        open(path, "wb").write(b"RIFF half a file")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("musiclm.audio.sf.write", broken_write)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_audio(target, np.zeros(SR), SR)
+    assert sf.info(target).frames == 100  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]  # no temporary left behind
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("musiclm ")
