@@ -20,7 +20,8 @@ import torch
 from musiclm.errors import AudioError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
-SILENCE_RMS = 1e-4  # below this RMS (about -80 dBFS) a clip counts as silent
+SILENCE_RMS = 1e-4
+STREAM_SECONDS = 60.0  # longer reads are decoded and resampled in blocks (bounded memory)  # below this RMS (about -80 dBFS) a clip counts as silent
 
 
 def audio_info(path: str | Path) -> tuple[int, float]:
@@ -32,6 +33,9 @@ def audio_info(path: str | Path) -> tuple[int, float]:
         info = sf.info(str(path))
     except Exception as e:  # soundfile raises several types for corrupt input
         raise AudioError(f"{path}: cannot read audio ({_short(e)})") from None
+    for line in info.extra_info.splitlines():  # libsndfile notes a data chunk cut short
+        if line.startswith("data") and "should be" in line:
+            raise AudioError(f"{path}: truncated file (its header promises more audio: {line.strip()})")
     return info.samplerate, info.frames / max(info.samplerate, 1)
 
 
@@ -62,11 +66,35 @@ def load_audio(
         )
     start = int(round(offset * sr))
     frames = -1 if duration is None else int(round(duration * sr))
+    span = (total * sr - start) if frames < 0 else frames
     try:
+        if mono and span > STREAM_SECONDS * sr:  # long: decode, mix and resample block by block
+            data = _read_mono_stream(path, sr, start, frames, sample_rate or sr)[None]
+            return _check_and_convert(data, sample_rate or sr, path, None, mono, min_seconds, allow_silent)
         data, sr = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
+    except AudioError:
+        raise
     except Exception as e:
         raise AudioError(f"{path}: cannot decode audio ({_short(e)})") from None
     return _check_and_convert(data.T, sr, path, sample_rate, mono, min_seconds, allow_silent)
+
+
+def _read_mono_stream(path: Path, sr: int, start: int, frames: int, target_sr: int) -> np.ndarray:
+    """Read ``frames`` (``-1``: to the end) from ``start`` as mono at ``target_sr``, 10 s at a time, so
+    a long multichannel file never sits in memory at its own rate (soxr's stream is seamless)."""
+    stream = soxr.ResampleStream(sr, target_sr, 1, dtype="float32", quality="HQ") if sr != target_sr else None
+    out = []
+    blocks = sf.blocks(
+        str(path), blocksize=10 * sr, start=start, frames=frames, dtype="float32", always_2d=True
+    )
+    for block in blocks:
+        mono = block.mean(axis=1)
+        if not np.isfinite(mono).all():
+            raise AudioError(f"{path}: audio contains NaN or infinite samples")
+        out.append(stream.resample_chunk(mono) if stream is not None else mono)
+    if stream is not None:
+        out.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 def _check_and_convert(

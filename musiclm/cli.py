@@ -12,6 +12,7 @@ import importlib
 import sys
 from dataclasses import fields
 
+from musiclm import checks
 from musiclm.errors import MusicLMError
 
 COMMAND_MODULES: list[str] = [
@@ -91,6 +92,7 @@ def train_config_from_args(args: argparse.Namespace, **overrides):
         progress=not args.no_progress,
     )
     values.update(overrides)
+    checks.writable_dir(values["out_dir"], "run folder")
     known = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in values.items() if k in known})
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from musiclm import checks
-from musiclm.audio import check_waveform, load_audio
+from musiclm.audio import audio_info, check_waveform, load_audio
 from musiclm.checkpoint import load_model
 from musiclm.errors import AudioError, CheckpointError, PromptError
 from musiclm.lm.sampling import SamplingConfig
@@ -45,6 +46,22 @@ COMPONENT_KINDS = {
     "fine_lm": "fine_lm",
 }
 OPTIONAL_COMPONENTS = {"melody"}
+DECODE_BATCH = 8  # candidates decoded at once
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for a generation on ``device``: free GPU memory, or the memory the OS has available."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
 MAX_SECONDS = 300.0  # the paper generates up to 5 minutes
 MAX_PROMPT_CHARS = 2000
 STAGE_NAMES = ("semantic", "coarse", "fine")
@@ -297,6 +314,34 @@ class MusicLM:
             raise PromptError(f"{what} = {seconds:g} is beyond the limit of {MAX_SECONDS:g} s")
         return float(seconds)
 
+    def estimate_memory(self, batch: int, seconds: float, guidance: float = 1.0) -> int:
+        """Bytes a request of ``batch`` samples (prompts x candidates) of ``seconds`` needs at its peak,
+        from the model's sizes: the largest stage's KV cache and prefill activations for the whole
+        batch (twice with guidance; attention runs through SDPA, without a score matrix), plus every
+        candidate's audio."""
+        peak = 0
+        for stage in (self.semantic_lm, self.coarse_lm, self.fine_lm):
+            c, length = stage.config.lm, stage.max_train_len
+            rows = batch * (2 if guidance != 1.0 and stage is not self.fine_lm else 1)
+            kv = c.depth * 2 * length * c.dim
+            activations = length * (c.ff_dim + 4 * c.dim) + stage.layout.vocab_size  # prefill, one layer
+            peak = max(peak, rows * (kv + activations) * 4)
+        audio = batch * round(seconds * self.sample_rate) * 4 * 3  # candidates, chosen, scoring copies
+        return peak + audio + 2**28  # + workspace of the decoder and MuLaN (bounded by their batches)
+
+    def check_memory(self, batch: int, seconds: float, guidance: float, max_memory_gb: float | None) -> None:
+        """Refuse a request whose estimate exceeds ``max_memory_gb`` (default: the memory free now)."""
+        need = self.estimate_memory(batch, seconds, guidance)
+        if max_memory_gb is None:
+            limit = available_memory(self.device)
+        else:
+            limit = int(checks.positive_float(max_memory_gb, "max_memory_gb", PromptError) * 2**30)
+        if need > limit:
+            raise PromptError(
+                f"this request needs about {need / 2**30:.1f} GB ({batch} samples x {seconds:g} s) and "
+                f"{limit / 2**30:.1f} GB are available: lower --candidates or --seconds (or raise --max-memory-gb)"
+            )
+
     @staticmethod
     def check_candidates(candidates: int) -> int:
         if not isinstance(candidates, int) or candidates < 1:
@@ -391,8 +436,11 @@ class MusicLM:
         self, coarse: torch.Tensor, fine: torch.Tensor, num_samples: int | None = None
     ) -> torch.Tensor:
         """Acoustic tokens -> ``[B, T]`` audio at :attr:`sample_rate`."""
-        with torch.no_grad():
-            return self.codec.decode(torch.cat([coarse, fine], dim=1), num_samples).float().clamp(-1, 1)
+        codes = torch.cat([coarse, fine], dim=1)
+        with torch.no_grad():  # a few candidates at a time: decoder activations are the largest tensors
+            return torch.cat(
+                [self.codec.decode(c, num_samples).float().clamp(-1, 1) for c in codes.split(DECODE_BATCH)]
+            )
 
     def score(self, prompts: list[str], audio: torch.Tensor) -> torch.Tensor:
         """MuLaN cosine between each prompt and each of its candidates: audio ``[P, N, T]`` -> ``[P, N]``."""
@@ -419,6 +467,7 @@ class MusicLM:
         melody_sample_rate: int | None = None,
         progress: bool = True,
         unconditional: bool = False,
+        max_memory_gb: float | None = None,
     ) -> Generation:
         """Music for each prompt: ``candidates`` samples in one batch, the best by MuLaN score returned.
 
@@ -430,6 +479,7 @@ class MusicLM:
         self.check_candidates(candidates)
         checks.seed(seed)
         sampling = self.sampling_configs(temperatures, top_k, top_p, guidance)
+        self.check_memory(len(prompts) * candidates, seconds, guidance, max_memory_gb)
         melody_tokens = None if melody is None else self.melody_tokens(melody, melody_sample_rate)
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -507,6 +557,7 @@ class MusicLM:
         top_p: float | None = None,
         guidance: float = 1.0,
         progress: bool = True,
+        max_memory_gb: float | None = None,
     ) -> Generation:
         """Continue an audio prompt by ``seconds``: its semantic and acoustic tokens are the prefix of
         every stage. Conditioned on ``prompt`` text, or without one on the prompt audio's own MuLaN
@@ -516,6 +567,10 @@ class MusicLM:
         prompts = self._check_prompts([prompt]) if prompt is not None else None
         checks.seed(seed)
         sampling = self.sampling_configs(temperatures, top_k, top_p, guidance)
+        given_seconds = audio.shape[-1] / (sample_rate or self.sample_rate) if torch.is_tensor(audio) else 0.0
+        if not torch.is_tensor(audio):
+            given_seconds = audio_info(audio)[1]
+        self.check_memory(candidates, given_seconds + seconds, guidance, max_memory_gb)
         start = time.perf_counter()
         given = self.tokenize_audio(audio, sample_rate)
         n = candidates
@@ -550,6 +605,7 @@ class MusicLM:
         top_p: float | None = None,
         guidance: float = 1.0,
         progress: bool = True,
+        max_memory_gb: float | None = None,
     ) -> Generation:
         """Story mode (paper 6): one piece whose text conditioning changes at each segment boundary,
         each segment continuing from the tokens before it. ``segments`` = ``[(prompt, seconds), ...]``.
@@ -562,6 +618,7 @@ class MusicLM:
             raise PromptError(f"story of {sum(lengths):g} s is beyond the limit of {MAX_SECONDS:g} s")
         checks.seed(seed)
         sampling = self.sampling_configs(temperatures, top_k, top_p, guidance)
+        self.check_memory(candidates, sum(lengths), guidance, max_memory_gb)
         start = time.perf_counter()
         n = candidates
         mulan_all = self.text_tokens(prompts)  # [K, Mq]

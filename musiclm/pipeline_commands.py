@@ -36,6 +36,9 @@ def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--plot", action="store_true", help="also write a PNG mel spectrogram")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU if there is one)")
+    p.add_argument(
+        "--max-memory-gb", type=float, default=None, help="refuse larger requests (default: the free memory)"
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -98,6 +101,8 @@ def _check_args(args, outputs: list[Path], inputs: list[str | None] = ()) -> Non
     MusicLM.check_candidates(args.candidates)
     if getattr(args, "seconds", None) is not None:
         MusicLM.check_seconds(args.seconds)
+    if args.max_memory_gb is not None:
+        checks.positive_float(args.max_memory_gb, "--max-memory-gb", PromptError)
     for t in args.temperatures or ():
         checks.positive_float(t, "temperature", PromptError)
     for out in outputs:
@@ -130,6 +135,7 @@ def _sampling_kwargs(args) -> dict:
         top_p=args.top_p,
         guidance=args.guidance,
         progress=not args.no_progress,
+        max_memory_gb=args.max_memory_gb,
     )
 
 

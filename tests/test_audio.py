@@ -104,3 +104,28 @@ def test_find_audio_files(tmp_path):
     assert [p.name for p in find_audio_files(tmp_path)] == ["x.flac"]
     with pytest.raises(AudioError):
         find_audio_files(tmp_path / "missing")
+
+
+def test_long_files_stream_through_the_same_resampler(tmp_path):
+    from musiclm.audio import STREAM_SECONDS, load_audio, resample_np
+
+    sr = 22050
+    seconds = STREAM_SECONDS + 5
+    rng = np.random.default_rng(0)
+    data = (rng.normal(0, 0.1, (int(seconds * sr), 2))).astype(np.float32)
+    sf.write(tmp_path / "long.flac", data, sr)
+    wav, out_sr = load_audio(tmp_path / "long.flac", 16000)
+    expected = resample_np(data.mean(1)[None], sr, 16000)[0]
+    assert out_sr == 16000 and wav.shape[-1] == expected.shape[-1]
+    assert np.abs(wav.numpy() - expected).max() < 1e-3
+
+
+def test_a_truncated_wav_is_refused(tmp_path):
+    from musiclm.audio import load_audio
+    from musiclm.errors import AudioError
+
+    sf.write(tmp_path / "full.wav", np.zeros(16000, np.float32), 16000)
+    raw = (tmp_path / "full.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(AudioError, match="truncated"):
+        load_audio(tmp_path / "cut.wav")

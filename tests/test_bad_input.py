@@ -188,3 +188,17 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.startswith("musiclm ")
+
+
+def test_train_and_encode_outputs_are_checked_first(capsys, tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    _one_line_error(
+        capsys, ["train", "codec", "--data", "procedural", "--out", str(a_file), "--no-progress"], "is a file"
+    )
+    song = tmp_path / "song.wav"
+    sf.write(song, np.zeros(SR), SR)
+    _one_line_error(
+        capsys, ["codec", "encode", str(song), "-o", str(a_file / "codes.safetensors")], "is a file"
+    )
+    _one_line_error(capsys, ["codec", "encode", str(song), "-o", str(song)], "overwrite the input")

@@ -295,7 +295,7 @@ def test_decoders_train_and_keep_lengths(decoder):
     model = SoundStream(fast_config(decoder=decoder, istft_dim=32, istft_depth=2))
     wav = ProceduralMusic(4, SR, 0.32, seed=3)
     batch = torch.stack([wav[i]["wav"] for i in range(4)])
-    task = CodecTask(model, CodecLossConfig(adversarial_start=10_000, mel_ffts=(128, 512)))
+    task = CodecTask(model, CodecLossConfig(adversarial_start=10_000, mel_ffts=(128, 512), silence_prob=0.0))
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     losses = []
     for _ in range(15):
@@ -343,3 +343,37 @@ def test_validation_logs_figures_writes_samples_and_keeps_best(tmp_path):
     assert load_model(tmp_path / "best", kind="codec").frame_rate == 50
     decoded, _ = sf.read(tmp_path / "samples" / "step-0000012" / "clip0-decoded.wav")
     assert len(decoded) == held.shape[-1]
+
+
+def test_long_audio_is_coded_in_chunks_that_match_one_pass(trained):
+    model, *_ = trained
+    wav = torch.cat([ProceduralMusic(1, SR, 3.0, seed=s)[0]["wav"] for s in range(3)])[None]
+    whole = model.encode(wav)
+    chunked = model.encode(wav, chunk_frames=40)
+    assert whole.unique().numel() > 4  # a real code sequence, not one repeated code
+    assert torch.equal(whole, chunked)
+    audio = model.decode(whole, wav.shape[-1])
+    pieces = model.decode(whole, wav.shape[-1], chunk_frames=40)
+    assert torch.allclose(audio, pieces, atol=1e-5)
+
+
+def test_istft_decoder_chunks_match_one_pass():
+    torch.manual_seed(0)
+    model = SoundStream(fast_config(decoder="istft", istft_dim=32, istft_depth=2)).eval()
+    latent = torch.randint(0, 64, (1, 4, 300))
+    assert torch.allclose(model.decode(latent), model.decode(latent, chunk_frames=50), atol=1e-5)
+
+
+def test_silence_augmentation_leaves_the_batch_alone_and_pairs_the_discriminator():
+    torch.manual_seed(0)
+    task = CodecTask(SoundStream(fast_config()), CodecLossConfig(adversarial_start=0, silence_prob=0.5))
+    wav = torch.stack([ProceduralMusic(16, SR, 0.32, seed=5)[i]["wav"] for i in range(16)])
+    assert bool((wav.abs().amax(-1) > 0).all())
+    before = wav.clone()
+    task(wav, phase="generator", step=1)
+    assert torch.equal(wav, before)  # the caller's batch is not modified
+    real, fake = task._fakes[wav.data_ptr()]
+    silent = real.abs().amax(-1) == 0
+    assert 0 < int(silent.sum()) < 16 and torch.equal(real[~silent], wav[~silent])
+    loss, _ = task(wav, phase="discriminator", step=1)
+    assert torch.isfinite(loss) and wav.data_ptr() not in task._fakes

@@ -74,6 +74,25 @@ def test_shapes_normalisation_and_windows():
     assert model.audio_windows(torch.zeros(1, int(4.5 * SR))).shape == (1, 4, 2 * SR)
 
 
+def test_window_groups_give_the_mean_of_all_windows(monkeypatch):
+    import torch.nn.functional as F
+
+    import musiclm.mulan.model as mulan_model
+
+    model = make_model().eval()
+    wav = torch.randn(2, int(9.5 * SR)) * 0.1
+    windows = model.audio_windows(wav)
+    with torch.no_grad():
+        each = F.normalize(model.audio(windows.reshape(-1, windows.shape[-1])), dim=-1)
+        expected = F.normalize(each.reshape(2, -1, each.shape[-1]).mean(1), dim=-1)
+    monkeypatch.setattr(mulan_model, "WINDOW_BATCH", 3)  # 9 windows per clip: groups of 3
+    assert torch.allclose(model.embed_audio(wav), expected, atol=1e-5)
+    short = torch.randn(7, SR) * 0.1  # one window per clip: clips grouped
+    with torch.no_grad():
+        expected_short = F.normalize(model.audio(short), dim=-1)
+    assert torch.allclose(model.embed_audio(short), expected_short, atol=1e-5)
+
+
 def test_bad_prompts():
     model = make_model()
     for bad, match in [([""], "empty"), (["  "], "empty"), ([3], "not a string"), ([], "non-empty")]:

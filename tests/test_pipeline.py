@@ -240,3 +240,20 @@ def test_mismatched_components_are_refused(tmp_path):
         make_bundle(tmp_path / "bad", dirs)
     with pytest.raises(CheckpointError, match="melody"):
         MusicLM({**_components(melody=True), "melody": None})
+
+
+def test_requests_beyond_the_memory_cap_are_refused_before_sampling(model, monkeypatch):
+    fixed = model.estimate_memory(0, 1.0, 1.0)
+    small = model.estimate_memory(2, 1.0, 1.0)
+    assert model.estimate_memory(20, 1.0, 1.0) - fixed == pytest.approx(10 * (small - fixed), rel=0.01)
+    assert model.estimate_memory(2, 10.0, 1.0) > small  # grows with seconds
+    assert model.estimate_memory(2, 1.0, 3.0) > small  # guidance doubles the LM batch
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled although the request was refused")
+
+    monkeypatch.setattr(model, "_run_stages", no_sampling)
+    with pytest.raises(PromptError, match="lower --candidates or --seconds"):
+        model.generate("piano", seconds=1, candidates=4, max_memory_gb=small / 2**30 / 2, progress=False)
+    with pytest.raises(PromptError, match="lower --candidates"):
+        model.story([("calm", 1.0), ("loud", 1.0)], candidates=2, max_memory_gb=1e-6, progress=False)

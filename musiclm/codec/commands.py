@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 PROCEDURAL = "procedural"
@@ -120,6 +121,8 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.config import get_preset
     from musiclm.train import Trainer
 
+    phase_lr = {"discriminator": args.disc_lr} if args.disc_lr else {}
+    train_config = train_config_from_args(args, phase_lr=phase_lr)  # checks every setting before any work
     config = get_preset(args.preset).codec
     if args.decoder:
         config = dataclasses.replace(config, decoder=args.decoder)
@@ -143,8 +146,7 @@ def _train(args: argparse.Namespace) -> None:
         init = load_model(args.init, kind="codec", expected_config=config)
         model.load_state_dict(init.state_dict())
     task = CodecTask(model, losses, valid_clips=valid)
-    phase_lr = {"discriminator": args.disc_lr} if args.disc_lr else {}
-    trainer = Trainer(task, dataset, train_config_from_args(args, phase_lr=phase_lr))
+    trainer = Trainer(task, dataset, train_config)
     trainer.fit()
     if getattr(dataset, "report", None):
         print(dataset.report_text())
@@ -166,8 +168,11 @@ def _encode(args: argparse.Namespace) -> None:
     import torch
     from safetensors.torch import save_file
 
+    from musiclm import checks
     from musiclm.audio import load_audio
 
+    checks.not_same_file(args.output, [args.input])
+    checks.writable_file(args.output)
     codec = load_codec(args.model)
     wav, _ = load_audio(args.input, codec.sample_rate, min_seconds=1 / codec.frame_rate)
     codes = codec.encode(wav[None])[0].to(torch.int16 if codec.config.codebook_size <= 32768 else torch.int32)
@@ -176,17 +181,22 @@ def _encode(args: argparse.Namespace) -> None:
         "length": str(wav.shape[-1]),
         "frame_rate": str(codec.frame_rate),
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    save_file({"codes": codes.contiguous()}, args.output, metadata=meta)
+    out = Path(args.output)
+    tmp = out.with_name(f".{out.name}.tmp")
+    save_file({"codes": codes.contiguous()}, str(tmp), metadata=meta)
+    os.replace(tmp, out)
     print(f"{args.output}: {codes.shape[0]} levels x {codes.shape[1]} frames at {codec.frame_rate:g} Hz")
 
 
 def _decode(args: argparse.Namespace) -> None:
     from safetensors import safe_open
 
+    from musiclm import checks
     from musiclm.audio import save_audio
     from musiclm.errors import DataError
 
+    checks.not_same_file(args.output, [args.input])
+    checks.writable_file(args.output)
     codec = load_codec(args.model)
     try:
         with safe_open(args.input, "pt") as f:

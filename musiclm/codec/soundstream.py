@@ -7,6 +7,8 @@ presets); ``decode`` turns any prefix of the RVQ levels back into audio. The fir
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +21,8 @@ from musiclm.codec.quantization import ResidualVectorQuantizer
 from musiclm.codec.seanet import SEANetDecoder, SEANetEncoder
 from musiclm.config import CodecConfig
 from musiclm.errors import AudioError, ConfigError
+
+CHUNK_FRAMES = 1500  # 30 s at 50 Hz: encode / decode longer audio in pieces of this many frames
 
 
 @dataclass
@@ -93,18 +97,83 @@ class SoundStream(nn.Module):
         return CodecOutput(audio, q.codes, q.commit_loss)
 
     @torch.no_grad()
-    def encode(self, wav: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
-        """``[B, T]`` audio at ``sample_rate`` -> codes ``[B, n_q, ceil(T / hop_length)]``."""
+    def encode(
+        self, wav: torch.Tensor, n_q: int | None = None, *, chunk_frames: int = CHUNK_FRAMES
+    ) -> torch.Tensor:
+        """``[B, T]`` audio at ``sample_rate`` -> codes ``[B, n_q, ceil(T / hop_length)]``.
+
+        Long audio is encoded ``chunk_frames`` at a time, each chunk with the encoder's receptive field
+        of past audio in front, so memory is bounded by the chunk and the codes match a single pass.
+        """
         x = self._prepare(wav.to(self._device))
-        return self.quantizer.encode(self.encoder(x), n_q)
+        frames, hop = x.shape[-1] // self.hop_length, self.hop_length
+        if frames <= chunk_frames:
+            return self.quantizer.encode(self.encoder(x), n_q)
+        ctx = self.encoder_context_frames
+        codes = []
+        for start in range(0, frames, chunk_frames):
+            end = min(frames, start + chunk_frames)
+            left = min(start, ctx)
+            latent = self.encoder(x[..., (start - left) * hop : end * hop])[..., left:]
+            codes.append(self.quantizer.encode(latent, n_q))
+        return torch.cat(codes, dim=-1)
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
-        """Codes ``[B, k, F]`` (the first ``k`` levels) -> ``[B, F * hop_length]`` audio, or ``length``."""
+    def decode(
+        self, codes: torch.Tensor, length: int | None = None, *, chunk_frames: int = CHUNK_FRAMES
+    ) -> torch.Tensor:
+        """Codes ``[B, k, F]`` (the first ``k`` levels) -> ``[B, F * hop_length]`` audio, or ``length``.
+
+        Long sequences are decoded ``chunk_frames`` at a time with the decoder's context on both
+        sides, so memory is bounded by the chunk.
+        """
         if codes.dim() != 3:
             raise ValueError(f"codes must be [B, levels, frames], got shape {list(codes.shape)}")
-        audio = self.decoder(self.quantizer.decode(codes.to(self._device).long()))[:, 0]
+        latent = self.quantizer.decode(codes.to(self._device).long())
+        frames, hop = latent.shape[-1], self.hop_length
+        if frames <= chunk_frames:
+            audio = self.decoder(latent)[:, 0]
+        else:
+            left, right = self.decoder_context_frames
+            pieces = []
+            for start in range(0, frames, chunk_frames):
+                end = min(frames, start + chunk_frames)
+                a, b = max(0, start - left), min(frames, end + right)
+                out = self.decoder(latent[..., a:b])[:, 0]
+                pieces.append(out[:, (start - a) * hop : (end - a) * hop])
+            audio = torch.cat(pieces, dim=-1)
         return audio if length is None else audio[:, :length]
+
+    @functools.cached_property
+    def encoder_context_frames(self) -> int:
+        """Frames of past audio that reach one latent frame (measured: the causal encoder's reach)."""
+        hop, n = self.hop_length, 64
+        x = torch.randn(1, 1, n * hop, device=self._device) * 0.1
+        p = n * hop // 2
+        changed = self._changed(self.encoder, x, p)  # latent frames that sample p reaches
+        return int(changed.max()) - p // hop + 2
+
+    @functools.cached_property
+    def decoder_context_frames(self) -> tuple[int, int]:
+        """(past, future) latent frames that reach the samples of one frame (measured)."""
+        hop, n = self.hop_length, 128
+        z = torch.randn(1, self.config.latent_dim, n, device=self._device)
+        k = n // 2
+        changed = self._changed(self.decoder, z, k)  # output samples that frame k reaches
+        future = math.ceil(max(0, k * hop - int(changed.min())) / hop)
+        past = math.ceil(max(0, int(changed.max()) + 1 - (k + 1) * hop) / hop)
+        return past + 1, future + 1
+
+    @torch.no_grad()
+    def _changed(self, net: nn.Module, x: torch.Tensor, position: int) -> torch.Tensor:
+        """Output positions of ``net`` that change when input position ``position`` changes."""
+        was_training = net.training
+        net.eval()
+        y = x.clone()
+        y[..., position] += 1.0
+        diff = (net(y) - net(x)).abs().amax(dim=(0, 1))
+        net.train(was_training)
+        return torch.nonzero(diff > 0)[:, 0]
 
     @property
     def _device(self) -> torch.device:

@@ -35,6 +35,9 @@ class CodecLossConfig:
     stft_ffts: tuple[int, ...] = (1024, 512, 256)
     wave_scales: int = 3
     mel_ffts: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)  # scales of the reconstruction loss
+    # share of training crops replaced by digital silence: corpora drop silent clips, yet a codec must
+    # decode silence as silence (not as its noise floor)
+    silence_prob: float = 0.02
 
 
 class CodecTask(TrainTask):
@@ -78,14 +81,19 @@ class CodecTask(TrainTask):
         wav = batch["wav"] if isinstance(batch, dict) else batch
         cfg, sr = self.losses, self.model.sample_rate
         if phase == "discriminator":
-            fake = self._fakes.pop(wav.data_ptr(), None)
-            if fake is None:
+            pair = self._fakes.pop(wav.data_ptr(), None)
+            if pair is not None:
+                wav, fake = pair
+            else:
                 with torch.no_grad():
                     fake = self.model.decode(self.model.encode(wav), wav.shape[-1])
             real_out = self.discriminator(wav)
             fake_out = self.discriminator(fake.detach())
             loss = hinge_discriminator_loss([o[0] for o in real_out], [o[0] for o in fake_out])
             return loss, {}
+        key = wav.data_ptr()
+        if cfg.silence_prob > 0:
+            wav = wav * (torch.rand(wav.shape[0], 1, device=wav.device) >= cfg.silence_prob).to(wav.dtype)
         out = self.model(wav)
         mel = multiscale_mel_loss(out.audio, wav, sr, cfg.mel_ffts)
         loss = cfg.mel_weight * mel + out.commit_loss
@@ -100,7 +108,8 @@ class CodecTask(TrainTask):
             feat = feature_matching_loss([o[1] for o in real_out], [o[1] for o in fake_out])
             loss = loss + cfg.adversarial_weight * adv + cfg.feature_weight * feat
             metrics.update(adv=adv.detach(), feat=feat.detach())
-            self._fakes = {wav.data_ptr(): out.audio.detach()} | (self._fakes if len(self._fakes) < 8 else {})
+            # the discriminator phase of this batch gets the same (real, fake) pair
+            self._fakes = {key: (wav, out.audio.detach())} | (self._fakes if len(self._fakes) < 8 else {})
         with torch.no_grad():
             metrics["mel_distance"] = mel_distance(out.audio.detach(), wav, sr)
         return loss, metrics

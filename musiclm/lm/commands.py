@@ -37,6 +37,7 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.lm.train import StageDataset, StageTask
     from musiclm.train import Trainer
 
+    train_config = train_config_from_args(args)  # checks every setting before any work
     melody = getattr(args, "melody", False)
     cache = TokenCache(args.tokens, fields=NEEDS[args.stage] + (["melody_tokens"] if melody else []))
     model = STAGES[args.stage](StageConfig.from_musiclm(args.stage, get_preset(args.preset), melody=melody))
@@ -51,8 +52,6 @@ def _train(args: argparse.Namespace) -> None:
         raise DataError(
             f"{args.tokens}: {first['mulan_tokens'].shape[0]} MuLaN tokens, expected {c.mulan_quantizers}"
         )
-    trainer = Trainer(
-        StageTask(model), StageDataset(cache, model, seed=args.seed), train_config_from_args(args)
-    )
+    trainer = Trainer(StageTask(model), StageDataset(cache, model, seed=args.seed), train_config)
     trainer.fit()
     print(f"{args.stage} LM written to {trainer.model_dir}")

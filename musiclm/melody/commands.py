@@ -26,10 +26,11 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.melody.train import MelodyTask, finish_quantizer
     from musiclm.train import Trainer
 
+    train_config = train_config_from_args(args)  # checks every setting before any work
     config = get_preset(args.preset).melody
     model = MelodyEmbedder(config)
     pairs = SynthMelodyPairs(args.pairs, config.sample_rate, config.window_seconds, seed=args.seed)
-    trainer = Trainer(MelodyTask(model), pairs, train_config_from_args(args))
+    trainer = Trainer(MelodyTask(model), pairs, train_config)
     trainer.fit()
     held = SynthMelodyPairs(
         args.quantizer_pairs, config.sample_rate, config.window_seconds, seed=args.seed + 1

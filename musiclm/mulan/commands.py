@@ -36,6 +36,7 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.mulan.model import MuLaN
     from musiclm.mulan.train import train_mulan
 
+    train_config = train_config_from_args(args)  # checks every setting before any work
     config = get_preset(args.preset).mulan
     if args.text_tower:
         config.text_tower = args.text_tower
@@ -47,7 +48,7 @@ def _train(args: argparse.Namespace) -> None:
         args.seed,
         max_bad_fraction=args.max_bad_fraction,
     )
-    trainer = train_mulan(dataset, MuLaN(config), train_config_from_args(args), args.quantizer_clips)
+    trainer = train_mulan(dataset, MuLaN(config), train_config, args.quantizer_clips)
     print(f"MuLaN written to {trainer.model_dir}")
 
 

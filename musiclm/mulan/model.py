@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from musiclm.audio import check_waveform, log_mel_spectrogram
@@ -44,6 +43,9 @@ class AudioTower(nn.Module):
         if math.ceil(mel.shape[-1] / c.patch_frames) > self.backbone.max_patches:
             raise AudioError(f"audio tower input longer than one {c.window_seconds} s window")
         return self.proj(self.backbone(mel))
+
+
+WINDOW_BATCH = 32  # MuLaN windows embedded at once
 
 
 @register_model("mulan")
@@ -86,8 +88,11 @@ class MuLaN(nn.Module):
         wav = F.pad(wav, (0, win + (n - 1) * hop - wav.shape[-1]))
         return wav.unfold(-1, win, hop)
 
+    @torch.no_grad()
     def embed_audio(self, wav: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
-        """``[B, T]`` audio -> L2-normalised ``[B, embed_dim]``: mean of the window embeddings."""
+        """``[B, T]`` audio -> L2-normalised ``[B, embed_dim]``: mean of the window embeddings.
+
+        Inference only (no gradients; training goes through :meth:`contrastive_loss`)."""
         if wav.dim() == 1:
             wav = wav[None]
         if sample_rate is not None and sample_rate != self.sample_rate or not torch.isfinite(wav).all():
@@ -96,11 +101,19 @@ class MuLaN(nn.Module):
             )
         if wav.shape[-1] < self.config.hop_length:
             raise AudioError(f"audio of {wav.shape[-1]} samples is too short for MuLaN")
-        windows = self.audio_windows(wav.to(self.device).float())
-        b = windows.shape[0]
-        emb = F.normalize(self.audio(rearrange(windows, "b w t -> (b w) t")), dim=-1)
-        return F.normalize(rearrange(emb, "(b w) d -> b w d", b=b).mean(1), dim=-1)
+        windows = self.audio_windows(wav.to(self.device).float())  # a view: no copy of the audio
+        # windows in groups: memory is bounded by the group, not by the number or length of clips
+        if windows.shape[1] == 1:  # clips of one window each (<= 10 s): group the clips
+            flat = windows[:, 0]
+            emb = [F.normalize(self.audio(g), dim=-1) for g in flat.split(WINDOW_BATCH)]
+            return torch.cat(emb)
+        total = torch.zeros(windows.shape[0], self.config.embed_dim, device=self.device)
+        for i, clip in enumerate(windows):
+            for group in clip.split(WINDOW_BATCH):
+                total[i] += F.normalize(self.audio(group), dim=-1).sum(0)
+        return F.normalize(total, dim=-1)
 
+    @torch.no_grad()
     def embed_text(self, texts: list[str]) -> torch.Tensor:
         """Prompts -> L2-normalised ``[B, embed_dim]``; empty or non-string prompts are a PromptError."""
         return F.normalize(self.text(check_prompts(texts)), dim=-1)

@@ -27,6 +27,7 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.semantic.tokenizer import SemanticTokenizer
     from musiclm.semantic.train import train_semantic
 
+    train_config = train_config_from_args(args)  # checks every setting before any work
     config = get_preset(args.preset).semantic
     crop = args.crop_seconds or config.crop_seconds
     dataset = training_dataset(
@@ -37,7 +38,5 @@ def _train(args: argparse.Namespace) -> None:
         args.seed,
         max_bad_fraction=args.max_bad_fraction,
     )
-    trainer = train_semantic(
-        dataset, SemanticTokenizer(config), train_config_from_args(args), args.kmeans_clips
-    )
+    trainer = train_semantic(dataset, SemanticTokenizer(config), train_config, args.kmeans_clips)
     print(f"semantic tokenizer written to {trainer.model_dir}")

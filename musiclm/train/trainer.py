@@ -427,6 +427,7 @@ class Trainer:
         started = self._started = t0
         log_file = open(self.out_dir / "metrics.jsonl", "a") if acc.is_main_process else None
         validates = cfg.validate_every > 0 or cfg.validate_minutes is not None
+        first_step = self.step + 1
         last_validation = t0
         try:
             while self.step < cfg.max_steps:
@@ -438,7 +439,8 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update(self.unwrapped)
                 bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                first = self.step == first_step  # logged at once, so a new run shows a figure early
+                if first or self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     last = {k: float(v) / count for k, v in sums.items()}
                     elapsed = time.perf_counter() - t0
                     record = {"step": self.step, **last, "steps_per_s": count / max(elapsed, 1e-9)}
