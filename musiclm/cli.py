@@ -24,6 +24,7 @@ COMMAND_MODULES: list[str] = [
     "musiclm.mulan.commands",
     "musiclm.pipeline_commands",
     "musiclm.eval.commands",
+    "musiclm.train.commands",
 ]
 
 
@@ -48,7 +49,15 @@ def add_train_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
     g.add_argument("--grad-clip", type=float, default=base.grad_clip)
     g.add_argument("--ema-decay", type=float, default=base.ema_decay, help="0 disables the EMA")
     g.add_argument("--mixed-precision", default=base.mixed_precision, choices=["auto", "no", "bf16", "fp16"])
-    g.add_argument("--checkpoint-every", type=int, default=base.checkpoint_every)
+    g.add_argument(
+        "--checkpoint-every", type=int, default=base.checkpoint_every, help="steps between checkpoints"
+    )
+    g.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=base.checkpoint_minutes,
+        help="also checkpoint after this much wall time (0: by steps only)",
+    )
     g.add_argument(
         "--validate-every", type=int, default=base.validate_every, help="steps between validations (0: off)"
     )
@@ -84,6 +93,7 @@ def train_config_from_args(args: argparse.Namespace, **overrides):
         ema_decay=args.ema_decay or None,
         mixed_precision=args.mixed_precision,
         checkpoint_every=args.checkpoint_every,
+        checkpoint_minutes=args.checkpoint_minutes or None,
         validate_every=args.validate_every,
         validate_minutes=args.validate_minutes,
         log_every=args.log_every,

@@ -202,3 +202,19 @@ def test_train_and_encode_outputs_are_checked_first(capsys, tmp_path):
         capsys, ["codec", "encode", str(song), "-o", str(a_file / "codes.safetensors")], "is a file"
     )
     _one_line_error(capsys, ["codec", "encode", str(song), "-o", str(song)], "overwrite the input")
+
+
+def test_default_model_for_codec_encode_and_an_all_bad_folder(capsys, tmp_path):
+    song = tmp_path / "song.wav"
+    sf.write(song, 0.1 * np.sin(np.arange(SR) / 10), SR)
+    assert (
+        main(["codec", "encode", str(song), "-o", str(tmp_path / "c.safetensors"), "--model", "default"]) == 0
+    )
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.wav").write_bytes(b"RIFFnonsense")
+    _one_line_error(
+        capsys,
+        ["train", "codec", "--data", str(bad), "--out", str(tmp_path / "run"), "--no-progress"],
+        "a.wav",
+    )

@@ -171,3 +171,26 @@ def test_unusable_files_are_listed_and_a_mostly_bad_folder_refused(folder, capsy
     assert len(ds) == 2
     with pytest.raises(DataError, match="50% of the files are unusable"):
         training_dataset(str(folder), SR, 0.25, 0, 0, max_bad_fraction=0.2)
+
+
+def test_merge_and_summary_commands(folder, tmp_path, capsys):
+    from musiclm.cli import main
+
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(
+        manifest,
+        [ManifestEntry(str(folder / "a.wav"), caption="again"), ManifestEntry(str(folder / "b.flac"))],
+    )
+    csv_file = tmp_path / "c.csv"
+    csv_file.write_text(f"path,caption\n{folder / 'a.wav'},from csv\n")
+    out = tmp_path / "merged" / "all.jsonl"
+    assert main(["data", "merge", str(folder), str(manifest), str(csv_file), "-o", str(out)]) == 0
+    merged = read_manifest(out)
+    assert (
+        len(merged) == 4
+    )  # a, b, broken, tiny from the folder; the manifest's and csv's a and b repeat them
+    assert {e.caption for e in merged if e.id == "a"} == {"a calm sine tone"}
+    assert main(["data", "summary", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "2 usable clips" in text and "1 captioned" in text and "2 unusable" in text
+    assert "broken.wav" in text

@@ -204,3 +204,23 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert out["weights_equal_across_ranks"]
     log = _log(tmp_path)
     assert log[-1]["step"] == 40 and log[-1]["loss/main"] < log[0]["loss/main"]
+
+
+def test_checkpoints_by_wall_time_and_curves_png(tmp_path, monkeypatch, capsys):
+    from musiclm.cli import main
+
+    trainer = Trainer(
+        ToyTask(), ToyData(), _cfg(tmp_path, max_steps=12, checkpoint_every=1000, checkpoint_minutes=1e-9)
+    )
+    saved = []
+    real_save = trainer.save_checkpoint
+    monkeypatch.setattr(trainer, "save_checkpoint", lambda: (saved.append(trainer.step), real_save()))
+    trainer.fit()
+    assert saved == list(range(1, 13))  # every step took longer than the (tiny) wall-time period
+    log = _log(tmp_path)
+    assert log[0]["step"] == 1  # the first step is logged at once
+    assert main(["plot-metrics", str(tmp_path)]) == 0
+    png = tmp_path / "metrics.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "panels" in capsys.readouterr().out
+    assert main(["plot-metrics", str(tmp_path / "nothing-here")]) == 1

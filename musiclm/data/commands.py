@@ -61,6 +61,54 @@ def register(sub, train) -> None:
     r.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores, max 8)")
     r.set_defaults(func=_real)
 
+    m = data.add_parser(
+        "merge", help="merge audio folders, .jsonl manifests and .csv files into one manifest"
+    )
+    m.add_argument("sources", nargs="+", help="folders (captions in same-named .txt), .jsonl or .csv files")
+    m.add_argument("-o", "--output", required=True, help="the merged .jsonl manifest")
+    m.set_defaults(func=_merge)
+
+    u = data.add_parser("summary", help="hours, clips, captions and unusable files of a dataset")
+    u.add_argument("source", help="folder, .jsonl manifest or .csv")
+    u.set_defaults(func=_summary)
+
+
+def _merge(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from musiclm import checks
+    from musiclm.data.manifest import load_entries, write_manifest
+    from musiclm.errors import DataError
+
+    out = Path(args.output)
+    if out.suffix != ".jsonl":
+        raise DataError(f"{out}: the merged manifest must be a .jsonl file")
+    checks.not_same_file(out, args.sources)
+    checks.writable_file(out)
+    entries, seen = [], set()
+    for source in args.sources:
+        for e in load_entries(source):
+            key = (str(Path(e.path).resolve()), e.start, e.end)
+            if key not in seen:  # the same clip listed twice counts once
+                seen.add(key)
+                entries.append(e)
+    tmp = write_manifest(out.with_name(f".{out.name}.tmp"), entries)
+    tmp.replace(out)
+    captioned = sum(bool(e.caption) for e in entries)
+    print(f"{out}: {len(entries)} entries ({captioned} captioned) from {len(args.sources)} sources")
+
+
+def _summary(args: argparse.Namespace) -> None:
+    from musiclm.data.manifest import dataset_summary
+
+    summary = dataset_summary(args.source)
+    print(
+        f"{args.source}: {summary['clips']} usable clips, {summary['hours']:.2f} h, "
+        f"{summary['captioned']} captioned, {len(summary['skipped'])} unusable"
+    )
+    for path, why in summary["skipped"]:
+        print(f"  skipped {path}: {why}")
+
 
 def _real(args: argparse.Namespace) -> None:
     from musiclm.data.real import PACKAGES, RealCorpusConfig, build_real_corpus

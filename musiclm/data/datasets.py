@@ -60,7 +60,10 @@ class AudioCropDataset(Dataset):
             self.entries.append(entry)
             self.durations.append(end - start)
         if not self.entries:
-            raise AudioError(f"{source}: no usable audio ({len(self.report)} file(s) skipped)")
+            first = self.report[0][1] if self.report else "no entries"
+            raise AudioError(
+                f"{source}: no usable audio ({len(self.report)} file(s) skipped; first: {first})"
+            )
         self.audio: list[np.ndarray] | None = self._preload(progress) if preload else None
 
     def _preload(self, progress: bool) -> list[np.ndarray]:

@@ -165,3 +165,25 @@ def load_entries(source: str | Path | list[ManifestEntry]) -> list[ManifestEntry
     if not entries:
         raise DataError(f"{source}: no audio found")
     return entries
+
+
+def dataset_summary(source: str | Path | list[ManifestEntry], min_seconds: float = 0.1) -> dict:
+    """Usable clips, hours, captioned clips and the unusable files with the reason (headers only;
+    the training datasets' rule: readable and at least ``min_seconds`` long)."""
+    from musiclm.audio import audio_info
+    from musiclm.errors import AudioError
+
+    clips, seconds, captioned, skipped = 0, 0.0, 0, []
+    for e in load_entries(source):
+        try:
+            _, total = audio_info(e.path)
+        except AudioError as err:
+            skipped.append((e.path, str(err).removeprefix(f"{e.path}: ")))
+            continue
+        span = min(e.end, total) if e.end is not None else total
+        span -= e.start or 0.0
+        if span < min_seconds:
+            skipped.append((e.path, f"only {max(span, 0):.2f} s of audio"))
+            continue
+        clips, seconds, captioned = clips + 1, seconds + span, captioned + bool(e.caption)
+    return {"clips": clips, "hours": seconds / 3600, "captioned": captioned, "skipped": skipped}

@@ -70,6 +70,7 @@ class TrainConfig:
     ema_decay: float | None = 0.999
     mixed_precision: str = "auto"  # "auto" (bf16 on a GPU that has it, else fp32), "no", "bf16", "fp16"
     checkpoint_every: int = 500
+    checkpoint_minutes: float | None = 5.0  # also checkpoint after this much wall time (None: steps only)
     validate_every: int = 0  # steps between validations (0: only by minutes / at the end)
     validate_minutes: float | None = None  # wall time between validations
     log_every: int = 10
@@ -84,7 +85,7 @@ class TrainConfig:
         checks.positive_float(self.lr, "lr")
         for name, value in self.phase_lr.items():
             checks.positive_float(value, f"{name} learning rate")
-        for name in ("max_minutes", "validate_minutes"):
+        for name in ("max_minutes", "validate_minutes", "checkpoint_minutes"):
             if getattr(self, name) is not None:
                 checks.positive_float(getattr(self, name), name)
         if self.validate_every < 0 or self.warmup_steps < 0 or self.num_workers < 0:
@@ -276,6 +277,10 @@ class Trainer:
             save_file(_dedupe_shared(weights), str(tmp / TASK_WEIGHTS))
             torch.save(self._trainer_state(), tmp / TRAINER_STATE)
             (tmp / COMPLETE).write_text(f"{self.step}\n")
+            umask = os.umask(0)
+            os.umask(umask)
+            for f in tmp.iterdir():  # safetensors writes 0600
+                f.chmod(0o666 & ~umask)
             old = self.out_dir / "state.old"
             # a kill between any two of these steps leaves a complete state that resume() finds
             if self.state_dir.exists():
@@ -388,6 +393,15 @@ class Trainer:
             by_time = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
         return by_steps or by_time
 
+    def _checkpoint_due(self, last: float) -> bool:
+        """Wall-time checkpoints, agreed by every rank (a kill loses minutes, not thousands of steps)."""
+        minutes = self.config.checkpoint_minutes
+        due = minutes is not None and time.perf_counter() - last > 60 * minutes
+        if minutes is not None and self.accelerator.num_processes > 1:
+            flag = torch.tensor(float(due), device=self.accelerator.device)
+            due = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+        return due
+
     def _log(self, log_file, record: dict) -> None:
         if log_file is not None:
             log_file.write(json.dumps(record) + "\n")
@@ -428,6 +442,7 @@ class Trainer:
         log_file = open(self.out_dir / "metrics.jsonl", "a") if acc.is_main_process else None
         validates = cfg.validate_every > 0 or cfg.validate_minutes is not None
         first_step = self.step + 1
+        last_checkpoint = time.perf_counter()
         last_validation = t0
         try:
             while self.step < cfg.max_steps:
@@ -458,8 +473,9 @@ class Trainer:
                             f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
                         )
                     last_validation = time.perf_counter()
-                if self.step % cfg.checkpoint_every == 0 or final:
+                if self.step % cfg.checkpoint_every == 0 or final or self._checkpoint_due(last_checkpoint):
                     self.save_checkpoint()
+                    last_checkpoint = time.perf_counter()
                 if out_of_time:
                     acc.print(f"time budget of {cfg.max_minutes:g} min reached at step {self.step}")
                     break
