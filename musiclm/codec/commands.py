@@ -29,6 +29,12 @@ def register(sub, train) -> None:
     p.add_argument("--preload", action="store_true", help="decode the training audio into memory once")
     p.add_argument("--adversarial-start", type=int, default=2000, help="steps before the GAN losses start")
     p.add_argument("--waveform-l1", type=float, default=0.0, help="weight of an L1 loss on the waveform")
+    p.add_argument(
+        "--silence-prob",
+        type=float,
+        default=0.02,
+        help="share of crops replaced by silence (decode silence as silence)",
+    )
     p.add_argument("--disc-lr", type=float, default=None, help="discriminator learning rate (default: --lr)")
     # no weight EMA by default: averaged encoder weights would not match the EMA codebooks
     add_train_arguments(
@@ -119,6 +125,7 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.codec.soundstream import SoundStream
     from musiclm.codec.train import CodecLossConfig, CodecTask
     from musiclm.config import get_preset
+    from musiclm.errors import ConfigError
     from musiclm.train import Trainer
 
     phase_lr = {"discriminator": args.disc_lr} if args.disc_lr else {}
@@ -140,7 +147,13 @@ def _train(args: argparse.Namespace) -> None:
         preload=args.preload,
         max_bad_fraction=args.max_bad_fraction,
     )
-    losses = CodecLossConfig(adversarial_start=args.adversarial_start, waveform_l1_weight=args.waveform_l1)
+    if not 0 <= args.silence_prob < 1:
+        raise ConfigError(f"--silence-prob must lie in [0, 1), got {args.silence_prob}")
+    losses = CodecLossConfig(
+        adversarial_start=args.adversarial_start,
+        waveform_l1_weight=args.waveform_l1,
+        silence_prob=args.silence_prob,
+    )
     model = SoundStream(config)
     if args.init:
         init = load_model(args.init, kind="codec", expected_config=config)
