@@ -10,7 +10,7 @@ from pathlib import Path
 from musiclm.errors import MusicLMError, PromptError
 
 
-def check_prompts(prompts: list[str]) -> list[str]:
+def _check_prompts(prompts: list[str]) -> list[str]:
     from musiclm.mulan.text import check_prompts as check
 
     return check(prompts)
@@ -186,7 +186,7 @@ def _generate(args: argparse.Namespace) -> None:
         prompts += _read_prompts_file(Path(args.prompts))
     if not prompts:
         raise PromptError('give a prompt, e.g. musiclm generate "calm piano" -o out.wav, or --prompts FILE')
-    check_prompts(prompts)
+    _check_prompts(prompts)
     outputs = _outputs(args.output, len(prompts))
     _check_args(args, outputs, [args.melody, args.prompts])
     model = _load(args)
@@ -203,7 +203,7 @@ def _generate(args: argparse.Namespace) -> None:
 
 def _continue(args: argparse.Namespace) -> None:
     if args.prompt is not None:
-        check_prompts([args.prompt])
+        _check_prompts([args.prompt])
     outputs = _outputs(args.output, 1)
     _check_args(args, outputs, [args.audio])
     model = _load(args)
@@ -230,7 +230,7 @@ def _story(args: argparse.Namespace) -> None:
             segments.append((items[i], float(items[i + 1])))
         except ValueError:
             raise PromptError(f"{items[i + 1]!r} after {items[i]!r} is not a number of seconds") from None
-    check_prompts([p for p, _ in segments])
+    _check_prompts([p for p, _ in segments])
     outputs = _outputs(args.output, 1)
     _check_args(args, outputs)
     model = _load(args)

@@ -276,11 +276,11 @@ class Trainer:
             weights = {k: v.detach().contiguous().cpu() for k, v in self.unwrapped.state_dict().items()}
             save_file(_dedupe_shared(weights), str(tmp / TASK_WEIGHTS))
             torch.save(self._trainer_state(), tmp / TRAINER_STATE)
-            (tmp / COMPLETE).write_text(f"{self.step}\n")
             umask = os.umask(0)
             os.umask(umask)
             for f in tmp.iterdir():  # safetensors writes 0600
                 f.chmod(0o666 & ~umask)
+            (tmp / COMPLETE).write_text(f"{self.step}\n")
             old = self.out_dir / "state.old"
             # a kill between any two of these steps leaves a complete state that resume() finds
             if self.state_dir.exists():
@@ -336,6 +336,7 @@ class Trainer:
             ) from None
         self.step = int(state["step"])
         self.best = state.get("best")
+        self.resumed_from = where
         rng = state["rng"]
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
@@ -420,7 +421,7 @@ class Trainer:
                 (self.out_dir / "train_config.json").write_text(text)
             resumed = self.resume()
             if resumed:
-                acc.print(f"resumed from {self.state_dir} at step {self.step}")
+                acc.print(f"resumed from {self.resumed_from} at step {self.step}")
                 if acc.is_main_process:
                     self._truncate_metrics()
         except BaseException:
