@@ -24,9 +24,9 @@ import torch
 from musiclm.audio import load_audio, save_audio
 from musiclm.checkpoint import load_model
 from musiclm.codec.losses import mel_distance, si_sdr
-from musiclm.codec.quantization import codebook_perplexity
 from musiclm.data.manifest import load_entries
 from musiclm.errors import AudioError
+from musiclm.modules.quantization import codebook_perplexity
 from musiclm.pretrained import default_component
 
 

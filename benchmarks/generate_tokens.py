@@ -23,6 +23,7 @@ import types
 import torch
 
 from musiclm.config import get_preset
+from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.sampling import SamplingConfig
 from musiclm.lm.stages import CoarseStage, FineStage, SemanticStage, StageConfig
 
@@ -40,19 +41,20 @@ def ours(stage: str, batch: int, n_tokens: int, cfg) -> float:
     model = {"semantic": SemanticStage, "coarse": CoarseStage, "fine": FineStage}[stage](sc).eval()
     g = torch.Generator().manual_seed(0)
     mulan = torch.randint(0, sc.mulan_codebook, (batch, sc.mulan_quantizers))
+    cond = Conditioning.constant(mulan)
     s = SamplingConfig(temperature=1.0)
     if stage == "semantic":
-        run = lambda: model.generate(model.cond_ids(mulan), n_tokens, s, generator=g)  # noqa: E731
+        run = lambda: model.generate(cond, n_tokens, sampling=s, generator=g)  # noqa: E731
         made = n_tokens
     elif stage == "coarse":
         frames = max(2, n_tokens // sc.coarse_levels // 2 * 2)
         sem = torch.randint(0, sc.semantic_clusters, (batch, frames // 2))
-        run = lambda: model.generate(model.cond_ids(mulan), sem, s, generator=g)  # noqa: E731
+        run = lambda: model.generate(cond, frames, inputs=sem, sampling=s, generator=g)  # noqa: E731
         made = frames * sc.coarse_levels
     else:
         frames = max(1, n_tokens // sc.fine_levels)
         coarse = torch.randint(0, sc.codec_codebook, (batch, sc.coarse_levels, frames))
-        run = lambda: model.generate(coarse, s, generator=g)  # noqa: E731
+        run = lambda: model.generate(None, frames, inputs=coarse, sampling=s, generator=g)  # noqa: E731
         made = frames * sc.fine_levels
     with torch.inference_mode():
         run()  # warm-up
@@ -143,10 +145,12 @@ def main() -> None:
     sc = StageConfig.from_musiclm("semantic", cfg)
     sc.lm.window_seconds = 1e6
     model = SemanticStage(sc).eval()
-    cond = model.cond_ids(torch.zeros(1, sc.mulan_quantizers, dtype=torch.long))
+    cond = Conditioning.constant(torch.zeros(1, sc.mulan_quantizers, dtype=torch.long))
     stamps = []
     with torch.inference_mode():
-        model.generate(cond, 1000, SamplingConfig(), progress=lambda d, t: stamps.append(time.perf_counter()))
+        model.generate(
+            cond, 1000, sampling=SamplingConfig(), progress=lambda d, t: stamps.append(time.perf_counter())
+        )
     for lo, hi in ((0, 100), (200, 300), (450, 550), (900, 1000)):
         print(
             f"  tokens {lo:>4}-{hi:<4}: {1000 * (stamps[hi - 1] - stamps[lo]) / (hi - lo - 1):.2f} ms/token"

@@ -15,8 +15,8 @@ import time
 import numpy as np
 import torch
 
+from musiclm.audio import chroma_cosine_similarity
 from musiclm.data.manifest import read_manifest
-from musiclm.melody.chroma import chroma_cosine_similarity
 from musiclm.pipeline import MusicLM
 
 

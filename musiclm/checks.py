@@ -13,6 +13,8 @@ from pathlib import Path
 from musiclm.errors import ConfigError, MusicLMError, PromptError
 
 MAX_SEED = 2**64 - 1
+MAX_SECONDS = 300.0  # the paper generates up to 5 minutes
+MAX_PROMPT_CHARS = 2000
 
 
 def positive_int(value, what: str, error: type[MusicLMError] = ConfigError) -> int:
@@ -120,3 +122,58 @@ def not_same_file(output: str | Path, inputs: list[str | Path | None]) -> None:
         src = Path(i).resolve()
         if src in (out, out.with_suffix(".json"), out.with_suffix(".png")):
             raise MusicLMError(f"{output}: the output would overwrite the input {i}")
+
+
+def prompts(texts) -> list[str]:
+    """A list of non-empty strings of at most ``MAX_PROMPT_CHARS``, stripped (a UTF-8 BOM too)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, (list, tuple)) or not texts:
+        raise PromptError(f"prompts must be a non-empty list of strings, got {type(texts).__name__}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise PromptError(f"prompt {i} is a {type(t).__name__}, not a string")
+        if not t.strip():
+            raise PromptError(f"prompt {i} is empty")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes arrive from argv as lone surrogates
+            raise PromptError(f"prompt {i} is not valid UTF-8 text") from None
+        if len(t) > MAX_PROMPT_CHARS:
+            raise PromptError(f"prompt {i} has {len(t)} characters; the limit is {MAX_PROMPT_CHARS}")
+    return [t.strip().lstrip("\ufeff").strip() for t in texts]
+
+
+def seconds(value, what: str = "seconds") -> float:
+    """A duration in (0, ``MAX_SECONDS``]."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise PromptError(f"{what} must be a positive number, got {value!r}")
+    if value > MAX_SECONDS:
+        raise PromptError(f"{what} = {value:g} is beyond the limit of {MAX_SECONDS:g} s")
+    return float(value)
+
+
+def candidates(value) -> int:
+    return positive_int(value, "candidates", PromptError)
+
+
+def available_memory(device) -> int:
+    """Bytes free on ``device``: free GPU memory, or the memory the OS has available."""
+    import os
+
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

@@ -1,24 +1,18 @@
 """MusicLM: text -> semantic -> coarse -> fine tokens -> audio, with MuLaN reranking (paper 3, 6).
 
-A bundle is a directory of component checkpoints plus ``musiclm.json`` naming them::
-
-    musiclm.json   {"name", "components": {"codec": "codec", "semantic": "semantic", ...}}
-    codec/ semantic/ mulan/ [melody/] semantic_lm/ coarse_lm/ fine_lm/
-
-:meth:`MusicLM.generate` samples ``candidates`` continuations per prompt in one batch and returns
-the one whose MuLaN audio embedding is closest to the prompt's text embedding (the paper's
-reranking); :meth:`MusicLM.continue_audio` uses the tokens of an audio prompt as prefix;
-:meth:`MusicLM.story` changes the text conditioning every segment while the semantic prefix
-carries on. Every check that can fail runs before any sampling starts.
+:meth:`MusicLM.generate` samples ``candidates`` pieces per prompt in one batch and returns the one
+whose MuLaN audio embedding is closest to the prompt's text embedding (the paper's reranking);
+:meth:`MusicLM.continue_audio` uses the tokens of an audio prompt as prefix; :meth:`MusicLM.story`
+changes the text conditioning at each segment boundary. All three describe their request as a
+:class:`~musiclm.lm.conditioning.Conditioning` value (and prompt tokens) and run the same three
+sliding stage loops (:meth:`MusicLM.sample_tokens`). Every check that can fail runs before any
+sampling starts. The bundle format (loading, compatibility) is :mod:`musiclm.bundle`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,42 +22,13 @@ from tqdm import tqdm
 
 from musiclm import checks
 from musiclm.audio import audio_info, check_waveform, load_audio
-from musiclm.checkpoint import load_model
-from musiclm.errors import AudioError, CheckpointError, PromptError
+from musiclm.bundle import COMPONENTS, check_compatible, load_bundle
+from musiclm.errors import AudioError, PromptError
+from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.sampling import SamplingConfig
-from musiclm.lm.stages import NULL, CoarseStage, FineStage, SemanticStage, StageLM
-from musiclm.mulan.text import check_prompts
+from musiclm.lm.stages import CoarseStage, FineStage, SemanticStage
 
-BUNDLE_FILE = "musiclm.json"
-# bundle component -> checkpoint kind
-COMPONENT_KINDS = {
-    "codec": "codec",
-    "semantic": "semantic",
-    "mulan": "mulan",
-    "melody": "melody",
-    "semantic_lm": "semantic_lm",
-    "coarse_lm": "coarse_lm",
-    "fine_lm": "fine_lm",
-}
-OPTIONAL_COMPONENTS = {"melody"}
 DECODE_BATCH = 8  # candidates decoded at once
-
-
-def available_memory(device: torch.device) -> int:
-    """Bytes free for a generation on ``device``: free GPU memory, or the memory the OS has available."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-
-
-MAX_SECONDS = 300.0  # the paper generates up to 5 minutes
-MAX_PROMPT_CHARS = 2000
 STAGE_NAMES = ("semantic", "coarse", "fine")
 
 
@@ -82,53 +47,6 @@ class Generation:
     segment_starts: list[float] = field(default_factory=list)  # story mode: where each prompt takes over (s)
 
 
-def make_bundle(
-    out: str | Path, components: dict[str, str | Path], name: str = "musiclm", half: bool = False
-) -> Path:
-    """Copy component checkpoint directories into a bundle at ``out`` and write ``musiclm.json``.
-    The components are loaded together first, so an incompatible set is refused. ``half`` stores
-    floating-point weights as float16 (half the size; they load back into float32 models)."""
-    missing = sorted(set(COMPONENT_KINDS) - OPTIONAL_COMPONENTS - set(components))
-    if missing:
-        raise CheckpointError(f"a bundle needs {', '.join(missing)}")
-    MusicLM({k: load_model(v, kind=COMPONENT_KINDS[k]) for k, v in components.items()}, name=name)
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for key, src in components.items():
-        shutil.copytree(src, tmp / key, ignore=shutil.ignore_patterns("*.tmp"))
-        if half:
-            from safetensors.torch import load_file, save_file
-
-            weights = tmp / key / "model.safetensors"
-            state = load_file(str(weights))
-            save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(weights))
-    (tmp / BUNDLE_FILE).write_text(
-        json.dumps({"name": name, "components": {k: k for k in components}}, indent=2) + "\n"
-    )
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
-
-
-def resolve_bundle(name_or_path: str | Path) -> Path:
-    """A bundle directory from a path or the name of a shipped bundle (``default``)."""
-    from musiclm.pretrained import default_bundle, shipped_bundles
-
-    path = Path(name_or_path)
-    if (path / BUNDLE_FILE).is_file():
-        return path
-    if str(name_or_path) in ("default", *shipped_bundles()):
-        return default_bundle(str(name_or_path))
-    if path.exists():
-        raise CheckpointError(f"{path}: not a MusicLM bundle (no {BUNDLE_FILE})")
-    raise CheckpointError(
-        f"unknown model {str(name_or_path)!r}: give a bundle directory or one of "
-        f"{', '.join(['default', *shipped_bundles()])}"
-    )
-
-
 class MusicLM:
     """The whole text-to-music model. Build with :meth:`from_pretrained` or from loaded components."""
 
@@ -143,40 +61,17 @@ class MusicLM:
         self.fine_lm: FineStage = components["fine_lm"]
         for module in self.modules().values():
             module.eval()
-        self.check_compatible()
-
-    # ------------------------------------------------------------------ loading
+        check_compatible(self.modules(), name)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "default", device: str | torch.device | None = None):
         """Load a bundle directory (or a shipped bundle by name) onto ``device`` (default: GPU if any)."""
-        root = resolve_bundle(name_or_path)
-        try:
-            meta = json.loads((root / BUNDLE_FILE).read_text())
-            names = meta["components"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{root / BUNDLE_FILE}: invalid bundle file ({e})") from None
-        unknown = sorted(set(names) - set(COMPONENT_KINDS))
-        if unknown:
-            raise CheckpointError(f"{root / BUNDLE_FILE}: unknown components {unknown}")
-        missing = sorted(set(COMPONENT_KINDS) - OPTIONAL_COMPONENTS - set(names))
-        if missing:
-            raise CheckpointError(f"{root}: bundle lacks {', '.join(missing)}")
-        components = {k: load_model(root / v, kind=COMPONENT_KINDS[k]) for k, v in names.items()}
-        model = cls(components, name=meta.get("name", root.name))
-        return model.to(checks.device(device))
+        name, components = load_bundle(name_or_path)
+        return cls(components, name=name).to(checks.device(device))
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        found = {
-            "codec": self.codec,
-            "semantic": self.semantic,
-            "mulan": self.mulan,
-            "melody": self.melody,
-            "semantic_lm": self.semantic_lm,
-            "coarse_lm": self.coarse_lm,
-            "fine_lm": self.fine_lm,
-        }
-        return {k: v for k, v in found.items() if v is not None}
+        """The loaded components by bundle name."""
+        return {k: m for k in COMPONENTS if (m := getattr(self, k)) is not None}
 
     def to(self, device: str | torch.device) -> MusicLM:
         for module in self.modules().values():
@@ -194,47 +89,6 @@ class MusicLM:
     @property
     def has_melody(self) -> bool:
         return self.melody is not None and self.semantic_lm.config.melody_quantizers > 0
-
-    def check_compatible(self) -> None:
-        """Refuse, in one line, components that were not made for each other."""
-        sem, coarse, fine = self.semantic_lm.config, self.coarse_lm.config, self.fine_lm.config
-        problems = []
-
-        def expect(what: str, got, want) -> None:
-            if got != want:
-                problems.append(f"{what} is {got}, expected {want}")
-
-        expect("coarse LM codec levels", coarse.codec_levels, self.codec.num_quantizers)
-        expect("fine LM codec levels", fine.codec_levels, self.codec.num_quantizers)
-        expect("coarse LM coarse levels", coarse.coarse_levels, fine.coarse_levels)
-        codebook = getattr(getattr(self.codec, "config", None), "codebook_size", None)
-        if codebook is not None:
-            expect("coarse LM codec codebook", coarse.codec_codebook, codebook)
-            expect("fine LM codec codebook", fine.codec_codebook, codebook)
-        expect("coarse LM frame rate", round(coarse.frame_rate, 3), round(self.codec.frame_rate, 3))
-        clusters = self.semantic.config.num_clusters
-        expect("semantic LM vocabulary", sem.semantic_clusters, clusters)
-        expect("coarse LM semantic vocabulary", coarse.semantic_clusters, clusters)
-        expect("semantic LM token rate", round(sem.semantic_rate, 3), round(self.semantic.frame_rate, 3))
-        expect("coarse LM semantic rate", round(coarse.semantic_rate, 3), round(self.semantic.frame_rate, 3))
-        for stage, cfg in (("semantic", sem), ("coarse", coarse)):
-            expect(f"{stage} LM MuLaN tokens", cfg.mulan_quantizers, self.mulan.config.num_quantizers)
-            expect(f"{stage} LM MuLaN codebook", cfg.mulan_codebook, self.mulan.config.codebook_size)
-            if cfg.melody_quantizers:
-                if self.melody is None:
-                    problems.append(
-                        f"the {stage} LM is melody-conditioned but the bundle has no melody model"
-                    )
-                else:
-                    expect(
-                        f"{stage} LM melody tokens", cfg.melody_quantizers, self.melody.config.num_quantizers
-                    )
-                    expect(
-                        f"{stage} LM melody codebook", cfg.melody_codebook, self.melody.config.codebook_size
-                    )
-                    expect(f"{stage} LM melody hop", cfg.melody_hop_seconds, self.melody.config.hop_seconds)
-        if problems:
-            raise CheckpointError(f"{self.name}: components do not fit together: " + "; ".join(problems[:4]))
 
     # ------------------------------------------------------------------ conditioning
 
@@ -257,7 +111,7 @@ class MusicLM:
         if isinstance(audio, (str, Path)):
             try:
                 wav, _ = load_audio(
-                    audio, target_rate, min_seconds=0.5, max_seconds=MAX_SECONDS, allow_silent=False
+                    audio, target_rate, min_seconds=0.5, max_seconds=checks.MAX_SECONDS, allow_silent=False
                 )
             except AudioError as e:
                 raise AudioError(f"{what}: {e}") from None
@@ -269,19 +123,7 @@ class MusicLM:
         # the same checks as a file gets from load_audio, messages prefixed with ``what``
         return check_waveform(audio, sample_rate, target_rate, name=what, min_seconds=0.5, allow_silent=False)
 
-    def _cond(
-        self, stage: StageLM, mulan: torch.Tensor, melody: torch.Tensor | None, unconditional: bool = False
-    ):
-        """Conditioning ids of ``stage`` for ``[B, Mq]`` MuLaN tokens: a tensor, or with a melody
-        ``[B, W_total, Qm]`` a function of the window start (the melody moves with the music).
-        ``unconditional`` gives all-NULL ids (the dropped conditioning of training)."""
-        if unconditional:
-            return torch.full_like(stage.cond_ids(mulan), NULL)
-        if melody is None or stage.config.melody_quantizers == 0:
-            return stage.cond_ids(mulan)
-        return lambda seconds: stage.cond_ids(mulan, stage.melody_at(melody, seconds))
-
-    # ------------------------------------------------------------------ sampling
+    # ------------------------------------------------------------------ checks before any work
 
     def sampling_configs(
         self,
@@ -306,14 +148,6 @@ class MusicLM:
             )
         return out
 
-    @staticmethod
-    def check_seconds(seconds: float, what: str = "seconds") -> float:
-        if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
-            raise PromptError(f"{what} must be a positive number, got {seconds!r}")
-        if seconds > MAX_SECONDS:
-            raise PromptError(f"{what} = {seconds:g} is beyond the limit of {MAX_SECONDS:g} s")
-        return float(seconds)
-
     def estimate_memory(self, batch: int, seconds: float, guidance: float = 1.0) -> int:
         """Bytes a request of ``batch`` samples (prompts x candidates) of ``seconds`` needs at its peak,
         from the model's sizes: the largest stage's KV cache and prefill activations for the whole
@@ -333,7 +167,7 @@ class MusicLM:
         """Refuse a request whose estimate exceeds ``max_memory_gb`` (default: the memory free now)."""
         need = self.estimate_memory(batch, seconds, guidance)
         if max_memory_gb is None:
-            limit = available_memory(self.device)
+            limit = checks.available_memory(self.device)
         else:
             limit = int(checks.positive_float(max_memory_gb, "max_memory_gb", PromptError) * 2**30)
         if need > limit:
@@ -342,19 +176,17 @@ class MusicLM:
                 f"{limit / 2**30:.1f} GB are available: lower --candidates or --seconds (or raise --max-memory-gb)"
             )
 
-    @staticmethod
-    def check_candidates(candidates: int) -> int:
-        if not isinstance(candidates, int) or candidates < 1:
-            raise PromptError(f"candidates must be a positive integer, got {candidates!r}")
-        return candidates
+    def _check_request(
+        self, *, candidates, seed, temperatures, top_k, top_p, guidance, seconds, max_memory_gb, prompts=1
+    ) -> dict[str, SamplingConfig]:
+        """The checks every request shares; returns the per-stage sampling configs."""
+        checks.candidates(candidates)
+        checks.seed(seed)
+        sampling = self.sampling_configs(temperatures, top_k, top_p, guidance)
+        self.check_memory(prompts * candidates, seconds, guidance, max_memory_gb)
+        return sampling
 
-    @staticmethod
-    def _check_prompts(prompts) -> list[str]:
-        prompts = check_prompts(prompts)
-        for i, p in enumerate(prompts):
-            if len(p) > MAX_PROMPT_CHARS:
-                raise PromptError(f"prompt {i} has {len(p)} characters; the limit is {MAX_PROMPT_CHARS}")
-        return prompts
+    # ------------------------------------------------------------------ sampling
 
     @staticmethod
     @contextlib.contextmanager
@@ -374,63 +206,55 @@ class MusicLM:
         finally:
             bar.close()
 
-    def _run_stages(
+    def sample_tokens(
         self,
-        mulan: torch.Tensor,
-        melody: torch.Tensor | None,
+        cond: Conditioning,
         semantic_tokens: int,
+        *,
         sampling: dict[str, SamplingConfig],
         generator: torch.Generator,
-        progress: bool,
         prompt: dict[str, torch.Tensor] | None = None,
+        progress: bool = True,
         timings: dict[str, float] | None = None,
-        unconditional: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """Semantic, coarse and fine tokens for a batch; ``prompt`` (semantic [B, S0], codes
-        [B, Q, 2*S0]) is continued. Returns the full sequences, prompt included."""
+        """Semantic, coarse and fine tokens of ``semantic_tokens`` new semantic steps for a batch;
+        ``prompt`` (semantic ``[B, S0]``, codes ``[B, Q, 2 * S0]``) is continued. Returns the whole
+        sequences, prompt included."""
         timings = timings if timings is not None else {}
         prompt = prompt or {}
         lc = self.coarse_lm.config.coarse_levels
-        sem_prompt, codes_prompt = prompt.get("semantic"), prompt.get("codes")
-
-        t0 = time.perf_counter()
-        with self._progress("semantic", progress) as update:
-            new_sem = self.semantic_lm.generate(
-                self._cond(self.semantic_lm, mulan, melody, unconditional),
-                semantic_tokens,
-                sampling["semantic"],
-                prompt=sem_prompt,
-                generator=generator,
-                progress=update,
-            )
-        semantic = new_sem if sem_prompt is None else torch.cat([sem_prompt, new_sem], dim=1)
-        timings["semantic"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        with self._progress("coarse", progress) as update:
-            new_coarse = self.coarse_lm.generate(
-                self._cond(self.coarse_lm, mulan, melody, unconditional),
-                semantic,
-                sampling["coarse"],
-                prompt=None if codes_prompt is None else codes_prompt[:, :lc],
-                generator=generator,
-                progress=update,
-            )
-        coarse = new_coarse if codes_prompt is None else torch.cat([codes_prompt[:, :lc], new_coarse], dim=-1)
-        timings["coarse"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        with self._progress("fine", progress) as update:
-            new_fine = self.fine_lm.generate(
-                coarse,
-                sampling["fine"],
-                prompt=None if codes_prompt is None else codes_prompt[:, lc:],
-                generator=generator,
-                progress=update,
-            )
-        fine = new_fine if codes_prompt is None else torch.cat([codes_prompt[:, lc:], new_fine], dim=-1)
-        timings["fine"] = time.perf_counter() - t0
-        return {"semantic": semantic, "coarse": coarse, "fine": fine}
+        codes = prompt.get("codes")
+        given = {
+            "semantic": prompt.get("semantic"),
+            "coarse": None if codes is None else codes[:, :lc],
+            "fine": None if codes is None else codes[:, lc:],
+        }
+        out: dict[str, torch.Tensor] = {}
+        for name, stage in (
+            ("semantic", self.semantic_lm),
+            ("coarse", self.coarse_lm),
+            ("fine", self.fine_lm),
+        ):
+            t0 = time.perf_counter()
+            before = 0 if given[name] is None else given[name].shape[-1]
+            if name == "semantic":
+                inputs, length = None, semantic_tokens
+            else:  # two codec frames per semantic token
+                inputs = out["semantic"] if name == "coarse" else out["coarse"]
+                length = 2 * out["semantic"].shape[-1] - before
+            with self._progress(name, progress) as update:
+                new = stage.generate(
+                    cond if stage.conditioned else None,
+                    length,
+                    inputs=inputs,
+                    prompt=given[name],
+                    sampling=sampling[name],
+                    generator=generator,
+                    progress=update,
+                )
+            out[name] = new if given[name] is None else torch.cat([given[name], new], dim=-1)
+            timings[name] = time.perf_counter() - t0
+        return out
 
     def decode(
         self, coarse: torch.Tensor, fine: torch.Tensor, num_samples: int | None = None
@@ -450,61 +274,12 @@ class MusicLM:
             emb = self.mulan.embed_audio(audio.reshape(p * n, -1), self.sample_rate).reshape(p, n, -1)
         return torch.einsum("pd,pnd->pn", text, emb)
 
-    # ------------------------------------------------------------------ public API
-
-    @torch.no_grad()
-    def generate(
-        self,
-        prompts: str | list[str],
-        seconds: float = 10.0,
-        candidates: int = 4,
-        seed: int = 0,
-        temperatures: dict[str, float] | tuple[float, float, float] | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        guidance: float = 1.0,
-        melody: str | Path | torch.Tensor | None = None,
-        melody_sample_rate: int | None = None,
-        progress: bool = True,
-        unconditional: bool = False,
-        max_memory_gb: float | None = None,
+    def _finish(
+        self, tokens, *, prompts, num_samples, candidates, cond_tokens, timings, start, scorer=None
     ) -> Generation:
-        """Music for each prompt: ``candidates`` samples in one batch, the best by MuLaN score returned.
-
-        ``seed`` fixes every sample; ``melody`` (file or waveform) conditions on a hummed or played tune.
-        ``unconditional`` ignores the prompts while sampling (an evaluation baseline; they still rank).
-        """
-        prompts = self._check_prompts(prompts)
-        seconds = self.check_seconds(seconds)
-        self.check_candidates(candidates)
-        checks.seed(seed)
-        sampling = self.sampling_configs(temperatures, top_k, top_p, guidance)
-        self.check_memory(len(prompts) * candidates, seconds, guidance, max_memory_gb)
-        melody_tokens = None if melody is None else self.melody_tokens(melody, melody_sample_rate)
-        timings: dict[str, float] = {}
-        start = time.perf_counter()
-        p, n = len(prompts), candidates
-        mulan = self.text_tokens(prompts).repeat_interleave(n, dim=0)  # [P*N, Mq]
-        if melody_tokens is not None:
-            melody_tokens = melody_tokens.expand(p * n, -1, -1)
-        timings["conditioning"] = time.perf_counter() - start
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        n_sem = max(1, round(seconds * self.semantic_lm.config.semantic_rate))
-        tokens = self._run_stages(
-            mulan,
-            melody_tokens,
-            n_sem,
-            sampling,
-            generator,
-            progress,
-            timings=timings,
-            unconditional=unconditional,
-        )
-        return self._finish(prompts, tokens, round(seconds * self.sample_rate), p, n, mulan, timings, start)
-
-    def _finish(self, prompts, tokens, num_samples, p, n, mulan, timings, start, scorer=None) -> Generation:
         """Decode every candidate once, score them (``scorer(audio [P, N, T]) -> [P, N]``, by default
         the MuLaN similarity to ``prompts``) and pick the best of each prompt."""
+        p, n = len(prompts), candidates
         t0 = time.perf_counter()
         audio = self.decode(tokens["coarse"], tokens["fine"], num_samples)
         timings["decode"] = time.perf_counter() - t0
@@ -523,9 +298,63 @@ class MusicLM:
             chosen=chosen.cpu(),
             candidates=audio.cpu(),
             tokens={k: pick(v).cpu() for k, v in tokens.items()},
-            cond_tokens=mulan.reshape(p, n, -1)[:, 0].cpu(),
+            cond_tokens=cond_tokens.cpu(),
             timings=timings,
         )
+
+    def _semantic_steps(self, seconds: float) -> int:
+        return max(1, round(seconds * self.semantic_lm.config.semantic_rate))
+
+    # ------------------------------------------------------------------ public API
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: str | list[str],
+        seconds: float = 10.0,
+        candidates: int = 4,
+        *,
+        seed: int = 0,
+        temperatures: dict[str, float] | tuple[float, float, float] | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        guidance: float = 1.0,
+        melody: str | Path | torch.Tensor | None = None,
+        melody_sample_rate: int | None = None,
+        progress: bool = True,
+        unconditional: bool = False,
+        max_memory_gb: float | None = None,
+    ) -> Generation:
+        """Music for each prompt: ``candidates`` samples in one batch, the best by MuLaN score returned.
+
+        ``seed`` fixes every sample; ``melody`` (file or waveform) conditions on a hummed or played tune.
+        ``unconditional`` ignores the prompts while sampling (an evaluation baseline; they still rank).
+        """
+        prompts = checks.prompts(prompts)
+        seconds = checks.seconds(seconds)
+        sampling = self._check_request(
+            candidates=candidates, prompts=len(prompts), seed=seed, temperatures=temperatures, top_k=top_k,
+            top_p=top_p, guidance=guidance, seconds=seconds, max_memory_gb=max_memory_gb,
+        )  # fmt: skip
+        start = time.perf_counter()
+        melody_tokens = None if melody is None else self.melody_tokens(melody, melody_sample_rate)
+        mulan = self.text_tokens(prompts)  # [P, Mq]
+        if melody_tokens is not None:
+            melody_tokens = melody_tokens.expand(len(prompts), -1, -1)
+        cond = Conditioning.constant(mulan, melody_tokens, unconditional=unconditional)
+        timings = {"conditioning": time.perf_counter() - start}
+        tokens = self.sample_tokens(
+            cond.repeat_interleave(candidates),
+            self._semantic_steps(seconds),
+            sampling=sampling,
+            generator=torch.Generator(device=self.device).manual_seed(seed),
+            progress=progress,
+            timings=timings,
+        )
+        return self._finish(
+            tokens, prompts=prompts, num_samples=round(seconds * self.sample_rate), candidates=candidates,
+            cond_tokens=mulan, timings=timings, start=start,
+        )  # fmt: skip
 
     def tokenize_audio(self, audio, sample_rate: int | None = None) -> dict[str, torch.Tensor]:
         """Semantic ``[1, S]`` and codec ``[1, Q, 2S]`` tokens of an audio prompt (aligned, even frames)."""
@@ -549,6 +378,7 @@ class MusicLM:
         audio: str | Path | torch.Tensor,
         prompt: str | None = None,
         seconds: float = 10.0,
+        *,
         sample_rate: int | None = None,
         candidates: int = 1,
         seed: int = 0,
@@ -562,15 +392,15 @@ class MusicLM:
         """Continue an audio prompt by ``seconds``: its semantic and acoustic tokens are the prefix of
         every stage. Conditioned on ``prompt`` text, or without one on the prompt audio's own MuLaN
         tokens (M_A). The returned audio is the whole piece, prompt (re-synthesised) included."""
-        seconds = self.check_seconds(seconds)
-        self.check_candidates(candidates)
-        prompts = self._check_prompts([prompt]) if prompt is not None else None
-        checks.seed(seed)
-        sampling = self.sampling_configs(temperatures, top_k, top_p, guidance)
+        seconds = checks.seconds(seconds)
+        prompts = checks.prompts([prompt]) if prompt is not None else None
         given_seconds = audio.shape[-1] / (sample_rate or self.sample_rate) if torch.is_tensor(audio) else 0.0
         if not torch.is_tensor(audio):
             given_seconds = audio_info(audio)[1]
-        self.check_memory(candidates, given_seconds + seconds, guidance, max_memory_gb)
+        sampling = self._check_request(
+            candidates=candidates, seed=seed, temperatures=temperatures, top_k=top_k, top_p=top_p,
+            guidance=guidance, seconds=given_seconds + seconds, max_memory_gb=max_memory_gb,
+        )  # fmt: skip
         start = time.perf_counter()
         given = self.tokenize_audio(audio, sample_rate)
         n = candidates
@@ -578,13 +408,16 @@ class MusicLM:
             mulan = self.text_tokens(prompts)
         else:
             mulan = self.mulan.tokens_from_audio(given["audio"][None].to(self.device), self.sample_rate)
-        mulan = mulan.repeat_interleave(n, dim=0)
-        prefix = {k: given[k].repeat_interleave(n, dim=0) for k in ("semantic", "codes")}
         timings = {"conditioning": time.perf_counter() - start}
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        n_sem = max(1, round(seconds * self.semantic_lm.config.semantic_rate))
-        tokens = self._run_stages(mulan, None, n_sem, sampling, generator, progress, prefix, timings)
-        total = tokens["coarse"].shape[-1] * self.codec.hop_length
+        tokens = self.sample_tokens(
+            Conditioning.constant(mulan).repeat_interleave(n),
+            self._semantic_steps(seconds),
+            sampling=sampling,
+            generator=torch.Generator(device=self.device).manual_seed(seed),
+            prompt={k: given[k].repeat_interleave(n, dim=0) for k in ("semantic", "codes")},
+            progress=progress,
+            timings=timings,
+        )
         scorer = None
         if prompts is None:  # no text: rank by similarity to the prompt audio itself
             ref = self.mulan.embed_audio(given["audio"][None].to(self.device), self.sample_rate)
@@ -592,13 +425,17 @@ class MusicLM:
             def scorer(audio: torch.Tensor) -> torch.Tensor:
                 return (self.mulan.embed_audio(audio[0], self.sample_rate) @ ref.T).reshape(1, n)
 
-        return self._finish(prompts or ["music"], tokens, total, 1, n, mulan, timings, start, scorer)
+        return self._finish(
+            tokens, prompts=prompts or ["music"], num_samples=tokens["coarse"].shape[-1] * self.codec.hop_length,
+            candidates=n, cond_tokens=mulan, timings=timings, start=start, scorer=scorer,
+        )  # fmt: skip
 
     @torch.no_grad()
     def story(
         self,
         segments: list[tuple[str, float]],
         candidates: int = 1,
+        *,
         seed: int = 0,
         temperatures=None,
         top_k: int | None = None,
@@ -612,64 +449,29 @@ class MusicLM:
         Candidates are ranked by the mean MuLaN score of each segment against its own prompt."""
         if not segments:
             raise PromptError("story mode needs at least one (prompt, seconds) segment")
-        prompts = self._check_prompts([s[0] for s in segments])
-        lengths = [self.check_seconds(float(s[1]), f"segment {i} seconds") for i, s in enumerate(segments)]
-        if sum(lengths) > MAX_SECONDS:
-            raise PromptError(f"story of {sum(lengths):g} s is beyond the limit of {MAX_SECONDS:g} s")
-        checks.seed(seed)
-        sampling = self.sampling_configs(temperatures, top_k, top_p, guidance)
-        self.check_memory(candidates, sum(lengths), guidance, max_memory_gb)
+        prompts = checks.prompts([s[0] for s in segments])
+        lengths = [checks.seconds(float(s[1]), f"segment {i} seconds") for i, s in enumerate(segments)]
+        total = checks.seconds(sum(lengths), "the story's length")
+        sampling = self._check_request(
+            candidates=candidates, seed=seed, temperatures=temperatures, top_k=top_k, top_p=top_p,
+            guidance=guidance, seconds=total, max_memory_gb=max_memory_gb,
+        )  # fmt: skip
         start = time.perf_counter()
         n = candidates
-        mulan_all = self.text_tokens(prompts)  # [K, Mq]
+        mulan = self.text_tokens(prompts)  # [K, Mq]
+        starts = tuple(sum(lengths[:k]) for k in range(len(lengths)))
+        cond = Conditioning(mulan[None], starts).repeat_interleave(n)
+        timings = {"conditioning": time.perf_counter() - start}
+        tokens = self.sample_tokens(
+            cond,
+            self._semantic_steps(total),
+            sampling=sampling,
+            generator=torch.Generator(device=self.device).manual_seed(seed),
+            progress=progress,
+            timings=timings,
+        )
         rate = self.semantic_lm.config.semantic_rate
-        ends = [round(sum(lengths[: k + 1]) * rate) for k in range(len(lengths))]
-        bounds = [0, *ends]
-
-        def segment_cond(stage: StageLM) -> list[torch.Tensor]:
-            return [stage.cond_ids(mulan_all[k : k + 1]).expand(n, -1) for k in range(len(prompts))]
-
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        timings: dict[str, float] = {"conditioning": time.perf_counter() - start}
-        # semantic: one call per segment, the previous tokens as prompt (the prefix carries on)
-        t0 = time.perf_counter()
-        semantic = None
-        sem_ids = segment_cond(self.semantic_lm)
-        half = self.semantic_lm.window_tokens // 2
-        with self._progress("semantic", progress) as update:
-            for k in range(len(prompts)):
-                context = None if semantic is None else semantic[:, -half:]
-                new = self.semantic_lm.generate(
-                    sem_ids[k], bounds[k + 1] - bounds[k], sampling["semantic"], context, generator, update
-                )
-                semantic = new if semantic is None else torch.cat([semantic, new], dim=1)
-        timings["semantic"] = time.perf_counter() - t0
-        # coarse: likewise, segment by segment, each with its own MuLaN tokens
-        t0 = time.perf_counter()
-        coarse_ids = segment_cond(self.coarse_lm)
-        ctx = self.coarse_lm.window_frames() // 2 // 2 * 2
-        coarse = None
-        with self._progress("coarse", progress) as update:
-            for k in range(len(prompts)):
-                have = 0 if coarse is None else coarse.shape[-1]
-                c = min(have, ctx)
-                sem = semantic[:, (have - c) // 2 : bounds[k + 1]]
-                new = self.coarse_lm.generate(
-                    coarse_ids[k],
-                    sem,
-                    sampling["coarse"],
-                    None if coarse is None else coarse[..., have - c :],
-                    generator,
-                    update,
-                )
-                coarse = new if coarse is None else torch.cat([coarse, new], dim=-1)
-        timings["coarse"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        with self._progress("fine", progress) as update:
-            fine = self.fine_lm.generate(coarse, sampling["fine"], generator=generator, progress=update)
-        timings["fine"] = time.perf_counter() - t0
-        tokens = {"semantic": semantic, "coarse": coarse, "fine": fine}
-        total = round(sum(lengths) * self.sample_rate)
+        bounds = [*cond.bounds(rate), tokens["semantic"].shape[-1]]
         text = self.mulan.embed_text(prompts).to(self.device)  # [K, D]
 
         def scorer(audio: torch.Tensor) -> torch.Tensor:
@@ -681,8 +483,9 @@ class MusicLM:
             return torch.stack(seg_scores, dim=1).mean(1).reshape(1, n)
 
         out = self._finish(
-            [" / ".join(prompts)], tokens, total, 1, n, mulan_all[:1].expand(n, -1), timings, start, scorer
-        )
-        out.cond_tokens = mulan_all.cpu()
+            tokens, prompts=[" / ".join(prompts)], num_samples=round(total * self.sample_rate), candidates=n,
+            cond_tokens=mulan[:1], timings=timings, start=start, scorer=scorer,
+        )  # fmt: skip
+        out.cond_tokens = mulan.cpu()
         out.segment_starts = [b / rate for b in bounds[:-1]]
         return out

@@ -7,13 +7,8 @@ import json
 import time
 from pathlib import Path
 
+from musiclm import checks
 from musiclm.errors import MusicLMError, PromptError
-
-
-def _check_prompts(prompts: list[str]) -> list[str]:
-    from musiclm.mulan.text import check_prompts as check
-
-    return check(prompts)
 
 
 def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None:
@@ -90,17 +85,14 @@ def _load(args):
 
 def _check_args(args, outputs: list[Path], inputs: list[str | None] = ()) -> None:
     """Everything that can be checked without the model, before it is loaded."""
-    from musiclm import checks
-    from musiclm.pipeline import MusicLM
-
     checks.device(args.device)
     checks.seed(args.seed)
     checks.top_k(args.top_k)
     checks.top_p(args.top_p)
     checks.guidance(args.guidance)
-    MusicLM.check_candidates(args.candidates)
+    checks.candidates(args.candidates)
     if getattr(args, "seconds", None) is not None:
-        MusicLM.check_seconds(args.seconds)
+        checks.seconds(args.seconds)
     if args.max_memory_gb is not None:
         checks.positive_float(args.max_memory_gb, "--max-memory-gb", PromptError)
     for t in args.temperatures or ():
@@ -186,7 +178,7 @@ def _generate(args: argparse.Namespace) -> None:
         prompts += _read_prompts_file(Path(args.prompts))
     if not prompts:
         raise PromptError('give a prompt, e.g. musiclm generate "calm piano" -o out.wav, or --prompts FILE')
-    _check_prompts(prompts)
+    checks.prompts(prompts)
     outputs = _outputs(args.output, len(prompts))
     _check_args(args, outputs, [args.melody, args.prompts])
     model = _load(args)
@@ -203,7 +195,7 @@ def _generate(args: argparse.Namespace) -> None:
 
 def _continue(args: argparse.Namespace) -> None:
     if args.prompt is not None:
-        _check_prompts([args.prompt])
+        checks.prompts([args.prompt])
     outputs = _outputs(args.output, 1)
     _check_args(args, outputs, [args.audio])
     model = _load(args)
@@ -230,7 +222,7 @@ def _story(args: argparse.Namespace) -> None:
             segments.append((items[i], float(items[i + 1])))
         except ValueError:
             raise PromptError(f"{items[i + 1]!r} after {items[i]!r} is not a number of seconds") from None
-    _check_prompts([p for p, _ in segments])
+    checks.prompts([p for p, _ in segments])
     outputs = _outputs(args.output, 1)
     _check_args(args, outputs)
     model = _load(args)
@@ -246,7 +238,7 @@ def _story(args: argparse.Namespace) -> None:
 
 
 def _bundle(args: argparse.Namespace) -> None:
-    from musiclm.pipeline import make_bundle
+    from musiclm.bundle import make_bundle
 
     parts = {
         "codec": args.codec,

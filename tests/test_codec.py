@@ -8,11 +8,11 @@ import torch
 
 from musiclm.checkpoint import load_model, save_model
 from musiclm.codec.losses import mel_distance
-from musiclm.codec.quantization import ResidualVectorQuantizer
 from musiclm.codec.soundstream import SoundStream
 from musiclm.codec.train import CodecLossConfig, CodecTask
 from musiclm.config import CodecConfig, get_preset
 from musiclm.data.procedural import ProceduralMusic
+from musiclm.modules.quantization import ResidualVectorQuantizer
 from musiclm.train import TrainConfig, Trainer
 
 SR = 16000
@@ -254,7 +254,7 @@ def test_cli_trains_on_a_folder_and_resumes(tmp_path):
 
 def test_code_search_is_exact_under_bf16_autocast():
     """Root cause of the collapsed GPU codec: bf16 distances tie and argmin picks the first codes."""
-    from musiclm.codec.quantization import EMAVectorQuantizer
+    from musiclm.modules.quantization import EMAVectorQuantizer
 
     torch.manual_seed(0)
     vq = EMAVectorQuantizer(64, 256, kmeans_init=False)
@@ -274,7 +274,7 @@ def test_code_search_is_exact_under_bf16_autocast():
 
 def test_dead_codes_are_revived_at_small_batches():
     """A drifted input leaves most codes unused; revival brings the codebook back into use."""
-    from musiclm.codec.quantization import EMAVectorQuantizer, codebook_perplexity
+    from musiclm.modules.quantization import EMAVectorQuantizer, codebook_perplexity
 
     torch.manual_seed(0)
     vq = EMAVectorQuantizer(8, 128)

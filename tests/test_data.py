@@ -163,14 +163,14 @@ def test_tokenize_builds_resumes_and_feeds_the_fine_lm(tmp_path):
 
 
 def test_unusable_files_are_listed_and_a_mostly_bad_folder_refused(folder, capsys):
-    from musiclm.codec.commands import training_dataset
+    from musiclm.data.datasets import training_dataset
 
-    ds = training_dataset(str(folder), SR, 0.25, 0, 0, max_bad_fraction=0.6)
+    ds = training_dataset(str(folder), SR, 0.25, max_bad_fraction=0.6)
     out = capsys.readouterr().out
     assert "skipped 2 of 4 files" in out and "broken.wav" in out and "tiny.wav" in out
     assert len(ds) == 2
     with pytest.raises(DataError, match="50% of the files are unusable"):
-        training_dataset(str(folder), SR, 0.25, 0, 0, max_bad_fraction=0.2)
+        training_dataset(str(folder), SR, 0.25, max_bad_fraction=0.2)
 
 
 def test_merge_and_summary_commands(folder, tmp_path, capsys):

@@ -6,10 +6,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from musiclm.bundle import make_bundle
 from musiclm.data.manifest import ManifestEntry, write_manifest
 from musiclm.eval.kld import LabelClassifier, LabelClassifierConfig
-from musiclm.pipeline import make_bundle
-from tests.test_pipeline import SR, _components, _save_parts
+from tests._tiny_bundle import SR, components, save_parts
 
 
 def _benchmark(tmp_path):
@@ -35,9 +35,7 @@ def _benchmark(tmp_path):
 def test_eval_cli_writes_report_and_resumes(tmp_path):
     from musiclm.cli import main
 
-    bundle = make_bundle(
-        tmp_path / "bundle", _save_parts(tmp_path / "parts", _components()), name="tiny-eval"
-    )
+    bundle = make_bundle(tmp_path / "bundle", save_parts(tmp_path / "parts", components()), name="tiny-eval")
     manifest = _benchmark(tmp_path)
     clf = LabelClassifier(LabelClassifierConfig(labels={"genre": ["jazz", "rock"]}, channels=(4,)))
     clf.fit(torch.randn(4, SR), {"genre": ["jazz", "rock", "jazz", "rock"]}, epochs=1)

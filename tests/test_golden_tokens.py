@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from musiclm.pipeline import MusicLM, make_bundle
+from musiclm.bundle import make_bundle
+from musiclm.pipeline import MusicLM
 from tests._tiny_bundle import PROMPTS, SR, components, save_parts
 
 GOLDEN = Path(__file__).with_name("golden_tokens.json")

@@ -3,7 +3,9 @@ import torch
 
 from musiclm.checkpoint import load_model, save_model
 from musiclm.config import LMConfig, get_preset
-from musiclm.lm.sampling import SamplingConfig, guide, sample
+from musiclm.lm.conditioning import Conditioning
+from musiclm.lm.guidance import guide
+from musiclm.lm.sampling import SamplingConfig, sample
 from musiclm.lm.stages import CoarseStage, FineStage, SemanticStage, StageConfig
 from musiclm.lm.train import StageDataset, StageTask
 from musiclm.train import TrainConfig, Trainer
@@ -70,18 +72,23 @@ def test_guidance_one_is_the_conditional_model():
     c, u = torch.randn(3, 10), torch.randn(3, 10)
     assert torch.allclose(guide(c, u, 1.0), c, atol=1e-6)
     model = SemanticStage(stage_config("semantic", 1.0)).eval()
-    cond = model.cond_ids(torch.randint(0, 16, (2, 4)))
+    mulan = torch.randint(0, 16, (2, 4))
 
     def run(scale):
         sampling = SamplingConfig(temperature=1.0, guidance=scale)
-        return model.generate(cond, 10, sampling, generator=torch.Generator().manual_seed(0))
+        return model.generate(
+            Conditioning.constant(mulan), 10, sampling=sampling, generator=torch.Generator().manual_seed(0)
+        )
 
     plain = model.generate(
-        cond, 10, SamplingConfig(temperature=1.0), generator=torch.Generator().manual_seed(0)
+        Conditioning.constant(mulan),
+        10,
+        sampling=SamplingConfig(temperature=1.0),
+        generator=torch.Generator().manual_seed(0),
     )
     assert torch.equal(run(1.0), plain)
     # the unconditional branch really drops the conditioning
-    prefix = torch.cat([cond, torch.ones(2, 1, dtype=torch.long)], dim=1)
+    prefix = torch.cat([model.cond_ids(mulan), torch.ones(2, 1, dtype=torch.long)], dim=1)
     uncond = prefix.clone()
     uncond[:, :4] = 2  # NULL
     assert not torch.allclose(model.transformer(prefix)[:, -1], model.transformer(uncond)[:, -1])
@@ -93,20 +100,43 @@ def test_sliding_generation_lengths_ranges_and_seeds():
     fine = FineStage(stage_config("fine", 0.2)).eval()  # 10-frame window
     mulan = torch.randint(0, 16, (3, 4))
     g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
-    s = sem.generate(sem.cond_ids(mulan), 61, generator=g())
+    cond = Conditioning.constant(mulan)
+    s = sem.generate(cond, 61, generator=g())
     assert s.shape == (3, 61) and s.min() >= 0 and s.max() < 16
-    assert torch.equal(s, sem.generate(sem.cond_ids(mulan), 61, generator=g()))
+    assert torch.equal(s, sem.generate(cond, 61, generator=g()))
     steps = []
-    c = coarse.generate(
-        coarse.cond_ids(mulan), s[:, :23], generator=g(), progress=lambda d, t: steps.append((d, t))
-    )
+    c = coarse.generate(cond, 46, inputs=s[:, :23], generator=g(), progress=lambda d, t: steps.append((d, t)))
     assert c.shape == (3, 2, 46) and c.min() >= 0 and c.max() < 16
     assert steps[-1] == (92, 92)
-    f = fine.generate(c[..., :37], generator=g())
+    f = fine.generate(None, 37, inputs=c[..., :37], generator=g())
     assert f.shape == (3, 2, 37) and f.min() >= 0 and f.max() < 16
     # continuation: a prompt is kept as context and only new frames come back
-    more = coarse.generate(coarse.cond_ids(mulan), s[:, :30], prompt=c[..., :20], generator=g())
+    more = coarse.generate(cond, 40, inputs=s[:, :30], prompt=c[..., :20], generator=g())
     assert more.shape == (3, 2, 40)
+
+
+def test_generation_and_training_share_one_layout():
+    """The prefix of a first generation window is the training example of the same window up to its
+    first target token."""
+    import random
+
+    for cls, window in ((SemanticStage, 1.0), (CoarseStage, 0.4), (FineStage, 0.2)):
+        model = cls(stage_config(cls.stage, window)).eval()
+        n = model.window_units
+        rec = record(0, frames=2 * n if cls is SemanticStage else n)  # one window: it starts at 0
+        example = model.training_example(rec, random.Random(0))
+        first_target = int(example["loss_mask"].int().argmax())
+        inputs = {SemanticStage: None, CoarseStage: rec["semantic"][None], FineStage: rec["codec"][None, :2]}[
+            cls
+        ]
+        cond = Conditioning.constant(rec["mulan_tokens"][None]) if model.conditioned else None
+        seen = []
+        model._extend = lambda prefix, n_new, *a, **k: seen.append(prefix) or torch.full((1, n_new), 3)  # noqa: B023
+        model.generate(cond, n, inputs=inputs)
+        assert len(seen) == 1 and torch.equal(seen[0][0], example["tokens"][:first_target]), cls.stage
+        assert int(example["cond_mask"].sum()) == (
+            model.cond_ids(rec["mulan_tokens"][None]).shape[1] if cond else 0
+        )
 
 
 @pytest.mark.parametrize("stage,window", [("semantic", 0.4), ("coarse", 0.2), ("fine", 0.1)])
@@ -114,7 +144,8 @@ def test_overfits_and_greedy_decoding_reproduces(stage, window, tmp_path):
     torch.manual_seed(0)
     cls = {"semantic": SemanticStage, "coarse": CoarseStage, "fine": FineStage}[stage]
     model = cls(stage_config(stage, window, dim=64, ff_dim=128))
-    recs = [record(i, frames=model.window_frames()) for i in range(2)]
+    frames = model.window_units * (2 if stage == "semantic" else 1)  # semantic: 2 frames per token
+    recs = [record(i, frames=frames) for i in range(2)]
     cfg = TrainConfig(
         out_dir=str(tmp_path),
         max_steps=150,
@@ -134,15 +165,16 @@ def test_overfits_and_greedy_decoding_reproduces(stage, window, tmp_path):
     assert model.loss(batch, mask) < 0.05
     greedy = SamplingConfig(temperature=0.0)
     # greedy decoding reproduces each record, so the output follows the conditioning
-    mulan = model.cond_ids(torch.stack([r["mulan_tokens"] for r in recs])) if stage != "fine" else None
+    cond = Conditioning.constant(torch.stack([r["mulan_tokens"] for r in recs]))
+    n = model.window_units
     if stage == "semantic":
-        out = model.generate(mulan, model.window_tokens, greedy)
+        out = model.generate(cond, n, sampling=greedy)
         assert torch.equal(out, torch.stack([r["semantic"] for r in recs]))
     elif stage == "coarse":
-        out = model.generate(mulan, torch.stack([r["semantic"] for r in recs]), greedy)
+        out = model.generate(cond, n, inputs=torch.stack([r["semantic"] for r in recs]), sampling=greedy)
         assert torch.equal(out, torch.stack([r["codec"][:2] for r in recs]))
     else:
-        out = model.generate(torch.stack([r["codec"][:2] for r in recs]), greedy)
+        out = model.generate(None, n, inputs=torch.stack([r["codec"][:2] for r in recs]), sampling=greedy)
         assert torch.equal(out, torch.stack([r["codec"][2:] for r in recs]))
     save_model(model, tmp_path / stage)
     again = load_model(tmp_path / stage)
@@ -161,8 +193,8 @@ def test_stage_configs_from_presets():
         StageConfig.from_musiclm(stage, paper),
         lm=dataclasses.replace(getattr(paper, f"{stage}_lm"), dim=16, depth=1, heads=1, ff_dim=16),
     )
-    assert SemanticStage(small("semantic")).window_tokens == 750  # 30 s at 25 Hz
+    assert SemanticStage(small("semantic")).window_units == 750  # 30 s at 25 Hz
     coarse = CoarseStage(small("coarse"))
-    assert coarse.window_frames() * coarse.target_levels == 2000  # 10 s x 4 coarse levels
+    assert coarse.window_units * coarse.levels == 2000  # 10 s x 4 coarse levels
     fine = FineStage(small("fine"))
-    assert fine.window_frames() * fine.target_levels == 1200  # 3 s x 8 fine levels
+    assert fine.window_units * fine.levels == 1200  # 3 s x 8 fine levels

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
+from musiclm.audio import chroma_cosine_similarity, chromagram
 from musiclm.checkpoint import load_model, save_model
 from musiclm.config import MelodyConfig
-from musiclm.melody.chroma import chroma_cosine_similarity, chromagram
-from musiclm.melody.data import SynthMelodyPairs
+from musiclm.data.melody_pairs import SynthMelodyPairs
 from musiclm.melody.model import MelodyEmbedder, fit_quantizer
 from musiclm.melody.train import MelodyTask, embed_dataset
 from musiclm.train import TrainConfig, Trainer

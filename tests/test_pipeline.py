@@ -7,10 +7,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from musiclm.bundle import make_bundle
 from musiclm.config import LMConfig
 from musiclm.errors import AudioError, CheckpointError, PromptError
 from musiclm.lm.stages import NULL, FineStage, StageConfig
-from musiclm.pipeline import MusicLM, make_bundle
+from musiclm.pipeline import MusicLM
 from tests._tiny_bundle import PROMPTS, SR, components, save_parts
 
 
@@ -60,13 +61,13 @@ def test_long_generation_slides_windows(model):
 
 def test_melody_tokens_reach_the_prefix(model, monkeypatch):
     seen = []
-    original = model.semantic_lm.extend
+    original = model.semantic_lm._extend
 
     def spy(prefix, *args, **kwargs):
         seen.append(prefix.clone())
         return original(prefix, *args, **kwargs)
 
-    monkeypatch.setattr(model.semantic_lm, "extend", spy)
+    monkeypatch.setattr(model.semantic_lm, "_extend", spy)
     model.generate(PROMPTS[0], seconds=1.0, candidates=2, progress=False)
     lo, hi = model.semantic_lm.layout.span("melody0")[0], model.semantic_lm.layout.span("melody3")[1]
     melody_part = seen[0][:, 4 : 4 + model.semantic_lm.melody_windows * 4]
@@ -99,19 +100,35 @@ def test_continuation_keeps_the_prompt_tokens(model):
 
 
 def test_story_switches_conditioning_at_segment_boundaries(model, monkeypatch):
-    calls = []
-    original = model.semantic_lm.generate
+    calls = {"semantic": [], "coarse": []}
+    for name in calls:
+        stage = getattr(model, f"{name}_lm")
 
-    def spy(cond, num_tokens, *args, **kwargs):
-        calls.append((cond.clone(), num_tokens))
-        return original(cond, num_tokens, *args, **kwargs)
+        def spy(prefix, n_new, *args, original=stage._extend, seen=calls[name], **kwargs):
+            seen.append((prefix.clone(), n_new))
+            return original(prefix, n_new, *args, **kwargs)
 
-    monkeypatch.setattr(model.semantic_lm, "generate", spy)
+        monkeypatch.setattr(stage, "_extend", spy)
     out = model.story([(PROMPTS[0], 1.0), (PROMPTS[1], 1.5), (PROMPTS[2], 0.5)], progress=False)
-    assert [n for _, n in calls] == [25, 37, 13]  # 25 Hz: bounds at round(cumulative seconds * rate)
+    # 25 Hz, 2 s windows (50 tokens) with 25 tokens of context; no window crosses a segment start
+    # (round(cumulative seconds * rate) = 25, 62): new tokens 25 | 25, 12 | 13
+    assert [n for _, n in calls["semantic"]] == [25, 25, 12, 13]
     tokens = model.text_tokens(PROMPTS[:3])
-    for k, (cond, _) in enumerate(calls):
-        assert torch.equal(cond[0], model.semantic_lm.cond_ids(tokens[k : k + 1])[0])
+    ids = [model.semantic_lm.cond_ids(tokens[k : k + 1])[0] for k in range(3)]
+    for (prefix, _), k in zip(calls["semantic"], [0, 1, 1, 2], strict=True):
+        assert torch.equal(prefix[0, : len(ids[k])], ids[k])
+    # the coarse stage (1 s windows of 50 frames, 24 frames of context) switches at frames 50 and 124
+    coarse_ids = [model.coarse_lm.cond_ids(tokens[k : k + 1])[0] for k in range(3)]
+    levels = model.coarse_lm.levels
+    made, segments = 0, []
+    for prefix, n in calls["coarse"]:
+        k = next(k for k in range(3) if torch.equal(prefix[0, : len(coarse_ids[k])], coarse_ids[k]))
+        segments.append((made, made + n // levels, k))
+        made += n // levels
+    assert all(k == (0 if a < 50 else 1 if a < 124 else 2) for a, _, k in segments)
+    assert all(b <= 50 or a >= 50 for a, b, _ in segments) and all(
+        b <= 124 or a >= 124 for a, b, _ in segments
+    )
     assert out.segment_starts == [0.0, 1.0, 2.48]
     assert out.audio.shape[-1] == 3 * SR and out.tokens["semantic"].shape[1] == 75
 
@@ -188,7 +205,7 @@ def test_requests_beyond_the_memory_cap_are_refused_before_sampling(model, monke
     def no_sampling(*args, **kwargs):
         raise AssertionError("sampled although the request was refused")
 
-    monkeypatch.setattr(model, "_run_stages", no_sampling)
+    monkeypatch.setattr(model, "sample_tokens", no_sampling)
     with pytest.raises(PromptError, match="lower --candidates or --seconds"):
         model.generate("piano", seconds=1, candidates=4, max_memory_gb=small / 2**30 / 2, progress=False)
     with pytest.raises(PromptError, match="lower --candidates"):

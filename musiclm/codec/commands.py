@@ -6,11 +6,10 @@ import argparse
 import os
 from pathlib import Path
 
-PROCEDURAL = "procedural"
-
 
 def register(sub, train) -> None:
-    from musiclm.cli import add_train_arguments
+    from musiclm.data.datasets import PROCEDURAL
+    from musiclm.train.args import add_train_arguments
 
     p = train.add_parser("codec", help="train the SoundStream codec")
     p.add_argument("--data", required=True, help=f"audio folder, manifest (.jsonl/.csv) or '{PROCEDURAL}'")
@@ -62,71 +61,17 @@ def register(sub, train) -> None:
     demo.set_defaults(func=_demo)
 
 
-def training_dataset(
-    data: str,
-    sample_rate: int,
-    crop_seconds: float,
-    procedural_clips: int,
-    seed: int,
-    *,
-    preload: bool = False,
-    max_bad_fraction: float = 0.2,
-):
-    """The audio a codec (or any audio model) trains on: a folder/manifest, or procedural music.
-
-    Unusable files are listed (path and reason); above ``max_bad_fraction`` of them nothing trains.
-    """
-    if data == PROCEDURAL:
-        from musiclm.data.procedural import ProceduralMusic
-
-        return ProceduralMusic(procedural_clips, sample_rate, crop_seconds, seed=seed)
-    from musiclm.data.datasets import AudioCropDataset
-    from musiclm.errors import DataError
-
-    dataset = AudioCropDataset(data, sample_rate, crop_seconds, seed=seed, preload=preload, progress=preload)
-    if dataset.report:
-        print(dataset.report_text())
-        skipped = len(dict(dataset.report))
-        bad = skipped / (len(dataset.entries) + skipped)
-        if bad > max_bad_fraction:
-            raise DataError(
-                f"{data}: {bad:.0%} of the files are unusable (limit {max_bad_fraction:.0%}, --max-bad-fraction)"
-            )
-    return dataset
-
-
-def validation_clips(data: str, sample_rate: int, clips: int, seconds: float):
-    """``[N, T]``: the first ``seconds`` of ``clips`` files spread evenly over a held-out set."""
-    import torch
-
-    from musiclm.audio import load_audio
-    from musiclm.data.manifest import load_entries
-    from musiclm.errors import DataError
-
-    entries = load_entries(data)
-    if not entries:
-        raise DataError(f"{data}: no validation audio")
-    picked = [
-        entries[round(i * (len(entries) - 1) / max(clips - 1, 1))] for i in range(min(clips, len(entries)))
-    ]
-    n = round(seconds * sample_rate)
-    out = []
-    for e in picked:
-        wav, _ = load_audio(e.path, sample_rate, offset=e.start or 0.0, duration=seconds)
-        out.append(torch.nn.functional.pad(wav[:n], (0, n - min(n, wav.shape[-1]))))
-    return torch.stack(out)
-
-
 def _train(args: argparse.Namespace) -> None:
     import dataclasses
 
     from musiclm.checkpoint import load_model
-    from musiclm.cli import train_config_from_args
     from musiclm.codec.soundstream import SoundStream
     from musiclm.codec.train import CodecLossConfig, CodecTask
     from musiclm.config import get_preset
+    from musiclm.data.datasets import training_dataset, validation_clips
     from musiclm.errors import ConfigError
     from musiclm.train import Trainer
+    from musiclm.train.args import train_config_from_args
 
     phase_lr = {"discriminator": args.disc_lr} if args.disc_lr else {}
     train_config = train_config_from_args(args, phase_lr=phase_lr)  # checks every setting before any work
@@ -142,8 +87,8 @@ def _train(args: argparse.Namespace) -> None:
         args.data,
         config.sample_rate,
         args.crop_seconds,
-        args.procedural_clips,
-        args.seed,
+        procedural_clips=args.procedural_clips,
+        seed=args.seed,
         preload=args.preload,
         max_bad_fraction=args.max_bad_fraction,
     )

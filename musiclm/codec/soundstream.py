@@ -17,10 +17,10 @@ from torch import nn
 
 from musiclm.checkpoint import register_model
 from musiclm.codec.istft_decoder import ISTFTDecoder
-from musiclm.codec.quantization import ResidualVectorQuantizer
 from musiclm.codec.seanet import SEANetDecoder, SEANetEncoder
 from musiclm.config import CodecConfig
 from musiclm.errors import AudioError, ConfigError
+from musiclm.modules.quantization import ResidualVectorQuantizer
 
 CHUNK_FRAMES = 1500  # 30 s at 50 Hz: encode / decode longer audio in pieces of this many frames
 

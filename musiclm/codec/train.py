@@ -17,8 +17,8 @@ from musiclm.codec.losses import (
     multiscale_mel_loss,
     si_sdr,
 )
-from musiclm.codec.quantization import codebook_perplexity
 from musiclm.codec.soundstream import SoundStream
+from musiclm.modules.quantization import codebook_perplexity
 from musiclm.train import TrainTask
 
 

@@ -118,3 +118,61 @@ class AudioCropDataset(Dataset):
         if len(seen) > limit:
             lines.append(f"  ... and {len(seen) - limit} more")
         return "\n".join(lines)
+
+
+PROCEDURAL = "procedural"  # --data value: procedural music instead of files
+
+
+def training_dataset(
+    data: str,
+    sample_rate: int,
+    crop_seconds: float,
+    *,
+    procedural_clips: int = 0,
+    seed: int = 0,
+    preload: bool = False,
+    max_bad_fraction: float = 0.2,
+):
+    """The audio a codec (or any audio model) trains on: a folder/manifest, or procedural music.
+
+    Unusable files are listed (path and reason); above ``max_bad_fraction`` of them nothing trains.
+    """
+    if data == PROCEDURAL:
+        from musiclm.data.procedural import ProceduralMusic
+
+        return ProceduralMusic(procedural_clips, sample_rate, crop_seconds, seed=seed)
+    from musiclm.data.datasets import AudioCropDataset
+    from musiclm.errors import DataError
+
+    dataset = AudioCropDataset(data, sample_rate, crop_seconds, seed=seed, preload=preload, progress=preload)
+    if dataset.report:
+        print(dataset.report_text())
+        skipped = len(dict(dataset.report))
+        bad = skipped / (len(dataset.entries) + skipped)
+        if bad > max_bad_fraction:
+            raise DataError(
+                f"{data}: {bad:.0%} of the files are unusable (limit {max_bad_fraction:.0%}, --max-bad-fraction)"
+            )
+    return dataset
+
+
+def validation_clips(data: str, sample_rate: int, clips: int, seconds: float):
+    """``[N, T]``: the first ``seconds`` of ``clips`` files spread evenly over a held-out set."""
+    import torch
+
+    from musiclm.audio import load_audio
+    from musiclm.data.manifest import load_entries
+    from musiclm.errors import DataError
+
+    entries = load_entries(data)
+    if not entries:
+        raise DataError(f"{data}: no validation audio")
+    picked = [
+        entries[round(i * (len(entries) - 1) / max(clips - 1, 1))] for i in range(min(clips, len(entries)))
+    ]
+    n = round(seconds * sample_rate)
+    out = []
+    for e in picked:
+        wav, _ = load_audio(e.path, sample_rate, offset=e.start or 0.0, duration=seconds)
+        out.append(torch.nn.functional.pad(wav[:n], (0, n - min(n, wav.shape[-1]))))
+    return torch.stack(out)

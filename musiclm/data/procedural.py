@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from musiclm.melody.data import MAJOR, MINOR, random_melody, random_timbre, render
+from musiclm.data.melody_pairs import MAJOR, MINOR, random_melody, random_timbre, render
 
 NOTE_NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 

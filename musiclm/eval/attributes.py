@@ -13,9 +13,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from musiclm.audio import log_mel_spectrogram
+from musiclm.audio import chromagram, log_mel_spectrogram
 from musiclm.errors import AudioError
-from musiclm.melody.chroma import chromagram
 
 NOTE_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 _FLAT_TO_SHARP = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#", "Cb": "B", "Fb": "E"}

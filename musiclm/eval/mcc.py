@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from musiclm.audio import resample
+from musiclm.checks import prompts as check_prompts
 from musiclm.errors import AudioError
 from musiclm.eval.fad import _pooled, equal_length_batches
-from musiclm.mulan.text import check_prompts
 
 
 @torch.no_grad()

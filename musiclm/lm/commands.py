@@ -12,7 +12,7 @@ NEEDS = {
 
 
 def register(sub, train) -> None:
-    from musiclm.cli import add_train_arguments
+    from musiclm.train.args import add_train_arguments
 
     for stage in ("semantic", "coarse", "fine"):
         p = train.add_parser(f"{stage}-lm", help=f"train the {stage} stage LM on a token cache")
@@ -29,13 +29,13 @@ def register(sub, train) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from musiclm.cli import train_config_from_args
     from musiclm.config import get_preset
     from musiclm.data.cache import TokenCache
     from musiclm.errors import DataError
     from musiclm.lm.stages import STAGES, StageConfig
     from musiclm.lm.train import StageDataset, StageTask
     from musiclm.train import Trainer
+    from musiclm.train.args import train_config_from_args
 
     train_config = train_config_from_args(args)  # checks every setting before any work
     melody = getattr(args, "melody", False)

@@ -1,4 +1,4 @@
-"""Turning logits into tokens: temperature, top-k, top-p, classifier-free guidance, seeds."""
+"""Turning logits into tokens: temperature, top-k, top-p, within one id range."""
 
 from __future__ import annotations
 
@@ -23,11 +23,6 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-
-
-def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance on logits: ``uncond + scale * (cond - uncond)``."""
-    return uncond + scale * (cond - uncond)
 
 
 def sample(

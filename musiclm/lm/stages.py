@@ -9,6 +9,12 @@ after them). RVQ levels are flattened frame-major (f0q0 f0q1 .. f1q0 ..). Every 
 its own id range in the stage's vocabulary (``TokenLayout``, the one place offsets are defined), each
 RVQ level included, so a stage can never emit an id of the wrong level. Window lengths come from
 seconds in the config times the token rates.
+
+Each stage writes its sequence in ONE method, :meth:`StageLM.sequence`, which builds the training
+examples and every generation prefix alike. Generation is ONE sliding loop,
+:meth:`StageLM.generate`: windows of the training length, half a window of the newest tokens kept
+as context (paper: 15 s of 30 s for the semantic stage), each window's conditioning read from a
+:class:`~musiclm.lm.conditioning.Conditioning` value, windows cut where a story segment begins.
 """
 
 from __future__ import annotations
@@ -25,14 +31,15 @@ from torch import nn
 
 from musiclm.checkpoint import register_model
 from musiclm.config import LMConfig, MusicLMConfig
-from musiclm.errors import DataError
-from musiclm.lm.sampling import SamplingConfig, guide, sample
+from musiclm.lm.conditioning import Conditioning
+from musiclm.lm.guidance import NULL, guide, with_unconditional
+from musiclm.lm.sampling import SamplingConfig, sample
 from musiclm.lm.transformer import Transformer
 
-PAD, SEP, NULL = 0, 1, 2  # NULL replaces dropped conditioning (classifier-free guidance)
+PAD, SEP = 0, 1  # and NULL = 2 (guidance.py): dropped conditioning
 NUM_SPECIALS = 3
 Progress = Callable[[int, int], None] | None
-CondSource = torch.Tensor | Callable[[float], torch.Tensor]  # ids, or ids for a window starting at t s
+ROLES = {"cond": 0, "context": 1, "target": 2}
 
 
 class TokenLayout:
@@ -103,9 +110,13 @@ class StageConfig:
 
 
 class StageLM(nn.Module):
-    """Shared machinery: layout, training examples, loss, and KV-cached batched generation."""
+    """What the stages share: vocabulary, conditioning ids, training examples, loss, and the one
+    KV-cached sliding generation loop. A stage counts in *units*: semantic tokens, or codec frames
+    of ``levels`` RVQ ids each."""
 
     stage = ""
+    conditioned = True  # reads a Conditioning (the fine stage sees only coarse tokens)
+    align = 1  # window contexts start on multiples of this many units
 
     def __init__(self, config: StageConfig):
         super().__init__()
@@ -116,18 +127,69 @@ class StageLM(nn.Module):
         if abs(config.frame_rate - 2 * config.semantic_rate) > 1e-6:
             raise ValueError("the codec frame rate must be twice the semantic token rate")
         self.config = config
-        self.layout = TokenLayout()
-        self.build_layout(self.layout)
+        self.layout = self.token_layout()
         self.transformer = Transformer(config.lm, self.layout.vocab_size)
 
-    # ---------------------------------------------------------------- layout helpers
+    # ---------------------------------------------------------------- what each stage defines
 
-    def build_layout(self, layout: TokenLayout) -> None:
-        c = self.config
+    def token_layout(self) -> TokenLayout:
+        """The stage's vocabulary: an id range per token kind."""
+        raise NotImplementedError
+
+    @property
+    def units_per_second(self) -> float:
+        raise NotImplementedError
+
+    @property
+    def window_units(self) -> int:
+        """Units generated per training window."""
+        raise NotImplementedError
+
+    @property
+    def levels(self) -> int:
+        """Ids per unit."""
+        return 1
+
+    def sequence(
+        self, cond: torch.Tensor | None, inputs: torch.Tensor | None, target: torch.Tensor
+    ) -> list[tuple[torch.Tensor, str]]:
+        """THE token layout of the stage, for training and generation alike: ``[B, n]`` id parts with
+        their role (cond / context / target) for offset conditioning ids ``cond``, the window of the
+        stage's inputs (:meth:`window_inputs`) and raw ``target`` units (a whole training window, or
+        in generation the context generated so far)."""
+        raise NotImplementedError
+
+    def window_inputs(self, inputs: torch.Tensor | None, start: int, end: int) -> torch.Tensor | None:
+        """The part of the stage's inputs that units ``start .. end`` are generated from."""
+        return None
+
+    def training_window(
+        self, record: dict, rng: random.Random
+    ) -> tuple[int, torch.Tensor | None, torch.Tensor]:
+        """A random training window of a token record: ``(start unit, inputs [1, ...], target [1, ...])``."""
+        raise NotImplementedError
+
+    def target_ids(self, units: torch.Tensor) -> torch.Tensor:
+        """Raw target units ``[B, (levels,) n]`` -> offset ids ``[B, n * levels]``."""
+        raise NotImplementedError
+
+    def target_units(self, ids: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`target_ids`."""
+        raise NotImplementedError
+
+    def target_span(self, j: int) -> tuple[int, int]:
+        """The id range of the ``j``-th generated id."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- conditioning ids
+
+    def cond_layout(self) -> TokenLayout:
+        layout, c = TokenLayout(), self.config
         for i in range(c.mulan_quantizers):
             layout.add(f"mulan{i}", c.mulan_codebook)
         for i in range(c.melody_quantizers):
             layout.add(f"melody{i}", c.melody_codebook)
+        return layout
 
     @property
     def melody_windows(self) -> int:
@@ -166,66 +228,53 @@ class StageLM(nn.Module):
             ids = F.pad(ids, (0, self.melody_windows * c.melody_quantizers), value=NULL)
         return ids
 
-    def record_cond(self, record: dict, seconds: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Conditioning ids of a training record for a window starting at ``seconds``, and which of
-        them are melody ids (dropped on their own in training)."""
+    def window_cond(self, cond: Conditioning, *, start: int, new_start: int) -> torch.Tensor:
+        """Offset conditioning ids of a window whose context starts at unit ``start`` and whose new
+        units start at ``new_start``: the MuLaN tokens of the segment ``new_start`` falls in, the
+        melody from ``start`` on (the melody moves with the music)."""
+        segment = cond.segment(new_start, cond.bounds(self.units_per_second, self.align))
         melody = None
-        if self.config.melody_quantizers:
-            if "melody_tokens" not in record:
-                raise DataError(
-                    "this stage is melody-conditioned but the token cache has no melody_tokens "
-                    "(run `musiclm tokenize --melody ...`)"
-                )
-            melody = self.melody_at(record["melody_tokens"].long(), seconds)[None]
-        cond = self.cond_ids(record["mulan_tokens"][None], melody)[0]
-        is_melody = torch.arange(len(cond)) >= self.config.mulan_quantizers
-        return cond, is_melody
-
-    @staticmethod
-    def cond_at(cond: CondSource, seconds: float) -> torch.Tensor:
-        """``cond`` itself, or, for conditioning that changes over time (story mode, melody),
-        ``cond(seconds)`` for a window starting at ``seconds``."""
-        return cond(seconds) if callable(cond) else cond
-
-    def _level_offsets(self, first: int, n: int, device) -> torch.Tensor:
-        return torch.tensor([self.layout.offset(f"level{first + i}") for i in range(n)], device=device)
-
-    def flat_levels(self, codes: torch.Tensor, first: int = 0) -> torch.Tensor:
-        """Codes ``[B, L, F]`` of RVQ levels ``first..first+L`` -> frame-major offset ids ``[B, F*L]``."""
-        offsets = self._level_offsets(first, codes.shape[1], codes.device)
-        return rearrange(codes.long() + offsets[None, :, None], "b l f -> b (f l)")
-
-    def unflat_levels(self, ids: torch.Tensor, levels: int, first: int) -> torch.Tensor:
-        """Inverse of :meth:`flat_levels`."""
-        offsets = self._level_offsets(first, levels, ids.device)
-        return rearrange(ids, "b (f l) -> b l f", l=levels) - offsets[None, :, None]
+        if cond.melody is not None and self.config.melody_quantizers:
+            melody = self.melody_at(cond.melody, start / self.units_per_second)
+        ids = self.cond_ids(cond.mulan[:, segment], melody)
+        return torch.full_like(ids, NULL) if cond.unconditional else ids
 
     # ---------------------------------------------------------------- training
 
-    def window_frames(self) -> int:
-        """Codec frames in the training window (even, so semantic tokens align)."""
-        return max(2, 2 * round(self.config.lm.window_seconds * self.config.frame_rate / 2))
-
-    def training_example(self, record: dict, rng: random.Random) -> dict:
-        raise NotImplementedError
-
     @property
     def max_train_len(self) -> int:
-        raise NotImplementedError
+        """Tokens of a full training example (all examples are padded to it)."""
+        c = self.config
+        cond = c.mulan_quantizers + self.melody_windows * c.melody_quantizers if self.conditioned else 0
+        inputs = self.window_inputs_len
+        return cond + inputs + 1 + self.window_units * self.levels
 
-    def _pack(self, parts: list[tuple[torch.Tensor, str]], is_melody: torch.Tensor | None = None) -> dict:
-        """Concatenate ``(ids, role)`` parts (role: cond / context / target) and pad to a fixed length.
-        ``is_melody`` marks, within the leading cond part, the melody ids."""
+    @property
+    def window_inputs_len(self) -> int:
+        """Tokens the inputs and their separators take in a full window, besides the one SEP."""
+        return 0
+
+    def training_example(self, record: dict, rng: random.Random) -> dict:
+        """A random window of a token record laid out by :meth:`sequence`, padded to :attr:`max_train_len`."""
+        start, inputs, target = self.training_window(record, rng)
+        cond = None
+        if self.conditioned:
+            own = Conditioning.from_record(record, melody=self.config.melody_quantizers > 0)
+            cond = self.window_cond(own, start=start, new_start=start)
+        parts = self.sequence(cond, self.window_inputs(inputs, start, start + target.shape[-1]), target)
+        return self._pack([(ids[0], role) for ids, role in parts])
+
+    def _pack(self, parts: list[tuple[torch.Tensor, str]]) -> dict:
+        """Concatenate ``(ids, role)`` parts and pad to a fixed length; within the cond part, the ids
+        after the MuLaN tokens are melody ids (dropped on their own in training)."""
         tokens = torch.cat([p for p, _ in parts])
-        role = torch.cat([torch.full((len(p),), {"cond": 0, "context": 1, "target": 2}[r]) for p, r in parts])
+        role = torch.cat([torch.full((len(p),), ROLES[r]) for p, r in parts])
+        melody = (role == ROLES["cond"]) & (torch.arange(len(tokens)) >= self.config.mulan_quantizers)
         pad = self.max_train_len - len(tokens)
-        melody = torch.zeros(len(tokens), dtype=torch.bool)
-        if is_melody is not None:
-            melody[: len(is_melody)] = is_melody
         return {
             "tokens": F.pad(tokens, (0, pad), value=PAD),
-            "loss_mask": F.pad(role == 2, (0, pad), value=False),
-            "cond_mask": F.pad(role == 0, (0, pad), value=False),
+            "loss_mask": F.pad(role == ROLES["target"], (0, pad), value=False),
+            "cond_mask": F.pad(role == ROLES["cond"], (0, pad), value=False),
             "melody_mask": F.pad(melody, (0, pad), value=False),
         }
 
@@ -239,36 +288,83 @@ class StageLM(nn.Module):
 
     # ---------------------------------------------------------------- generation
 
+    @torch.no_grad()
+    def generate(
+        self,
+        cond: Conditioning | None,
+        length: int,
+        *,
+        inputs: torch.Tensor | None = None,
+        prompt: torch.Tensor | None = None,
+        sampling: SamplingConfig | None = None,
+        generator: torch.Generator | None = None,
+        progress: Progress = None,
+    ) -> torch.Tensor:
+        """``length`` new raw units ``[B, (levels,) length]`` after the raw ``prompt`` units.
+
+        ``inputs`` are what the stage reads, covering prompt and new units (coarse: semantic ids
+        ``[B, S]``; fine: coarse codes ``[B, coarse_levels, F]``). Longer than a training window,
+        generation slides: half a window of the newest units stays as context, the conditioning is
+        read per window, and no window crosses the start of a conditioning segment.
+        """
+        sampling = sampling or SamplingConfig(temperature=self.config.lm.temperature)
+        ref = cond.mulan if cond is not None else inputs
+        b = ref.shape[0]
+        empty = self.target_units(torch.zeros(b, 0, dtype=torch.long, device=ref.device))
+        history = prompt.long().to(ref.device) if prompt is not None else empty
+        p0 = history.shape[-1]
+        bounds = cond.bounds(self.units_per_second, self.align) if cond is not None else [0]
+        window, made = self.window_units, 0
+        while made < length:
+            have = p0 + made
+            ctx = min(have, window // 2) // self.align * self.align
+            next_bound = min([x for x in bounds if x > have], default=have + length)
+            n_new = min(window - ctx, length - made, next_bound - have)
+            ids = None if cond is None else self.window_cond(cond, start=have - ctx, new_start=have)
+            parts = self.sequence(
+                ids, self.window_inputs(inputs, have - ctx, have + n_new), history[..., have - ctx :]
+            )
+            prefix = torch.cat([p for p, _ in parts], dim=1)
+            new = self._extend(
+                prefix,
+                n_new * self.levels,
+                sampling,
+                cond_len=0 if ids is None else ids.shape[1],
+                generator=generator,
+                progress=progress,
+                done=made * self.levels,
+                total=length * self.levels,
+            )
+            history = torch.cat([history, self.target_units(new)], dim=-1)
+            made += n_new
+        return history[..., p0:]
+
     @torch.inference_mode()
-    def extend(
+    def _extend(
         self,
         prefix: torch.Tensor,
         n_new: int,
-        span_of: Callable[[int], tuple[int, int]],
         sampling: SamplingConfig,
-        cond_len: int = 0,
-        generator: torch.Generator | None = None,
-        progress: Progress = None,
-        done: int = 0,
-        total: int = 0,
+        *,
+        cond_len: int,
+        generator: torch.Generator | None,
+        progress: Progress,
+        done: int,
+        total: int,
     ) -> torch.Tensor:
-        """Sample ``n_new`` ids after ``prefix`` ``[B, P]``; the j-th new id comes from ``span_of(j)``.
-
-        With ``guidance != 1`` and ``cond_len > 0`` the unconditional copy (first ``cond_len`` ids
-        replaced by NULL) runs in the same batch as the conditional one.
-        """
+        """Sample ``n_new`` ids after ``prefix`` ``[B, P]`` with the KV cache; the j-th from
+        :meth:`target_span`. With guidance, the NULL-conditioned copy runs in the same batch;
+        ``progress(done + j, total)`` after each id."""
         b = prefix.shape[0]
         use_cfg = sampling.guidance != 1.0 and cond_len > 0
         if use_cfg:
-            uncond = prefix.clone()
-            uncond[:, :cond_len] = NULL
-            prefix = torch.cat([prefix, uncond])
+            prefix = with_unconditional(prefix, cond_len)
         tf = self.transformer
         cache = tf.new_cache(prefix.shape[0], prefix.shape[1] + n_new)
         hidden = tf.hidden(prefix, cache)[:, -1]
         out = torch.empty(b, n_new, dtype=torch.long, device=prefix.device)
         for j in range(n_new):
-            lo, hi = span_of(j)
+            lo, hi = self.target_span(j)
             logits = tf.logits(hidden, lo, hi)  # only this step's id range
             step_logits = guide(logits[:b], logits[b:], sampling.guidance) if use_cfg else logits
             ids = sample(step_logits, sampling, 0, hi - lo, generator) + lo
@@ -286,117 +382,77 @@ class SemanticStage(StageLM):
 
     stage = "semantic"
 
-    def build_layout(self, layout: TokenLayout) -> None:
-        super().build_layout(layout)
+    def token_layout(self) -> TokenLayout:
+        layout = self.cond_layout()
         layout.add("semantic", self.config.semantic_clusters)
+        return layout
 
     @property
-    def window_tokens(self) -> int:
+    def units_per_second(self) -> float:
+        return self.config.semantic_rate
+
+    @property
+    def window_units(self) -> int:
         return max(2, round(self.config.lm.window_seconds * self.config.semantic_rate))
 
-    @property
-    def max_train_len(self) -> int:
-        c = self.config
-        return c.mulan_quantizers + self.melody_windows * c.melody_quantizers + 1 + self.window_tokens
+    def sequence(self, cond, inputs, target):
+        sep = cond.new_full((cond.shape[0], 1), SEP)
+        return [(cond, "cond"), (sep, "context"), (self.target_ids(target), "target")]
 
-    def training_example(self, record: dict, rng: random.Random) -> dict:
+    def training_window(self, record, rng):
         sem = record["semantic"].long()
-        n = self.window_tokens
+        n = self.window_units
         start = rng.randrange(max(1, len(sem) - n + 1))
-        cond, is_melody = self.record_cond(record, start / self.config.semantic_rate)
-        window = sem[start : start + n] + self.layout.offset("semantic")
-        return self._pack([(cond, "cond"), (torch.tensor([SEP]), "context"), (window, "target")], is_melody)
+        return start, None, sem[None, start : start + n]
 
-    @torch.no_grad()
-    def generate(
-        self,
-        cond: CondSource,
-        num_tokens: int,
-        sampling: SamplingConfig | None = None,
-        prompt: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        progress: Progress = None,
-    ) -> torch.Tensor:
-        """Semantic ids ``[B, num_tokens]`` after an optional raw ``prompt`` ``[B, P]``.
+    def target_ids(self, units):
+        return units.long() + self.layout.offset("semantic")
 
-        ``cond`` are offset conditioning ids (:meth:`cond_ids`), or a function of a window's start time
-        in seconds (prompt included) returning them. Longer than the training window, it slides: half
-        a window of the newest tokens is kept as prefix (paper: 15 s of 30 s).
-        """
-        sampling = sampling or SamplingConfig(temperature=self.config.lm.temperature)
-        off, window = self.layout.offset("semantic"), self.window_tokens
-        span = self.layout.span("semantic")
-        first = self.cond_at(cond, 0.0)
-        b = first.shape[0]
-        history = prompt.long().to(first.device) if prompt is not None else first.new_zeros(b, 0)
-        p0 = history.shape[1]
-        sep = first.new_full((b, 1), SEP)
-        while history.shape[1] - p0 < num_tokens:
-            context = history[:, -(window // 2) :] if history.shape[1] else history
-            n_new = min(window - context.shape[1], num_tokens - (history.shape[1] - p0))
-            ids = self.cond_at(cond, (history.shape[1] - context.shape[1]) / self.config.semantic_rate)
-            prefix = torch.cat([ids, sep, context + off], dim=1)
-            new = self.extend(
-                prefix,
-                n_new,
-                lambda j: span,
-                sampling,
-                ids.shape[1],
-                generator,
-                progress,
-                history.shape[1] - p0,
-                num_tokens,
-            )
-            history = torch.cat([history, new - off], dim=1)
-        return history[:, p0:]
+    def target_units(self, ids):
+        return ids - self.layout.offset("semantic")
+
+    def target_span(self, j):
+        return self.layout.span("semantic")
 
 
 class _AcousticStage(StageLM):
-    """Shared by the coarse and fine stages: frame-major RVQ generation with sliding windows."""
+    """Shared by the coarse and fine stages: units are codec frames, flattened frame-major."""
 
-    target_first = 0  # first RVQ level this stage generates
+    align = 2  # a window starts on a semantic token (two codec frames)
 
     @property
-    def target_levels(self) -> int:
+    def first_level(self) -> int:
+        """The first RVQ level this stage generates."""
         raise NotImplementedError
 
-    layout_levels = 0  # RVQ levels with ids in this stage's vocabulary
+    @property
+    def units_per_second(self) -> float:
+        return self.config.frame_rate
 
-    def build_layout(self, layout: TokenLayout) -> None:
-        for i in range(self.layout_levels):
+    @property
+    def window_units(self) -> int:
+        """Codec frames in the training window (even, so semantic tokens align)."""
+        return max(2, 2 * round(self.config.lm.window_seconds * self.config.frame_rate / 2))
+
+    def add_levels(self, layout: TokenLayout, n: int) -> TokenLayout:
+        for i in range(n):
             layout.add(f"level{i}", self.config.codec_codebook)
+        return layout
 
-    def level_span(self, j: int) -> tuple[int, int]:
-        return self.layout.span(f"level{self.target_first + j % self.target_levels}")
+    def flat_levels(self, codes: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """Codes ``[B, L, F]`` of RVQ levels ``first..first+L`` -> frame-major offset ids ``[B, F*L]``."""
+        offsets = self.layout.levels("level", first + codes.shape[1])[first:].to(codes.device)
+        return rearrange(codes.long() + offsets[None, :, None], "b l f -> b (f l)")
 
-    def _slide(
-        self, total_frames, make_prefix, cond_len, prompt, sampling, generator, progress
-    ) -> torch.Tensor:
-        """Generate ``total_frames`` frames of this stage's levels in windows with half-window overlap."""
-        window, lv = self.window_frames(), self.target_levels
-        history = prompt.long() if prompt is not None else None
-        p0 = 0 if history is None else history.shape[-1]
-        made = 0
-        while made < total_frames:
-            have = p0 + made
-            ctx = min(have, window // 2) // 2 * 2
-            n_new = min(window - ctx, total_frames - made)
-            prefix = make_prefix(have - ctx, have + n_new, history[..., have - ctx :] if ctx else None)
-            new = self.extend(
-                prefix,
-                n_new * lv,
-                self.level_span,
-                sampling,
-                cond_len,
-                generator,
-                progress,
-                made * lv,
-                total_frames * lv,
-            )
-            frames = self.unflat_levels(new, lv, self.target_first)
-            history = frames if history is None else torch.cat([history, frames], dim=-1)
-            made += n_new
-        return history[..., p0:]
+    def target_ids(self, units):
+        return self.flat_levels(units, self.first_level)
+
+    def target_units(self, ids):
+        offsets = self.layout.levels("level", self.first_level + self.levels)[self.first_level :]
+        return rearrange(ids, "b (f l) -> b l f", l=self.levels) - offsets.to(ids.device)[None, :, None]
+
+    def target_span(self, j):
+        return self.layout.span(f"level{self.first_level + j % self.levels}")
 
 
 @register_model("coarse_lm")
@@ -405,73 +461,42 @@ class CoarseStage(_AcousticStage):
 
     stage = "coarse"
 
-    @property
-    def target_levels(self) -> int:
-        return self.config.coarse_levels
-
-    @property
-    def layout_levels(self) -> int:  # type: ignore[override]
-        return self.config.coarse_levels
-
-    def build_layout(self, layout: TokenLayout) -> None:
-        StageLM.build_layout(self, layout)
+    def token_layout(self) -> TokenLayout:
+        layout = self.cond_layout()
         layout.add("semantic", self.config.semantic_clusters)
-        super().build_layout(layout)
+        return self.add_levels(layout, self.config.coarse_levels)
 
     @property
-    def max_train_len(self) -> int:
-        f, c = self.window_frames(), self.config
-        cond = c.mulan_quantizers + self.melody_windows * c.melody_quantizers
-        return cond + 2 + f // 2 + f * self.target_levels
+    def first_level(self) -> int:
+        return 0
 
-    def training_example(self, record: dict, rng: random.Random) -> dict:
-        codes = record["codec"][: self.target_levels].long()
-        f = min(self.window_frames(), codes.shape[-1] // 2 * 2)
+    @property
+    def levels(self) -> int:
+        return self.config.coarse_levels
+
+    @property
+    def window_inputs_len(self) -> int:
+        return self.window_units // 2 + 1  # semantic tokens and their SEP
+
+    def window_inputs(self, inputs, start, end):
+        return inputs[:, start // 2 : (end + 1) // 2]
+
+    def sequence(self, cond, inputs, target):
+        sep = cond.new_full((cond.shape[0], 1), SEP)
+        semantic = inputs.long() + self.layout.offset("semantic")
+        return [
+            (cond, "cond"),
+            (sep, "context"),
+            (semantic, "context"),
+            (sep, "context"),
+            (self.target_ids(target), "target"),
+        ]
+
+    def training_window(self, record, rng):
+        codes = record["codec"][: self.levels].long()
+        f = min(self.window_units, codes.shape[-1] // 2 * 2)
         start = 2 * rng.randrange(max(1, (codes.shape[-1] - f) // 2 + 1))
-        sem = record["semantic"].long()[start // 2 : (start + f) // 2] + self.layout.offset("semantic")
-        coarse = self.flat_levels(codes[None, :, start : start + f])[0]
-        cond, is_melody = self.record_cond(record, start / self.config.frame_rate)
-        sep = torch.tensor([SEP])
-        return self._pack(
-            [(cond, "cond"), (sep, "context"), (sem, "context"), (sep, "context"), (coarse, "target")],
-            is_melody,
-        )
-
-    @torch.no_grad()
-    def generate(
-        self,
-        cond: CondSource,
-        semantic: torch.Tensor,
-        sampling: SamplingConfig | None = None,
-        prompt: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        progress: Progress = None,
-    ) -> torch.Tensor:
-        """Coarse codes ``[B, coarse_levels, 2 * S]`` for raw semantic ids ``[B, S]``.
-
-        ``prompt`` (raw coarse codes ``[B, coarse_levels, P]``, P even) continues existing audio, in
-        which case ``semantic`` covers prompt and new frames (``S = (P + new) / 2``).
-        """
-        sampling = sampling or SamplingConfig(temperature=self.config.lm.temperature)
-        first = self.cond_at(cond, 0.0)
-        sep = first.new_full((first.shape[0], 1), SEP)
-        sem_ids = semantic.long() + self.layout.offset("semantic")
-        p0 = 0 if prompt is None else prompt.shape[-1]
-
-        def make_prefix(start: int, end: int, context: torch.Tensor | None) -> torch.Tensor:
-            parts = [
-                self.cond_at(cond, start / self.config.frame_rate),
-                sep,
-                sem_ids[:, start // 2 : (end + 1) // 2],
-                sep,
-            ]
-            if context is not None:
-                parts.append(self.flat_levels(context))
-            return torch.cat(parts, dim=1)
-
-        return self._slide(
-            2 * semantic.shape[1] - p0, make_prefix, first.shape[1], prompt, sampling, generator, progress
-        )
+        return start, record["semantic"].long()[None], codes[None, :, start : start + f]
 
 
 @register_model("fine_lm")
@@ -479,55 +504,36 @@ class FineStage(_AcousticStage):
     """Stage 3: coarse acoustic tokens -> fine acoustic tokens (remaining RVQ levels)."""
 
     stage = "fine"
+    conditioned = False
+
+    def token_layout(self) -> TokenLayout:
+        return self.add_levels(TokenLayout(), self.config.codec_levels)
 
     @property
-    def target_first(self) -> int:  # type: ignore[override]
+    def first_level(self) -> int:
         return self.config.coarse_levels
 
     @property
-    def target_levels(self) -> int:
+    def levels(self) -> int:
         return self.config.fine_levels
 
     @property
-    def layout_levels(self) -> int:  # type: ignore[override]
-        return self.config.codec_levels
+    def window_inputs_len(self) -> int:
+        return self.window_units * self.config.coarse_levels
 
-    @property
-    def max_train_len(self) -> int:
-        return 1 + self.window_frames() * self.config.codec_levels
+    def window_inputs(self, inputs, start, end):
+        return inputs[..., start:end]
 
-    def training_example(self, record: dict, rng: random.Random) -> dict:
+    def sequence(self, cond, inputs, target):
+        sep = inputs.new_full((inputs.shape[0], 1), SEP)
+        return [(self.flat_levels(inputs), "context"), (sep, "context"), (self.target_ids(target), "target")]
+
+    def training_window(self, record, rng):
         codes = record["codec"].long()
-        f = min(self.window_frames(), codes.shape[-1])
+        f = min(self.window_units, codes.shape[-1])
         start = rng.randrange(max(1, codes.shape[-1] - f + 1))
-        window = codes[None, :, start : start + f]
         c = self.config.coarse_levels
-        coarse = self.flat_levels(window[:, :c])[0]
-        fine = self.flat_levels(window[:, c:], first=c)[0]
-        return self._pack([(coarse, "context"), (torch.tensor([SEP]), "context"), (fine, "target")])
-
-    @torch.no_grad()
-    def generate(
-        self,
-        coarse: torch.Tensor,
-        sampling: SamplingConfig | None = None,
-        prompt: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        progress: Progress = None,
-    ) -> torch.Tensor:
-        """Fine codes ``[B, fine_levels, F]`` for raw coarse codes ``[B, coarse_levels, F]``."""
-        sampling = sampling or SamplingConfig(temperature=self.config.lm.temperature)
-        b = coarse.shape[0]
-        sep = coarse.new_full((b, 1), SEP)
-        p0 = 0 if prompt is None else prompt.shape[-1]
-
-        def make_prefix(start: int, end: int, context: torch.Tensor | None) -> torch.Tensor:
-            parts = [self.flat_levels(coarse[..., start:end]), sep]
-            if context is not None:
-                parts.append(self.flat_levels(context, first=self.target_first))
-            return torch.cat(parts, dim=1)
-
-        return self._slide(coarse.shape[-1] - p0, make_prefix, 0, prompt, sampling, generator, progress)
+        return start, codes[None, :c], codes[None, c:, start : start + f]
 
 
 STAGES: dict[str, type[StageLM]] = {"semantic": SemanticStage, "coarse": CoarseStage, "fine": FineStage}

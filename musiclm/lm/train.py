@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 
-import torch
 from torch.utils.data import Dataset
 
 from musiclm.errors import DataError
-from musiclm.lm.stages import NULL, StageLM
+from musiclm.lm.guidance import drop_conditioning
+from musiclm.lm.stages import StageLM
 from musiclm.train import TrainTask
 
 
@@ -41,14 +41,8 @@ class StageTask(TrainTask):
         self.model = model
 
     def forward(self, batch, phase: str, step: int):
-        tokens, cond_mask = batch["tokens"], batch["cond_mask"]
-        p = self.model.config.lm.cond_drop_prob
-        if p > 0 and cond_mask.any():
-            drop = torch.rand(tokens.shape[0], 1, device=tokens.device) < p
-            tokens = tokens.masked_fill(cond_mask & drop, NULL)
-        p_melody = self.model.config.melody_drop_prob
-        if "melody_mask" in batch and p_melody > 0 and batch["melody_mask"].any():
-            drop = torch.rand(tokens.shape[0], 1, device=tokens.device) < p_melody
-            tokens = tokens.masked_fill(batch["melody_mask"] & drop, NULL)
+        config = self.model.config
+        tokens = drop_conditioning(batch["tokens"], batch["cond_mask"], config.lm.cond_drop_prob)
+        tokens = drop_conditioning(tokens, batch["melody_mask"], config.melody_drop_prob)
         loss = self.model.loss(tokens, batch["loss_mask"])
         return loss, {}

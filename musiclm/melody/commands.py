@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub, train) -> None:
-    from musiclm.cli import add_train_arguments
+    from musiclm.train.args import add_train_arguments
 
     p = train.add_parser("melody", help="train the melody embedder (contrastive) and its RVQ")
     p.add_argument("--preset", default="tiny", help="config preset (tiny, paper)")
@@ -19,12 +19,12 @@ def register(sub, train) -> None:
 def _train(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from musiclm.cli import train_config_from_args
     from musiclm.config import get_preset
-    from musiclm.melody.data import SynthMelodyPairs
+    from musiclm.data.melody_pairs import SynthMelodyPairs
     from musiclm.melody.model import MelodyEmbedder
     from musiclm.melody.train import MelodyTask, finish_quantizer
     from musiclm.train import Trainer
+    from musiclm.train.args import train_config_from_args
 
     train_config = train_config_from_args(args)  # checks every setting before any work
     config = get_preset(args.preset).melody

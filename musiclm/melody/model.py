@@ -17,9 +17,9 @@ from torch import nn
 
 from musiclm.audio import check_waveform, log_mel_spectrogram
 from musiclm.checkpoint import register_model
-from musiclm.codec.quantization import ResidualVectorQuantizer
 from musiclm.config import MelodyConfig
 from musiclm.modules.patch_transformer import PatchTransformer, normalize_per_clip
+from musiclm.modules.quantization import ResidualVectorQuantizer
 
 
 @register_model("melody")

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub, train) -> None:
-    from musiclm.cli import add_train_arguments
+    from musiclm.train.args import add_train_arguments
 
     p = train.add_parser("mulan", help="train MuLaN (text + audio towers) and its conditioning RVQ")
     p.add_argument(
@@ -30,11 +30,11 @@ def register(sub, train) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from musiclm.cli import train_config_from_args
-    from musiclm.codec.commands import training_dataset
     from musiclm.config import get_preset
+    from musiclm.data.datasets import training_dataset
     from musiclm.mulan.model import MuLaN
     from musiclm.mulan.train import train_mulan
+    from musiclm.train.args import train_config_from_args
 
     train_config = train_config_from_args(args)  # checks every setting before any work
     config = get_preset(args.preset).mulan
@@ -44,8 +44,8 @@ def _train(args: argparse.Namespace) -> None:
         args.data,
         config.sample_rate,
         args.crop_seconds,
-        args.procedural_clips,
-        args.seed,
+        procedural_clips=args.procedural_clips,
+        seed=args.seed,
         max_bad_fraction=args.max_bad_fraction,
     )
     trainer = train_mulan(dataset, MuLaN(config), train_config, args.quantizer_clips)
@@ -57,8 +57,8 @@ def _embed(args: argparse.Namespace) -> None:
 
     from musiclm.audio import load_audio
     from musiclm.checkpoint import load_model
+    from musiclm.checks import prompts as check_prompts
     from musiclm.errors import MusicLMError
-    from musiclm.mulan.text import check_prompts
     from musiclm.pretrained import default_component
 
     if not args.text and not args.audio:

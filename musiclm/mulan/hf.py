@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from musiclm.audio import check_waveform
-from musiclm.codec.quantization import ResidualVectorQuantizer
+from musiclm.checks import prompts as check_prompts
 from musiclm.errors import CheckpointError
-from musiclm.mulan.text import check_prompts
+from musiclm.modules.quantization import ResidualVectorQuantizer
 
 
 def _pooled(out) -> torch.Tensor:

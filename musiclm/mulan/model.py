@@ -16,11 +16,12 @@ from torch import nn
 
 from musiclm.audio import check_waveform, log_mel_spectrogram
 from musiclm.checkpoint import register_model
-from musiclm.codec.quantization import ResidualVectorQuantizer
+from musiclm.checks import prompts as check_prompts
 from musiclm.config import MulanConfig
 from musiclm.errors import AudioError, ConfigError
 from musiclm.modules.patch_transformer import PatchTransformer, normalize_per_clip
-from musiclm.mulan.text import OwnTextTower, PretrainedTextTower, check_prompts
+from musiclm.modules.quantization import ResidualVectorQuantizer
+from musiclm.mulan.text import OwnTextTower, PretrainedTextTower
 
 
 class AudioTower(nn.Module):

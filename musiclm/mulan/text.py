@@ -15,27 +15,9 @@ import torch
 from torch import nn
 
 from musiclm.config import MulanConfig
-from musiclm.errors import CheckpointError, PromptError
+from musiclm.errors import CheckpointError
 
 TOKENIZER_FILE = "text_tokenizer.json"
-
-
-def check_prompts(texts) -> list[str]:
-    """A list of non-empty strings, or a one-line :class:`PromptError` naming the bad one."""
-    if isinstance(texts, str):
-        texts = [texts]
-    if not isinstance(texts, (list, tuple)) or not texts:
-        raise PromptError(f"prompts must be a non-empty list of strings, got {type(texts).__name__}")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise PromptError(f"prompt {i} is a {type(t).__name__}, not a string")
-        if not t.strip():
-            raise PromptError(f"prompt {i} is empty")
-        try:
-            t.encode("utf-8")
-        except UnicodeEncodeError:  # undecodable bytes arrive from argv as lone surrogates
-            raise PromptError(f"prompt {i} is not valid UTF-8 text") from None
-    return [t.strip().lstrip("\ufeff").strip() for t in texts]
 
 
 def train_wordpiece(captions: list[str], vocab_size: int):

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub, train) -> None:
-    from musiclm.cli import add_train_arguments
+    from musiclm.train.args import add_train_arguments
 
     p = train.add_parser("semantic", help="train the semantic tokenizer (masked prediction, then k-means)")
     p.add_argument("--data", required=True, help="audio folder, manifest or 'procedural'")
@@ -21,11 +21,11 @@ def register(sub, train) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from musiclm.cli import train_config_from_args
-    from musiclm.codec.commands import training_dataset
     from musiclm.config import get_preset
+    from musiclm.data.datasets import training_dataset
     from musiclm.semantic.tokenizer import SemanticTokenizer
     from musiclm.semantic.train import train_semantic
+    from musiclm.train.args import train_config_from_args
 
     train_config = train_config_from_args(args)  # checks every setting before any work
     config = get_preset(args.preset).semantic
@@ -34,8 +34,8 @@ def _train(args: argparse.Namespace) -> None:
         args.data,
         config.sample_rate,
         crop,
-        args.procedural_clips,
-        args.seed,
+        procedural_clips=args.procedural_clips,
+        seed=args.seed,
         max_bad_fraction=args.max_bad_fraction,
     )
     trainer = train_semantic(dataset, SemanticTokenizer(config), train_config, args.kmeans_clips)

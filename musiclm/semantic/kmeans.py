@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from sklearn.cluster import MiniBatchKMeans
 
+from musiclm.audio import chromagram
 from musiclm.config import SemanticConfig
-from musiclm.melody.chroma import chromagram
 from musiclm.semantic.ssl_model import frame_features
 
 

@@ -1,0 +1,132 @@
+"""MusicLM bundles: the component checkpoints of one model, side by side, plus ``musiclm.json``.
+
+    musiclm.json   {"name": ..., "components": {"codec": "codec", "semantic": "semantic", ...}}
+    codec/ semantic/ mulan/ [melody/] semantic_lm/ coarse_lm/ fine_lm/
+
+Each component directory is an ordinary checkpoint (``config.json`` + safetensors) whose kind is the
+component's name. This module owns the format: which components a bundle has, loading them,
+refusing sets that were not made for each other, and writing a bundle atomically. Generation lives
+in :mod:`musiclm.pipeline`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from torch import nn
+
+from musiclm.checkpoint import load_model
+from musiclm.errors import CheckpointError
+
+BUNDLE_FILE = "musiclm.json"
+# every component of a bundle; each name is also the checkpoint kind of its directory
+COMPONENTS = ("codec", "semantic", "mulan", "melody", "semantic_lm", "coarse_lm", "fine_lm")
+OPTIONAL = frozenset({"melody"})
+
+
+def resolve_bundle(name_or_path: str | Path) -> Path:
+    """A bundle directory from a path or the name of a shipped bundle (``default``)."""
+    from musiclm.pretrained import default_bundle, shipped_bundles
+
+    path = Path(name_or_path)
+    if (path / BUNDLE_FILE).is_file():
+        return path
+    if str(name_or_path) in ("default", *shipped_bundles()):
+        return default_bundle(str(name_or_path))
+    if path.exists():
+        raise CheckpointError(f"{path}: not a MusicLM bundle (no {BUNDLE_FILE})")
+    raise CheckpointError(
+        f"unknown model {str(name_or_path)!r}: give a bundle directory or one of "
+        f"{', '.join(['default', *shipped_bundles()])}"
+    )
+
+
+def _check_names(names, where: str) -> None:
+    unknown = sorted(set(names) - set(COMPONENTS))
+    if unknown:
+        raise CheckpointError(f"{where}: unknown components {unknown}")
+    missing = [c for c in COMPONENTS if c not in OPTIONAL and c not in names]
+    if missing:
+        raise CheckpointError(f"{where}: a bundle needs {', '.join(missing)}")
+
+
+def load_bundle(name_or_path: str | Path) -> tuple[str, dict[str, nn.Module]]:
+    """``(name, {component: module})`` of a bundle directory or shipped bundle name."""
+    root = resolve_bundle(name_or_path)
+    try:
+        meta = json.loads((root / BUNDLE_FILE).read_text())
+        names = meta["components"]
+        dict(names)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{root / BUNDLE_FILE}: invalid bundle file ({e})") from None
+    _check_names(names, str(root))
+    components = {k: load_model(root / v, kind=k) for k, v in names.items()}
+    return meta.get("name", root.name), components
+
+
+def check_compatible(components: dict[str, nn.Module], name: str = "musiclm") -> None:
+    """Refuse, in one line, components that were not made for each other."""
+    codec, semantic, mulan, melody = (components.get(k) for k in ("codec", "semantic", "mulan", "melody"))
+    sem, coarse, fine = (components[k].config for k in ("semantic_lm", "coarse_lm", "fine_lm"))
+    problems = []
+
+    def expect(what: str, got, want) -> None:
+        if got != want:
+            problems.append(f"{what} is {got}, expected {want}")
+
+    expect("coarse LM codec levels", coarse.codec_levels, codec.num_quantizers)
+    expect("fine LM codec levels", fine.codec_levels, codec.num_quantizers)
+    expect("coarse LM coarse levels", coarse.coarse_levels, fine.coarse_levels)
+    codebook = getattr(getattr(codec, "config", None), "codebook_size", None)
+    if codebook is not None:
+        expect("coarse LM codec codebook", coarse.codec_codebook, codebook)
+        expect("fine LM codec codebook", fine.codec_codebook, codebook)
+    expect("coarse LM frame rate", round(coarse.frame_rate, 3), round(codec.frame_rate, 3))
+    clusters = semantic.config.num_clusters
+    expect("semantic LM vocabulary", sem.semantic_clusters, clusters)
+    expect("coarse LM semantic vocabulary", coarse.semantic_clusters, clusters)
+    expect("semantic LM token rate", round(sem.semantic_rate, 3), round(semantic.frame_rate, 3))
+    expect("coarse LM semantic rate", round(coarse.semantic_rate, 3), round(semantic.frame_rate, 3))
+    for stage, cfg in (("semantic", sem), ("coarse", coarse)):
+        expect(f"{stage} LM MuLaN tokens", cfg.mulan_quantizers, mulan.config.num_quantizers)
+        expect(f"{stage} LM MuLaN codebook", cfg.mulan_codebook, mulan.config.codebook_size)
+        if not cfg.melody_quantizers:
+            continue
+        if melody is None:
+            problems.append(f"the {stage} LM is melody-conditioned but the bundle has no melody model")
+            continue
+        expect(f"{stage} LM melody tokens", cfg.melody_quantizers, melody.config.num_quantizers)
+        expect(f"{stage} LM melody codebook", cfg.melody_codebook, melody.config.codebook_size)
+        expect(f"{stage} LM melody hop", cfg.melody_hop_seconds, melody.config.hop_seconds)
+    if problems:
+        raise CheckpointError(f"{name}: components do not fit together: " + "; ".join(problems[:4]))
+
+
+def make_bundle(
+    out: str | Path, components: dict[str, str | Path], *, name: str = "musiclm", half: bool = False
+) -> Path:
+    """Copy component checkpoint directories into a bundle at ``out`` and write ``musiclm.json``.
+    The components are loaded together first, so an incompatible set is refused. ``half`` stores
+    floating-point weights as float16 (half the size; they load back into float32 models)."""
+    _check_names(components, str(out))
+    check_compatible({k: load_model(v, kind=k) for k, v in components.items()}, name)
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for key, src in components.items():
+        shutil.copytree(src, tmp / key, ignore=shutil.ignore_patterns("*.tmp"))
+        if half:
+            from safetensors.torch import load_file, save_file
+
+            weights = tmp / key / "model.safetensors"
+            state = load_file(str(weights))
+            save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(weights))
+    (tmp / BUNDLE_FILE).write_text(
+        json.dumps({"name": name, "components": {k: k for k in components}}, indent=2) + "\n"
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,79 @@
+"""What the stage LMs are conditioned on, as a value: MuLaN tokens over time and an optional melody.
+
+One :class:`Conditioning` describes a whole batch for a whole piece: the MuLaN tokens of one or
+more segments with the second at which each takes over (one segment for a prompt, several in story
+mode), the melody tokens (one row per melody hop) and whether to drop it all (unconditional
+sampling). Stages read it through :meth:`mulan_at` and :meth:`melody_from` for each window they
+generate, so generation, continuation, story mode and long pieces are the same sliding loop.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, replace
+
+import torch
+
+from musiclm.errors import DataError
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    mulan: torch.Tensor  # [B, K, Mq] raw MuLaN tokens of K segments
+    starts: tuple[float, ...] = (0.0,)  # second at which each segment takes over, starts[0] = 0
+    melody: torch.Tensor | None = None  # [B, W, Qm] raw melody tokens, one row per melody hop
+    unconditional: bool = False  # every conditioning id NULL (the dropped conditioning of training)
+
+    def __post_init__(self):
+        if self.mulan.dim() != 3 or self.mulan.shape[1] != len(self.starts):
+            raise ValueError(
+                f"MuLaN tokens must be [B, segments={len(self.starts)}, Mq], got {list(self.mulan.shape)}"
+            )
+        if self.starts[0] != 0 or list(self.starts) != sorted(self.starts):
+            raise ValueError(f"segment starts must begin at 0 and increase, got {self.starts}")
+
+    @classmethod
+    def constant(
+        cls, mulan: torch.Tensor, melody: torch.Tensor | None = None, *, unconditional: bool = False
+    ) -> Conditioning:
+        """One segment: ``[B, Mq]`` MuLaN tokens for the whole piece."""
+        return cls(mulan[:, None], (0.0,), melody, unconditional)
+
+    @classmethod
+    def from_record(cls, record: dict, *, melody: bool) -> Conditioning:
+        """A training record's own conditioning (MuLaN audio tokens, cached melody tokens)."""
+        tokens = None
+        if melody:
+            if "melody_tokens" not in record:
+                raise DataError(
+                    "this stage is melody-conditioned but the token cache has no melody_tokens "
+                    "(run `musiclm tokenize --melody ...`)"
+                )
+            tokens = record["melody_tokens"].long()[None]
+        return cls.constant(record["mulan_tokens"].long()[None], tokens)
+
+    @property
+    def batch_size(self) -> int:
+        return self.mulan.shape[0]
+
+    def repeat_interleave(self, n: int) -> Conditioning:
+        """Each row ``n`` times in a row (the candidates of a prompt)."""
+        melody = None if self.melody is None else self.melody.repeat_interleave(n, dim=0)
+        return replace(self, mulan=self.mulan.repeat_interleave(n, dim=0), melody=melody)
+
+    def to(self, device: torch.device | str) -> Conditioning:
+        melody = None if self.melody is None else self.melody.to(device)
+        return replace(self, mulan=self.mulan.to(device), melody=melody)
+
+    def bounds(self, units_per_second: float, align: int = 1) -> list[int]:
+        """Segment starts in a stage's units (on the grid of ``align`` units)."""
+        return [align * round(t * units_per_second / align) for t in self.starts]
+
+    def segment(self, unit: int, bounds: list[int]) -> int:
+        """The segment that ``unit`` (an index in the units of ``bounds``) belongs to."""
+        return bisect.bisect_right(bounds, unit) - 1
+
+    def melody_from(self, first: int, windows: int) -> torch.Tensor:
+        """Melody rows ``first .. first + windows`` (the last row repeats past the end): ``[B, windows, Qm]``."""
+        idx = torch.arange(first, first + windows).clamp(max=self.melody.shape[1] - 1)
+        return self.melody[:, idx.to(self.melody.device)]
