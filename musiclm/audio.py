@@ -233,27 +233,25 @@ def find_audio_files(root: str | Path) -> list[Path]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _hz_to_mel(f: torch.Tensor) -> torch.Tensor:
-    return 2595.0 * torch.log10(1.0 + f / 700.0)
-
-
-def _mel_to_hz(m: torch.Tensor) -> torch.Tensor:
-    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
-
-
 @functools.lru_cache(maxsize=32)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None):
-    """Triangular HTK-scale mel filters, ``[n_mels, n_fft // 2 + 1]``, area-normalised (Slaney)."""
-    fmax = fmax or sample_rate / 2
-    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    mels = torch.linspace(_hz_to_mel(torch.tensor(fmin)), _hz_to_mel(torch.tensor(fmax)), n_mels + 2)
-    hz = _mel_to_hz(mels.double())
-    lower, center, upper = hz[:-2, None], hz[1:-1, None], hz[2:, None]
-    up = (freqs[None] - lower) / (center - lower)
-    down = (upper - freqs[None]) / (upper - center)
-    fb = torch.clamp(torch.minimum(up, down), min=0.0)
-    fb = fb * (2.0 / (upper - lower))
-    return fb.float()
+    """HTK-scale triangular mel filters with Slaney area normalisation, ``[n_mels, n_fft // 2 + 1]``
+    (librosa's, as a float32 tensor)."""
+    import librosa
+
+    fb = librosa.filters.mel(
+        sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=True, norm="slaney"
+    )
+    return torch.from_numpy(fb).float()
+
+
+def mel_frequencies(
+    n_mels: int, sample_rate: int, fmin: float = 0.0, fmax: float | None = None
+) -> np.ndarray:
+    """Centre frequencies in Hz of the :func:`mel_filterbank` bands."""
+    import librosa
+
+    return librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax or sample_rate / 2, htk=True)[1:-1]
 
 
 def log_mel_spectrogram(
@@ -298,33 +296,29 @@ def _log_mel(wav, sample_rate, n_fft, hop_length, n_mels, win_length, center, ep
 
 
 @functools.lru_cache(maxsize=8)
-def _chroma_filter(sample_rate: int, n_fft: int, fmin: float, fmax: float) -> torch.Tensor:
-    """``[12, n_fft // 2 + 1]`` map from STFT bins to pitch classes (C = 0), each bin to its nearest class."""
-    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
-    valid = (freqs >= fmin) & (freqs <= fmax)
-    midi = 69 + 12 * torch.log2(freqs.clamp(min=1e-6) / 440.0)
-    pitch_class = torch.round(midi).long() % 12
-    fb = torch.zeros(12, freqs.numel(), dtype=torch.float32)
-    fb[pitch_class[valid], torch.nonzero(valid).squeeze(1)] = 1.0
-    return fb
+def _chroma_filter(sample_rate: int, n_fft: int) -> torch.Tensor:
+    """librosa's ``[12, n_fft // 2 + 1]`` chroma filterbank (C = 0, A440, no tuning estimate)."""
+    import librosa
+
+    return torch.from_numpy(librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, tuning=0.0)).float()
 
 
 def chromagram(
-    wav: torch.Tensor,
-    sample_rate: int,
-    n_fft: int = 4096,
-    hop_length: int = 640,
-    fmin: float = 60.0,
-    fmax: float = 2100.0,
+    wav: torch.Tensor, sample_rate: int, *, n_fft: int = 4096, hop_length: int = 640
 ) -> torch.Tensor:
-    """Frame-wise pitch-class energy of ``[..., T]`` audio -> ``[..., 12, frames]``, each frame L2-normalised."""
+    """Frame-wise pitch-class energy of ``[..., T]`` audio -> ``[..., 12, frames]``, each frame
+    L2-normalised: ``librosa.feature.chroma_stft(norm=2, tuning=0)`` computed batched in torch."""
     shape = wav.shape
     x = wav.reshape(-1, shape[-1]).float()
     window = torch.hann_window(n_fft, device=x.device)
     if x.shape[-1] < n_fft:
         x = F.pad(x, (0, n_fft - x.shape[-1]))
-    power = torch.stft(x, n_fft, hop_length, window=window, center=True, return_complex=True).abs().pow(2)
-    chroma = _chroma_filter(sample_rate, n_fft, fmin, fmax).to(x.device) @ power
+    power = (
+        torch.stft(x, n_fft, hop_length, window=window, center=True, pad_mode="constant", return_complex=True)
+        .abs()
+        .pow(2)
+    )
+    chroma = _chroma_filter(sample_rate, n_fft).to(x.device) @ power
     chroma = F.normalize(chroma, dim=-2, eps=1e-8)
     return chroma.reshape(*shape[:-1], 12, chroma.shape[-1])
 

@@ -5,6 +5,7 @@ import torch
 
 from musiclm.audio import (
     check_waveform,
+    chromagram,
     find_audio_files,
     load_audio,
     log_mel_spectrogram,
@@ -129,3 +130,16 @@ def test_a_truncated_wav_is_refused(tmp_path):
     (tmp_path / "cut.wav").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(AudioError, match="truncated"):
         load_audio(tmp_path / "cut.wav")
+
+
+def test_chromagram_is_librosas_chroma_stft():
+    import librosa
+
+    rng = np.random.default_rng(0)
+    t = np.arange(3 * 16000) / 16000
+    y = (np.sin(2 * np.pi * 440 * t) + 0.1 * rng.standard_normal(t.size)).astype(np.float32)
+    ours = chromagram(torch.from_numpy(np.stack([y, y[::-1].copy()])), 16000, n_fft=2048, hop_length=400)
+    for row, wav in zip(ours, (y, y[::-1])):
+        ref = librosa.feature.chroma_stft(y=wav, sr=16000, n_fft=2048, hop_length=400, tuning=0.0, norm=2)
+        assert np.allclose(row.numpy(), ref, atol=1e-5)
+    assert int(ours[0].mean(-1).argmax()) == 9  # A

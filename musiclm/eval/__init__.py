@@ -10,7 +10,6 @@ from musiclm.eval.attributes import (
     estimate_key,
     estimate_tempo,
     normalize_key_name,
-    onset_envelope,
     tempo_accuracy,
 )
 from musiclm.eval.fad import (
@@ -57,6 +56,5 @@ __all__ = [
     "kl_per_clip",
     "mulan_cycle_consistency",
     "normalize_key_name",
-    "onset_envelope",
     "tempo_accuracy",
 ]
