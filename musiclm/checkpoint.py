@@ -197,7 +197,7 @@ def _import_builtin_models() -> None:
         "musiclm.mulan.model",
         "musiclm.melody.model",
         "musiclm.lm.stages",
-        "musiclm.eval.kld",
+        "musiclm.eval.classifiers",
     ):
         try:
             importlib.import_module(name)

@@ -324,11 +324,11 @@ def test_hf_embedders_with_tiny_random_models():
 def test_clap_embedder_and_score_with_a_tiny_random_clap():
     from transformers import (
         ClapFeatureExtractor,
-        ClapProcessor,
         PreTrainedTokenizerFast,
     )
 
-    from musiclm.eval import ClapEmbedder, clap_score
+    from musiclm.eval import ClapEmbedder, clap_score, mulan_cycle_consistency
+    from musiclm.modules.hf import Clap
 
     model = tiny_clap_model()
     extractor = ClapFeatureExtractor(truncation="rand_trunc")
@@ -336,11 +336,20 @@ def test_clap_embedder_and_score_with_a_tiny_random_clap():
         tokenizer_object=train_wordpiece(PROMPTS, 200), pad_token="[PAD]", unk_token="[UNK]"
     )
     wavs = torch.randn(3, SR) * 0.1
-    emb = ClapEmbedder(model, extractor).embed(wavs, SR)
+    clap = Clap(model, extractor, tokenizer)
+    emb = ClapEmbedder(clap).embed(wavs, SR)
     assert emb.shape == (3, 16) and torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
-    processor = ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer)
-    mean, per_clip = clap_score(model, processor, PROMPTS, wavs, SR, batch_size=2)
+    mean, per_clip = clap_score(clap, PROMPTS, wavs, SR, batch_size=2)
     assert per_clip.shape == (3,) and np.all(np.abs(per_clip) <= 1) and mean == pytest.approx(per_clip.mean())
+    # one CLAP wrapper: the FAD embedder, the CLAP score and MuLaN-over-CLAP embed a clip alike
+    from musiclm.mulan.hf import ClapMuLaN
+
+    text = clap.embed_text(PROMPTS)
+    assert np.allclose(per_clip, (text * emb).sum(-1).numpy(), atol=1e-5)
+    assert torch.allclose(
+        ClapMuLaN(clap, num_quantizers=1, codebook_size=2).embed_audio(wavs, SR), emb, atol=1e-5
+    )
+    assert mulan_cycle_consistency(clap, PROMPTS, wavs, SR)[0] == pytest.approx(mean)
 
 
 # ------------------------------------------------------------------------------------------------ attributes

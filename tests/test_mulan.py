@@ -187,13 +187,16 @@ def test_clap_adapter_offline():
         PreTrainedTokenizerFast,
     )
 
+    from musiclm.modules.hf import Clap
     from musiclm.mulan.hf import ClapMuLaN
 
     model = tiny_clap_model()
     words = train_wordpiece(PROMPTS + ["a calm piano piece"], 200)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, pad_token="[PAD]", unk_token="[UNK]")
     clap = ClapMuLaN(
-        model, ClapFeatureExtractor(truncation="rand_trunc"), tokenizer, num_quantizers=2, codebook_size=4
+        Clap(model, ClapFeatureExtractor(truncation="rand_trunc"), tokenizer),
+        num_quantizers=2,
+        codebook_size=4,
     )
     clips = [torch.randn(SR) * 0.1 for _ in range(6)]
     a = clap.embed_audio(torch.stack(clips[:2]), sample_rate=SR)  # resampled to CLAP's 48 kHz

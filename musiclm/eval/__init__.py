@@ -1,8 +1,9 @@
 """Evaluation metrics of the paper (section 5) and signal-level attribute checks.
 
-FAD and FAD-inf over pluggable embedders (``fad``), KL divergence of classifier label distributions
-(``kld``), MuLaN cycle consistency and the CLAP score (``mcc``), and tempo / key estimators with
-their accuracies (``attributes``).
+Models that look at audio: clip embedders (``embedders``) and label classifiers (``classifiers``).
+Metrics that only compare what those give: FAD and FAD-inf (``fad``), KL divergence of label
+distributions (``kld``), MuLaN cycle consistency and the CLAP score (``mcc``), tempo / key estimators
+with their accuracies (``attributes``). ``report`` runs them all on a prompt set.
 """
 
 from musiclm.eval.attributes import (
@@ -12,25 +13,16 @@ from musiclm.eval.attributes import (
     normalize_key_name,
     tempo_accuracy,
 )
-from musiclm.eval.fad import (
+from musiclm.eval.classifiers import HFAudioClassifier, LabelClassifier, LabelClassifierConfig
+from musiclm.eval.embedders import (
     ClapEmbedder,
     EmbeddingProvider,
     EncodecEmbedder,
-    FadInf,
     MertEmbedder,
     MulanEmbedder,
-    embedding_statistics,
-    fad,
-    fad_infinity,
-    frechet_distance,
 )
-from musiclm.eval.kld import (
-    HFAudioClassifier,
-    LabelClassifier,
-    LabelClassifierConfig,
-    kl_divergence,
-    kl_per_clip,
-)
+from musiclm.eval.fad import FadInf, embedding_statistics, fad, fad_infinity, frechet_distance
+from musiclm.eval.kld import kl_divergence, kl_per_clip
 from musiclm.eval.mcc import clap_score, embedding_cosines, mulan_cycle_consistency
 
 __all__ = [

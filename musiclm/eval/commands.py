@@ -46,7 +46,7 @@ def register(sub, train) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from musiclm.eval.kld import LabelClassifier
+    from musiclm.eval.classifiers import LabelClassifier
     from musiclm.eval.report import EvalConfig, evaluate
     from musiclm.pipeline import MusicLM
 
@@ -72,7 +72,7 @@ def _train_classifier(args: argparse.Namespace) -> None:
 
     from musiclm.data.manifest import load_entries
     from musiclm.errors import DataError
-    from musiclm.eval.kld import LabelClassifier, LabelClassifierConfig
+    from musiclm.eval.classifiers import LabelClassifier, LabelClassifierConfig
     from musiclm.eval.report import load_clip
 
     entries = load_entries(args.data)

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from musiclm.audio import resample
 from musiclm.checks import prompts as check_prompts
 from musiclm.errors import AudioError
-from musiclm.eval.fad import _pooled, equal_length_batches
+from musiclm.eval.embedders import equal_length_batches
+from musiclm.modules.hf import Clap
 
 
 @torch.no_grad()
@@ -44,39 +44,16 @@ def mulan_cycle_consistency(
     return embedding_cosines(t, a)
 
 
-@torch.no_grad()
 def clap_score(
-    clap_model: Any,
-    processor: Any,
+    clap: Clap,
     texts: str | Sequence[str],
     wavs: torch.Tensor | Sequence[torch.Tensor],
     sample_rate: int,
     batch_size: int = 8,
 ) -> tuple[float, np.ndarray]:
-    """(mean, per-clip ``[N]``) cosine between CLAP text and audio embeddings of paired prompts/clips.
-
-    ``clap_model`` is a ``transformers.ClapModel``; ``processor`` a ``ClapProcessor`` (its tokenizer
-    and feature extractor are used directly, whose call signatures are stable across versions).
-    """
-    texts = _prompts(texts)
-    clips = _clips(wavs, len(texts))
-    clap_model.eval()
-    device = next(clap_model.parameters()).device
-    extractor, tokenizer = processor.feature_extractor, processor.tokenizer
-    sr = int(extractor.sampling_rate)
-    text_emb, audio_emb = [], []
-    for i in range(0, len(texts), batch_size):
-        tok = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, return_tensors="pt")
-        tok = {k: v.to(device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
-        text_emb.append(_pooled(clap_model.get_text_features(**tok)).float().cpu())
-    for batch in equal_length_batches(clips, batch_size):
-        audio = resample(batch, sample_rate, sr)
-        feats = extractor(list(audio.numpy()), sampling_rate=sr, return_tensors="pt")
-        kwargs = {"input_features": feats["input_features"].to(device)}
-        if "is_longer" in feats:
-            kwargs["is_longer"] = feats["is_longer"].to(device)
-        audio_emb.append(_pooled(clap_model.get_audio_features(**kwargs)).float().cpu())
-    return embedding_cosines(torch.cat(text_emb), torch.cat(audio_emb))
+    """(mean, per-clip ``[N]``) cosine between CLAP text and audio embeddings of paired prompts/clips:
+    :func:`mulan_cycle_consistency` with an independent joint embedding."""
+    return mulan_cycle_consistency(clap, texts, wavs, sample_rate, batch_size)
 
 
 def embedding_cosines(text: torch.Tensor, audio: torch.Tensor) -> tuple[float, np.ndarray]:

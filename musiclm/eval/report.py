@@ -22,8 +22,15 @@ from tqdm import tqdm
 from musiclm.audio import load_audio, save_audio
 from musiclm.data.manifest import ManifestEntry, from_musiccaps, load_entries
 from musiclm.errors import DataError
-from musiclm.eval.attributes import estimate_key, estimate_tempo, normalize_key_name, tempo_accuracy
-from musiclm.eval.fad import MulanEmbedder, fad, fad_infinity
+from musiclm.eval.attributes import (
+    attribute_accuracy,
+    estimate_key,
+    estimate_tempo,
+    normalize_key_name,
+    tempo_accuracy,
+)
+from musiclm.eval.embedders import MulanEmbedder
+from musiclm.eval.fad import fad, fad_infinity
 from musiclm.eval.kld import kl_divergence
 from musiclm.eval.mcc import embedding_cosines
 
@@ -106,22 +113,20 @@ def _attributes(wavs: list[torch.Tensor], sample_rate: int, entries, classifier=
     if all("bpm" in lab for lab in labels):
         pred = [estimate_tempo(w, sample_rate) for w in wavs]
         true = [float(lab["bpm"]) for lab in labels]
-        out["tempo"] = float(np.mean(tempo_accuracy(pred, true)))
-        out["tempo_octave"] = float(np.mean(tempo_accuracy(pred, true, octave=True)))
+        out["tempo"] = tempo_accuracy(pred, true)
+        out["tempo_octave"] = tempo_accuracy(pred, true, octave=True)
     if all("key" in lab and "mode" in lab for lab in labels):
         keys = [estimate_key(w, sample_rate) for w in wavs]
-        out["key"] = float(
-            np.mean(
-                [normalize_key_name(k[0]) == normalize_key_name(lab["key"]) for k, lab in zip(keys, labels)]
-            )
+        out["key"] = attribute_accuracy(
+            [normalize_key_name(k[0]) for k in keys], [normalize_key_name(lab["key"]) for lab in labels]
         )
-        out["mode"] = float(np.mean([k[1] == lab["mode"] for k, lab in zip(keys, labels)]))
+        out["mode"] = attribute_accuracy([k[1] for k in keys], [lab["mode"] for lab in labels])
     if classifier is not None:
         for factor, names in classifier.config.labels.items():
             if factor in classifier.config.multilabel or not all(factor in lab for lab in labels):
                 continue
-            pred = probs[factor].argmax(1).tolist()
-            out[factor] = float(np.mean([names[p] == lab[factor] for p, lab in zip(pred, labels)]))
+            pred = [names[p] for p in probs[factor].argmax(1).tolist()]
+            out[factor] = attribute_accuracy(pred, [lab[factor] for lab in labels])
     return out
 
 
