@@ -8,7 +8,6 @@ names the file.
 from __future__ import annotations
 
 import functools
-import math
 import os
 from pathlib import Path
 
@@ -70,17 +69,33 @@ def load_audio(
     span = (total * sr - start) if frames < 0 else frames
     try:
         if mono and span > STREAM_SECONDS * sr:  # long: decode, mix and resample block by block
-            data = _read_mono_stream(path, sr, start, frames, sample_rate or sr)[None]
-            return _check_and_convert(data, sample_rate or sr, path, None, mono, min_seconds, allow_silent)
+            data = _read_mono_stream(path, sr, start, frames=frames, target_sr=sample_rate or sr)[None]
+            return _check_and_convert(
+                data,
+                sample_rate or sr,
+                path,
+                sample_rate=None,
+                mono=mono,
+                min_seconds=min_seconds,
+                allow_silent=allow_silent,
+            )
         data, sr = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
     except AudioError:
         raise
     except Exception as e:
         raise AudioError(f"{path}: cannot decode audio ({_short(e)})") from None
-    return _check_and_convert(data.T, sr, path, sample_rate, mono, min_seconds, allow_silent)
+    return _check_and_convert(
+        data.T,
+        sr,
+        path,
+        sample_rate=sample_rate,
+        mono=mono,
+        min_seconds=min_seconds,
+        allow_silent=allow_silent,
+    )
 
 
-def _read_mono_stream(path: Path, sr: int, start: int, frames: int, target_sr: int) -> np.ndarray:
+def _read_mono_stream(path: Path, sr: int, start: int, *, frames: int, target_sr: int) -> np.ndarray:
     """Read ``frames`` (``-1``: to the end) from ``start`` as mono at ``target_sr``, 10 s at a time, so
     a long multichannel file never sits in memory at its own rate (soxr's stream is seamless)."""
     stream = soxr.ResampleStream(sr, target_sr, 1, dtype="float32", quality="HQ") if sr != target_sr else None
@@ -102,6 +117,7 @@ def _check_and_convert(
     data: np.ndarray,
     sr: int,
     where: str | Path,
+    *,
     sample_rate: int | None,
     mono: bool,
     min_seconds: float,
@@ -142,7 +158,13 @@ def check_waveform(
     if data.ndim != 2:
         raise AudioError(f"{name}: expected shape [T] or [channels, T], got {list(data.shape)}")
     return _check_and_convert(
-        data.astype(np.float32), sr, name, sample_rate, True, min_seconds, allow_silent
+        data.astype(np.float32),
+        sr,
+        name,
+        sample_rate=sample_rate,
+        mono=True,
+        min_seconds=min_seconds,
+        allow_silent=allow_silent,
     )[0]
 
 
@@ -234,7 +256,9 @@ def find_audio_files(root: str | Path) -> list[Path]:
 
 
 @functools.lru_cache(maxsize=32)
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None):
+def mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, *, fmin: float = 0.0, fmax: float | None = None
+):
     """HTK-scale triangular mel filters with Slaney area normalisation, ``[n_mels, n_fft // 2 + 1]``
     (librosa's, as a float32 tensor)."""
     import librosa
@@ -246,7 +270,7 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
 
 
 def mel_frequencies(
-    n_mels: int, sample_rate: int, fmin: float = 0.0, fmax: float | None = None
+    n_mels: int, sample_rate: int, fmin: float = 0.0, *, fmax: float | None = None
 ) -> np.ndarray:
     """Centre frequencies in Hz of the :func:`mel_filterbank` bands."""
     import librosa
@@ -258,6 +282,7 @@ def log_mel_spectrogram(
     wav: torch.Tensor,
     sample_rate: int,
     n_fft: int = 1024,
+    *,
     hop_length: int = 256,
     n_mels: int = 64,
     win_length: int | None = None,
@@ -271,10 +296,21 @@ def log_mel_spectrogram(
     With ``center=True`` there are ``T // hop_length + 1`` frames.
     """
     with torch.autocast(wav.device.type, enabled=False):  # logs of bf16 mels are too coarse for losses
-        return _log_mel(wav, sample_rate, n_fft, hop_length, n_mels, win_length, center, eps, fmin, fmax)
+        return _log_mel(
+            wav,
+            sample_rate,
+            n_fft,
+            hop_length=hop_length,
+            n_mels=n_mels,
+            win_length=win_length,
+            center=center,
+            eps=eps,
+            fmin=fmin,
+            fmax=fmax,
+        )
 
 
-def _log_mel(wav, sample_rate, n_fft, hop_length, n_mels, win_length, center, eps, fmin, fmax):
+def _log_mel(wav, sample_rate, n_fft, *, hop_length, n_mels, win_length, center, eps, fmin, fmax):
     shape = wav.shape
     x = wav.reshape(-1, shape[-1]).float()
     win_length = win_length or n_fft
@@ -289,7 +325,7 @@ def _log_mel(wav, sample_rate, n_fft, hop_length, n_mels, win_length, center, ep
         return_complex=True,
         pad_mode="reflect" if x.shape[-1] > n_fft // 2 else "constant",
     ).abs()
-    fb = mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax).to(x.device)
+    fb = mel_filterbank(sample_rate, n_fft, n_mels, fmin=fmin, fmax=fmax).to(x.device)
     mel = torch.matmul(fb, spec)
     out = torch.log(mel.clamp(min=eps))
     return out.reshape(*shape[:-1], n_mels, out.shape[-1])
@@ -332,11 +368,6 @@ def chroma_cosine_similarity(
     b = chromagram(generated, sample_rate, **kwargs)
     n = min(a.shape[-1], b.shape[-1])
     return (a[..., :n] * b[..., :n]).sum(-2).mean(-1)
-
-
-def num_frames(num_samples: int, hop_length: int) -> int:
-    """Frames a strided encoder yields for ``num_samples`` (the input is padded up to a whole frame)."""
-    return math.ceil(num_samples / hop_length)
 
 
 def _short(e: Exception) -> str:

@@ -127,6 +127,7 @@ def load_model(
     directory: str | Path,
     kind: str | None = None,
     expected_config: Any | None = None,
+    *,
     map_location: str | torch.device = "cpu",
 ) -> nn.Module:
     """Rebuild a registered model from ``directory``, in eval mode.

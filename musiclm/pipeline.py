@@ -103,11 +103,13 @@ class MusicLM:
         """``[1, W, Qm]`` melody tokens of a file or ``[T]`` waveform (4 s windows at a 3 s hop)."""
         if not self.has_melody:
             raise PromptError(f"{self.name} has no melody conditioning (its LMs were trained without it)")
-        wav = self._load_prompt_audio(melody, sample_rate, self.melody.sample_rate, "melody")
+        wav = self._load_prompt_audio(melody, sample_rate, self.melody.sample_rate, what="melody")
         with torch.no_grad():
             return self.melody.tokens(wav[None].to(self.device), self.melody.sample_rate)
 
-    def _load_prompt_audio(self, audio, sample_rate: int | None, target_rate: int, what: str) -> torch.Tensor:
+    def _load_prompt_audio(
+        self, audio, sample_rate: int | None, target_rate: int, *, what: str
+    ) -> torch.Tensor:
         if isinstance(audio, (str, Path)):
             try:
                 wav, _ = load_audio(
@@ -130,6 +132,7 @@ class MusicLM:
         temperatures: dict[str, float] | tuple[float, float, float] | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
+        *,
         guidance: float = 1.0,
     ) -> dict[str, SamplingConfig]:
         """Per-stage sampling (paper temperatures from each stage's config unless given)."""
@@ -163,7 +166,9 @@ class MusicLM:
         audio = batch * round(seconds * self.sample_rate) * 4 * 3  # candidates, chosen, scoring copies
         return peak + audio + 2**28  # + workspace of the decoder and MuLaN (bounded by their batches)
 
-    def check_memory(self, batch: int, seconds: float, guidance: float, max_memory_gb: float | None) -> None:
+    def check_memory(
+        self, batch: int, seconds: float, guidance: float, *, max_memory_gb: float | None
+    ) -> None:
         """Refuse a request whose estimate exceeds ``max_memory_gb`` (default: the memory free now)."""
         need = self.estimate_memory(batch, seconds, guidance)
         if max_memory_gb is None:
@@ -182,8 +187,8 @@ class MusicLM:
         """The checks every request shares; returns the per-stage sampling configs."""
         checks.candidates(candidates)
         checks.seed(seed)
-        sampling = self.sampling_configs(temperatures, top_k, top_p, guidance)
-        self.check_memory(prompts * candidates, seconds, guidance, max_memory_gb)
+        sampling = self.sampling_configs(temperatures, top_k, top_p, guidance=guidance)
+        self.check_memory(prompts * candidates, seconds, guidance, max_memory_gb=max_memory_gb)
         return sampling
 
     # ------------------------------------------------------------------ sampling
@@ -358,7 +363,7 @@ class MusicLM:
 
     def tokenize_audio(self, audio, sample_rate: int | None = None) -> dict[str, torch.Tensor]:
         """Semantic ``[1, S]`` and codec ``[1, Q, 2S]`` tokens of an audio prompt (aligned, even frames)."""
-        wav = self._load_prompt_audio(audio, sample_rate, self.sample_rate, "audio prompt")
+        wav = self._load_prompt_audio(audio, sample_rate, self.sample_rate, what="audio prompt")
         with torch.no_grad():
             codes = self.codec.encode(wav[None].to(self.device))
             sem_wav = (

@@ -140,7 +140,7 @@ def _outputs(output: str, count: int) -> list[Path]:
     return [out.with_name(f"{out.stem}-{i:02d}{out.suffix}") for i in range(count)]
 
 
-def _write(result, row: int, path: Path, model, args, extra: dict) -> None:
+def _write(result, row: int, path: Path, *, model, args, extra: dict) -> None:
     from musiclm.audio import save_audio, write_text_atomic
 
     save_audio(path, result.audio[row], result.sample_rate)
@@ -190,7 +190,14 @@ def _generate(args: argparse.Namespace) -> None:
         **_sampling_kwargs(args),
     )
     for i, (prompt, path) in enumerate(zip(prompts, outputs, strict=True)):
-        _write(result, i, path, model, args, {"prompt": prompt, "melody": args.melody, "mode": "generate"})
+        _write(
+            result,
+            i,
+            path,
+            model=model,
+            args=args,
+            extra={"prompt": prompt, "melody": args.melody, "mode": "generate"},
+        )
 
 
 def _continue(args: argparse.Namespace) -> None:
@@ -206,9 +213,9 @@ def _continue(args: argparse.Namespace) -> None:
         result,
         0,
         outputs[0],
-        model,
-        args,
-        {"prompt": args.prompt, "audio_prompt": args.audio, "mode": "continue"},
+        model=model,
+        args=args,
+        extra={"prompt": args.prompt, "audio_prompt": args.audio, "mode": "continue"},
     )
 
 
@@ -234,7 +241,7 @@ def _story(args: argparse.Namespace) -> None:
             for (p, s), t in zip(segments, result.segment_starts, strict=True)
         ],
     }
-    _write(result, 0, outputs[0], model, args, extra)
+    _write(result, 0, outputs[0], model=model, args=args, extra=extra)
 
 
 def _bundle(args: argparse.Namespace) -> None:

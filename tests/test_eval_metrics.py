@@ -57,12 +57,12 @@ def test_frechet_distance_matches_closed_form():
     mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
     var1, var2 = rng.uniform(0.1, 3, size=6), rng.uniform(0.1, 3, size=6)
     expected = closed_form(mu1, var1, mu2, var2)
-    assert frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2)) == pytest.approx(expected, rel=1e-8)
+    assert frechet_distance(mu1, np.diag(var1), mu2, cov2=np.diag(var2)) == pytest.approx(expected, rel=1e-8)
     # commuting but non-diagonal: the same eigenvalues in a shared rotated basis
     q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
     cov1, cov2 = q @ np.diag(var1) @ q.T, q @ np.diag(var2) @ q.T
-    assert frechet_distance(mu1, cov1, mu2, cov2) == pytest.approx(expected, rel=1e-6)
-    assert frechet_distance(mu1, cov1, mu1, cov1) == pytest.approx(0.0, abs=1e-8)
+    assert frechet_distance(mu1, cov1, mu2, cov2=cov2) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance(mu1, cov1, mu1, cov2=cov1) == pytest.approx(0.0, abs=1e-8)
 
 
 def test_fad_from_samples_is_close_to_closed_form():
@@ -255,7 +255,7 @@ def tiny_mulan():
 
 def test_mulan_cycle_consistency_is_a_paired_cosine(tiny_mulan):
     wavs = torch.randn(3, SR) * 0.1
-    mean, per_clip = mulan_cycle_consistency(tiny_mulan, PROMPTS, wavs, SR, batch_size=2)
+    mean, per_clip = mulan_cycle_consistency(tiny_mulan, PROMPTS, wavs, sample_rate=SR, batch_size=2)
     assert per_clip.shape == (3,) and np.all(per_clip >= -1) and np.all(per_clip <= 1)
     assert mean == pytest.approx(per_clip.mean())
     with torch.no_grad():
@@ -263,10 +263,10 @@ def test_mulan_cycle_consistency_is_a_paired_cosine(tiny_mulan):
     assert per_clip == pytest.approx((t * a).sum(-1).numpy(), abs=1e-5)
     # clips of different lengths and at another sample rate are fine
     clips = [torch.randn(8000) * 0.1, torch.randn(12000) * 0.1, torch.randn(8000) * 0.1]
-    _, per_clip = mulan_cycle_consistency(tiny_mulan, PROMPTS, clips, 8000)
+    _, per_clip = mulan_cycle_consistency(tiny_mulan, PROMPTS, clips, sample_rate=8000)
     assert per_clip.shape == (3,) and np.all(np.abs(per_clip) <= 1)
     with pytest.raises(ValueError, match="3 prompts but 2 clips"):
-        mulan_cycle_consistency(tiny_mulan, PROMPTS, wavs[:2], SR)
+        mulan_cycle_consistency(tiny_mulan, PROMPTS, wavs[:2], sample_rate=SR)
 
 
 def test_mulan_embedder_feeds_fad(tiny_mulan):
@@ -339,7 +339,7 @@ def test_clap_embedder_and_score_with_a_tiny_random_clap():
     clap = Clap(model, extractor, tokenizer)
     emb = ClapEmbedder(clap).embed(wavs, SR)
     assert emb.shape == (3, 16) and torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
-    mean, per_clip = clap_score(clap, PROMPTS, wavs, SR, batch_size=2)
+    mean, per_clip = clap_score(clap, PROMPTS, wavs, sample_rate=SR, batch_size=2)
     assert per_clip.shape == (3,) and np.all(np.abs(per_clip) <= 1) and mean == pytest.approx(per_clip.mean())
     # one CLAP wrapper: the FAD embedder, the CLAP score and MuLaN-over-CLAP embed a clip alike
     from musiclm.mulan.hf import ClapMuLaN
@@ -349,7 +349,7 @@ def test_clap_embedder_and_score_with_a_tiny_random_clap():
     assert torch.allclose(
         ClapMuLaN(clap, num_quantizers=1, codebook_size=2).embed_audio(wavs, SR), emb, atol=1e-5
     )
-    assert mulan_cycle_consistency(clap, PROMPTS, wavs, SR)[0] == pytest.approx(mean)
+    assert mulan_cycle_consistency(clap, PROMPTS, wavs, sample_rate=SR)[0] == pytest.approx(mean)
 
 
 # ------------------------------------------------------------------------------------------------ attributes

@@ -64,7 +64,7 @@ def test_eval_cli_writes_report_and_resumes(tmp_path):
     }
     captions = [e.caption for e in entries]
     for name, wavs in clips.items():
-        mcc, _ = mulan_cycle_consistency(model.mulan, captions, wavs, SR)
+        mcc, _ = mulan_cycle_consistency(model.mulan, captions, wavs, sample_rate=SR)
         assert systems[name]["mcc"] == pytest.approx(mcc, abs=1e-4)
     emb = {k: MulanEmbedder(model.mulan).embed(torch.stack(w), SR).numpy() for k, w in clips.items()}
     probs = {

@@ -56,14 +56,16 @@ def test_kv_cache_matches_full_forward():
 
 def test_sampling_respects_range_top_k_and_seed():
     logits = torch.randn(64, 50)
-    ids = sample(logits, SamplingConfig(temperature=1.0, top_k=3), 10, 20)
+    ids = sample(logits, SamplingConfig(temperature=1.0, top_k=3), 10, hi=20)
     assert ids.min() >= 10 and ids.max() < 20
     top3 = torch.topk(logits[:, 10:20], 3).indices + 10
     assert (ids[:, None] == top3).any(1).all()
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     cfg = SamplingConfig(temperature=1.0, top_p=0.9)
-    assert torch.equal(sample(logits, cfg, 0, 50, g1), sample(logits, cfg, 0, 50, g2))
-    assert torch.equal(sample(logits, SamplingConfig(temperature=0), 0, 50), logits.argmax(1))
+    assert torch.equal(
+        sample(logits, cfg, 0, hi=50, generator=g1), sample(logits, cfg, 0, hi=50, generator=g2)
+    )
+    assert torch.equal(sample(logits, SamplingConfig(temperature=0), 0, hi=50), logits.argmax(1))
     with pytest.raises(ValueError):
         SamplingConfig(top_p=1.5)
 

@@ -44,9 +44,9 @@ def test_token_rate_and_shape(preset):
 
 
 def test_span_mask_covers_spans():
-    m = span_mask(4, 200, 0.1, 5, generator=torch.Generator().manual_seed(0))
+    m = span_mask(4, 200, 0.1, span=5, generator=torch.Generator().manual_seed(0))
     assert 0.2 < m.float().mean() < 0.6
-    assert span_mask(1, 10, 0.0, 5).sum() == 0
+    assert span_mask(1, 10, 0.0, span=5).sum() == 0
 
 
 def test_kmeans_fit_assign_round_trip():

@@ -56,17 +56,19 @@ def _soundfont() -> str:
 def test_plan_is_deterministic_and_seed_dependent(library):
     fonts = [_soundfont()]
     config = SynthConfig(seed=3, clip_seconds=4.0)
-    a = [plan_item(i, config, library, fonts) for i in range(12)]
-    b = [plan_item(i, config, library, fonts) for i in range(12)]
+    a = [plan_item(i, config, library, soundfonts=fonts) for i in range(12)]
+    b = [plan_item(i, config, library, soundfonts=fonts) for i in range(12)]
     assert [(x[0], x[1].labels, x[3]) for x in a] == [(x[0], x[1].labels, x[3]) for x in b]
-    other = [plan_item(i, SynthConfig(seed=4, clip_seconds=4.0), library, fonts) for i in range(12)]
+    other = [
+        plan_item(i, SynthConfig(seed=4, clip_seconds=4.0), library, soundfonts=fonts) for i in range(12)
+    ]
     assert [x[3] for x in a] != [x[3] for x in other]
     assert {x[1].labels["genre"] for x in a} == set(STYLES)  # round robin over every style
 
 
 def test_every_style_renders_audible_audio_deterministically(library):
     config = SynthConfig(seed=0, clip_seconds=3.0)
-    pieces = [plan_item(i, config, library, [_soundfont()])[1] for i in range(len(STYLES))]
+    pieces = [plan_item(i, config, library, soundfonts=[_soundfont()])[1] for i in range(len(STYLES))]
     first, second = FluidSynthRenderer(SR), FluidSynthRenderer(SR)
     for piece in pieces:
         wav = first.render(piece, _soundfont())
@@ -88,7 +90,7 @@ def _onsets(wav: np.ndarray, hop: int = 80, window: int = 320) -> np.ndarray:
 def test_tempo_label_matches_rendered_kick_drum(library, renderer):
     config = SynthConfig(seed=1, clip_seconds=8.0, styles=("techno",))
     for index in range(3):
-        _, piece, _, _ = plan_item(index, config, library, [_soundfont()])
+        _, piece, _, _ = plan_item(index, config, library, soundfonts=[_soundfont()])
         drums = [t for t in piece.tracks if t.is_drum]
         assert drums, "techno always has drums"
         kick = drums[0]
@@ -103,7 +105,7 @@ def test_tempo_label_matches_rendered_kick_drum(library, renderer):
 def test_melody_notes_are_the_rendered_melody(library):
     config = SynthConfig(seed=2, clip_seconds=5.0, styles=("techno", "ballad"))
     for index in range(4):
-        _, piece, _, _ = plan_item(index, config, library, [_soundfont()])
+        _, piece, _, _ = plan_item(index, config, library, soundfonts=[_soundfont()])
         melody = next(t for t in piece.tracks if t.role == "melody")
         assert [[round(s, 4), round(e, 4), p] for s, e, p, _ in melody.notes] == piece.labels["melody"]
         tonic = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"].index(piece.labels["key"])
@@ -113,7 +115,7 @@ def test_melody_notes_are_the_rendered_melody(library):
 
 def test_heldout_split_has_own_tunes_and_wordings(library):
     config = SynthConfig(seed=0, clip_seconds=4.0, test_fraction=0.3)
-    items = [plan_item(i, config, library, [_soundfont()]) for i in range(90)]
+    items = [plan_item(i, config, library, soundfonts=[_soundfont()]) for i in range(90)]
     sources = {
         split: {p.labels["melody_source"] for s, p, _, _ in items if s == split} - {"procedural"}
         for split in ("train", "test")

@@ -40,10 +40,11 @@ def test_training_lowers_loss_and_exports(tmp_path):
     assert isinstance(model, ToyModel)
 
 
-def test_resume_after_interruption_continues_step_count(tmp_path):
+def test_ctrl_c_saves_and_the_next_run_continues_the_step_count(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         Trainer(ToyTask(stop_at=23), ToyData(), _cfg(tmp_path, checkpoint_every=10)).fit()
-    # a graceful interrupt saves at step 23; simulate a hard kill by rolling back to the step-20 save
+    # Ctrl-C saves at the step it stopped (23), not only at the last periodic checkpoint (20); a hard
+    # kill is test_sigkill_mid_run_resumes_at_the_last_checkpoint
     trainer = Trainer(ToyTask(), ToyData(), _cfg(tmp_path))
     assert trainer.resume() and trainer.step == 23
     trainer.fit()

@@ -79,7 +79,7 @@ def _train(args: argparse.Namespace) -> None:
     if args.decoder:
         config = dataclasses.replace(config, decoder=args.decoder)
     valid = (
-        validation_clips(args.valid, config.sample_rate, args.valid_clips, args.valid_seconds)
+        validation_clips(args.valid, config.sample_rate, args.valid_clips, seconds=args.valid_seconds)
         if args.valid
         else None
     )

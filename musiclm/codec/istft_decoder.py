@@ -35,7 +35,9 @@ class ConvNeXtBlock(nn.Module):
 class ISTFTDecoder(nn.Module):
     """``[B, latent_dim, F]`` -> ``[B, 1, F * hop_length]`` through ConvNeXt blocks and an iSTFT."""
 
-    def __init__(self, latent_dim: int, hop_length: int, dim: int = 256, depth: int = 8, upsample: int = 2):
+    def __init__(
+        self, latent_dim: int, hop_length: int, dim: int = 256, *, depth: int = 8, upsample: int = 2
+    ):
         super().__init__()
         if hop_length % upsample:
             raise ValueError(f"hop_length {hop_length} is not divisible by istft upsample {upsample}")

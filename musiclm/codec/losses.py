@@ -12,6 +12,7 @@ def multiscale_mel_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
     sample_rate: int,
+    *,
     ffts: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048),
 ) -> torch.Tensor:
     """Sum over STFT sizes of L1 on mel magnitudes + L2 on log-mels (SoundStream's s = 2^6..2^11).

@@ -53,7 +53,7 @@ class SoundStream(nn.Module):
             self.decoder = SEANetDecoder(c.channels, tuple(c.strides), c.latent_dim)
         elif c.decoder == "istft":
             self.decoder = ISTFTDecoder(
-                c.latent_dim, c.hop_length, c.istft_dim, c.istft_depth, c.istft_upsample
+                c.latent_dim, c.hop_length, c.istft_dim, depth=c.istft_depth, upsample=c.istft_upsample
             )
         else:
             raise ConfigError(f"codec decoder must be 'seanet' or 'istft', got {c.decoder!r}")

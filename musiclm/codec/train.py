@@ -95,7 +95,7 @@ class CodecTask(TrainTask):
         if cfg.silence_prob > 0:
             wav = wav * (torch.rand(wav.shape[0], 1, device=wav.device) >= cfg.silence_prob).to(wav.dtype)
         out = self.model(wav)
-        mel = multiscale_mel_loss(out.audio, wav, sr, cfg.mel_ffts)
+        mel = multiscale_mel_loss(out.audio, wav, sr, ffts=cfg.mel_ffts)
         loss = cfg.mel_weight * mel + out.commit_loss
         metrics = {"mel_loss": mel.detach(), "commit": out.commit_loss.detach()}
         if cfg.waveform_l1_weight:

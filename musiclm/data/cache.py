@@ -90,6 +90,7 @@ def fill_field(
     path: Path,
     field: str,
     items: list[dict],
+    *,
     shard_size: int,
     extract: Callable[[dict], torch.Tensor | None],
     shards: list[int] | None = None,

@@ -183,7 +183,9 @@ def _tokenize(args: argparse.Namespace) -> None:
             models[field] = model.to("cuda" if torch.cuda.is_available() else "cpu")
     if not models:
         raise MusicLMError("nothing to compute: give at least one of --codec, --semantic, --mulan, --melody")
-    skipped = tokenize(args.data, args.out, models, args.segment_seconds, args.shard_size)
+    skipped = tokenize(
+        args.data, args.out, models, segment_seconds=args.segment_seconds, shard_size=args.shard_size
+    )
     for where, why in skipped:
         print(f"skipped {where}: {why}")
     print(f"{args.out}: fields {sorted(models)} ready ({len(skipped)} skipped)")

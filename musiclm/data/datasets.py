@@ -156,7 +156,7 @@ def training_dataset(
     return dataset
 
 
-def validation_clips(data: str, sample_rate: int, clips: int, seconds: float):
+def validation_clips(data: str, sample_rate: int, clips: int, *, seconds: float):
     """``[N, T]``: the first ``seconds`` of ``clips`` files spread evenly over a held-out set."""
     import torch
 

@@ -20,6 +20,7 @@ def random_melody(
     rng: np.random.Generator,
     seconds: float,
     tonic: int | None = None,
+    *,
     scale: np.ndarray | None = None,
     beat: float | None = None,
 ) -> list[tuple[float, float, int]]:
@@ -54,7 +55,7 @@ def random_timbre(rng: np.random.Generator) -> dict:
     }
 
 
-def render(notes, timbre: dict, sample_rate: int, seconds: float, rng: np.random.Generator) -> np.ndarray:
+def render(notes, timbre: dict, sample_rate: int, *, seconds: float, rng: np.random.Generator) -> np.ndarray:
     """Additive synthesis of ``notes`` with ``timbre``; vectorised over samples and harmonics."""
     n = int(round(seconds * sample_rate))
     out = np.zeros(n, dtype=np.float32)
@@ -80,7 +81,7 @@ def render(notes, timbre: dict, sample_rate: int, seconds: float, rng: np.random
 class SynthMelodyPairs(Dataset):
     """``{"anchor", "positive"}``: one window of a melody in two timbres, ``[window_samples]`` each."""
 
-    def __init__(self, size: int, sample_rate: int, window_seconds: float, seed: int = 0):
+    def __init__(self, size: int, sample_rate: int, window_seconds: float, *, seed: int = 0):
         self.size, self.sample_rate, self.seconds, self.seed = size, sample_rate, window_seconds, seed
 
     def __len__(self) -> int:
@@ -94,8 +95,8 @@ class SynthMelodyPairs(Dataset):
             notes,
             timbres[timbre_index],
             self.sample_rate,
-            self.seconds,
-            np.random.default_rng([self.seed, index, timbre_index]),
+            seconds=self.seconds,
+            rng=np.random.default_rng([self.seed, index, timbre_index]),
         )
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ from musiclm.data.melody_pairs import MAJOR, MINOR, random_melody, random_timbre
 NOTE_NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 
 
-def _drums(rng: np.random.Generator, sample_rate: int, seconds: float, bpm: float) -> np.ndarray:
+def _drums(rng: np.random.Generator, sample_rate: int, seconds: float, *, bpm: float) -> np.ndarray:
     n = int(seconds * sample_rate)
     out = np.zeros(n, dtype=np.float32)
     beat = 60.0 / bpm
@@ -60,14 +60,14 @@ def render_piece(seed: int | list[int], sample_rate: int, seconds: float) -> tup
             d = root + third
             notes.append((t, 4 * beat, 48 + tonic + 12 * (d // 7) + int(scale[d % 7])))
         t, bar = t + 4 * beat, bar + 1
-    mix += 0.35 * render(notes, pad, sample_rate, seconds, rng)
+    mix += 0.35 * render(notes, pad, sample_rate, seconds=seconds, rng=rng)
     bass = [(s, dur, p - 12) for s, dur, p in notes[::3]]
-    mix += 0.3 * render(bass, random_timbre(rng), sample_rate, seconds, rng)
+    mix += 0.3 * render(bass, random_timbre(rng), sample_rate, seconds=seconds, rng=rng)
     melody = random_melody(rng, seconds, tonic=60 + tonic, scale=scale, beat=beat)
-    mix += 0.4 * render(melody, random_timbre(rng), sample_rate, seconds, rng)
+    mix += 0.4 * render(melody, random_timbre(rng), sample_rate, seconds=seconds, rng=rng)
     drums = bool(rng.random() < 0.7)
     if drums:
-        mix += 0.3 * _drums(rng, sample_rate, seconds, bpm)
+        mix += 0.3 * _drums(rng, sample_rate, seconds, bpm=bpm)
     mix *= rng.uniform(0.4, 0.9) / (np.abs(mix).max() + 1e-6)
     labels = {
         "tempo": round(bpm),
@@ -130,7 +130,7 @@ def caption_for(labels: dict, seed: int | list[int] = 0) -> str:
 class ProceduralMusic(Dataset):
     """``size`` procedurally rendered clips of ``seconds`` at ``sample_rate`` (``wav``, ``caption``, ``index``)."""
 
-    def __init__(self, size: int, sample_rate: int, seconds: float, seed: int = 0):
+    def __init__(self, size: int, sample_rate: int, seconds: float, *, seed: int = 0):
         self.size, self.sample_rate, self.seconds, self.seed = size, sample_rate, seconds, seed
 
     def __len__(self) -> int:

@@ -215,7 +215,7 @@ def _read_mix(files: list[str], sample_rate: int) -> np.ndarray:
     return mix / peak * 0.99 if peak > 0.99 else mix
 
 
-def _cut_track(track: Track, split: str, out: str, config: RealCorpusConfig, licence: str) -> dict:
+def _cut_track(track: Track, split: str, out: str, *, config: RealCorpusConfig, licence: str) -> dict:
     """Write the clips of one track; returns its record (also written as a sidecar, so reruns skip it)."""
     out_dir = Path(out)
     stem = Path(track.source.split("!")[-1]).with_suffix("")
@@ -305,7 +305,9 @@ def build_real_corpus(
                 jobs.append((track, track_split(track.key, config), package.licence))
         workers = workers or min(8, os.cpu_count() or 1)
         with ProcessPoolExecutor(workers) as pool:
-            futures = [pool.submit(_cut_track, t, s, str(out), config, lic) for t, s, lic in jobs]
+            futures = [
+                pool.submit(_cut_track, t, s, str(out), config=config, licence=lic) for t, s, lic in jobs
+            ]
             records = [f.result() for f in tqdm(futures, desc="tracks", disable=not progress)]
     return _write_manifests(out, records, config)
 

@@ -65,6 +65,7 @@ def tokenize(
     source,
     out: str | Path,
     models: dict[str, nn.Module],
+    *,
     segment_seconds: float = 30.0,
     shard_size: int = 64,
     progress: bool = True,
@@ -99,6 +100,8 @@ def tokenize(
         with tqdm(
             total=total, desc=f"tokenize {field}", disable=not (progress and state.is_local_main_process)
         ) as bar:
-            skipped += fill_field(out, field, items, shard_size, extract, shards=mine, progress=bar.update)
+            skipped += fill_field(
+                out, field, items, shard_size=shard_size, extract=extract, shards=mine, progress=bar.update
+            )
     state.wait_for_everyone()
     return skipped

@@ -39,7 +39,7 @@ def _mono(wav: torch.Tensor | np.ndarray, sample_rate: int) -> torch.Tensor:
 
 
 def estimate_tempo(
-    wav: torch.Tensor | np.ndarray, sample_rate: int, min_bpm: float = 50.0, max_bpm: float = 220.0
+    wav: torch.Tensor | np.ndarray, sample_rate: int, min_bpm: float = 50.0, *, max_bpm: float = 220.0
 ) -> float:
     """Global tempo in BPM of ``[T]`` (or ``[channels, T]``) audio, between ``min_bpm`` and ``max_bpm``."""
     import librosa
@@ -107,6 +107,7 @@ def tempo_accuracy(
     pred_bpm: Sequence[float] | np.ndarray,
     true_bpm: Sequence[float] | np.ndarray,
     tolerance: float = 0.04,
+    *,
     octave: bool = False,
 ) -> float:
     """Fraction of tempi within ``tolerance`` (relative) of the truth: MIREX "Accuracy 1".

@@ -90,7 +90,7 @@ class LabelClassifier(nn.Module):
         if wav.shape[-1] < min_samples:
             raise AudioError(f"label classifier needs at least {min_samples} samples, got {wav.shape[-1]}")
         mel = normalize_per_clip(
-            log_mel_spectrogram(wav.float(), c.sample_rate, c.n_fft, c.hop_length, c.n_mels)
+            log_mel_spectrogram(wav.float(), c.sample_rate, c.n_fft, hop_length=c.hop_length, n_mels=c.n_mels)
         )
         h = self.dropout(self.features(mel[:, None]).mean(dim=(-1, -2)))
         return {f: head(h) for f, head in self.heads.items()}
@@ -113,6 +113,7 @@ class LabelClassifier(nn.Module):
         wavs: torch.Tensor | Sequence[torch.Tensor],
         labels: Labels,
         epochs: int = 20,
+        *,
         batch_size: int = 16,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -242,7 +243,7 @@ class HFAudioClassifier:
     """
 
     def __init__(
-        self, model: Any, feature_extractor: Any, multilabel: bool | None = None, batch_size: int = 8
+        self, model: Any, feature_extractor: Any, multilabel: bool | None = None, *, batch_size: int = 8
     ):
         self.model = model.eval()
         self.feature_extractor = feature_extractor

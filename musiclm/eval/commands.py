@@ -62,7 +62,15 @@ def _eval(args: argparse.Namespace) -> None:
         baselines=baselines,
         guidance=args.guidance,
     )
-    report = evaluate(model, args.prompts, args.out, config, classifier, args.generated, args.reference)
+    report = evaluate(
+        model,
+        args.prompts,
+        args.out,
+        config=config,
+        classifier=classifier,
+        generated=args.generated,
+        reference=args.reference,
+    )
     print((__import__("pathlib").Path(args.out) / "report.md").read_text())
     print(json.dumps(report["wall_seconds"]))
 
@@ -87,7 +95,7 @@ def _train_classifier(args: argparse.Namespace) -> None:
         f: sorted({x for v in labels[f] for x in (v if f in multilabel else [v])}, key=str) for f in factors
     }
     config = LabelClassifierConfig(labels=names, multilabel=multilabel)
-    wavs = [load_clip(e.path, config.sample_rate, args.seconds, e.start) for e in entries]
+    wavs = [load_clip(e.path, config.sample_rate, args.seconds, start=e.start) for e in entries]
     model = LabelClassifier(config)
     losses = model.fit(torch.stack(wavs), labels, epochs=args.epochs, seed=args.seed)
     model.save(args.out)

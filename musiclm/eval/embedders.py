@@ -159,6 +159,7 @@ class MertEmbedder(_HFEmbedder):
         model: Any,
         sample_rate: int = 24000,
         feature_extractor: Any | None = None,
+        *,
         layer: int | None = None,
         batch_size: int = 8,
     ):
@@ -174,6 +175,7 @@ class MertEmbedder(_HFEmbedder):
         name_or_path: str = "m-a-p/MERT-v1-95M",
         layer: int | None = None,
         local_files_only: bool = True,
+        *,
         trust_remote_code: bool = False,
         **kwargs: Any,
     ) -> MertEmbedder:

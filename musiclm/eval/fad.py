@@ -17,7 +17,7 @@ import torch
 
 
 def frechet_distance(
-    mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray, eps: float = 1e-6
+    mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray, *, eps: float = 1e-6
 ) -> float:
     """Fréchet distance between N(mu1, cov1) and N(mu2, cov2):
     ``|mu1 - mu2|^2 + tr(cov1 + cov2 - 2 (cov1 cov2)^(1/2))``."""
@@ -73,6 +73,7 @@ def fad_infinity(
     emb_ref: np.ndarray | torch.Tensor,
     emb_gen: np.ndarray | torch.Tensor,
     min_n: int | None = None,
+    *,
     num_points: int = 15,
     seed: int = 0,
 ) -> FadInf:

@@ -17,6 +17,7 @@ def kl_per_clip(
     p_ref: np.ndarray | torch.Tensor,
     p_gen: np.ndarray | torch.Tensor,
     eps: float = 1e-6,
+    *,
     multilabel: bool = False,
 ) -> np.ndarray:
     """``[N]`` KL(ref || gen) of paired ``[N, C]`` label probabilities (nats).
@@ -40,10 +41,11 @@ def kl_divergence(
     p_ref: np.ndarray | torch.Tensor,
     p_gen: np.ndarray | torch.Tensor,
     eps: float = 1e-6,
+    *,
     multilabel: bool = False,
 ) -> float:
     """Mean over paired clips of KL(ref || gen) of their label probabilities; see :func:`kl_per_clip`."""
-    return float(kl_per_clip(p_ref, p_gen, eps, multilabel).mean())
+    return float(kl_per_clip(p_ref, p_gen, eps, multilabel=multilabel).mean())
 
 
 def _probabilities(p: np.ndarray | torch.Tensor, what: str) -> np.ndarray:

@@ -25,6 +25,7 @@ def mulan_cycle_consistency(
     mulan: Any,
     texts: str | Sequence[str],
     wavs: torch.Tensor | Sequence[torch.Tensor],
+    *,
     sample_rate: int,
     batch_size: int = 8,
 ) -> tuple[float, np.ndarray]:
@@ -48,12 +49,13 @@ def clap_score(
     clap: Clap,
     texts: str | Sequence[str],
     wavs: torch.Tensor | Sequence[torch.Tensor],
+    *,
     sample_rate: int,
     batch_size: int = 8,
 ) -> tuple[float, np.ndarray]:
     """(mean, per-clip ``[N]``) cosine between CLAP text and audio embeddings of paired prompts/clips:
     :func:`mulan_cycle_consistency` with an independent joint embedding."""
-    return mulan_cycle_consistency(clap, texts, wavs, sample_rate, batch_size)
+    return mulan_cycle_consistency(clap, texts, wavs, sample_rate=sample_rate, batch_size=batch_size)
 
 
 def embedding_cosines(text: torch.Tensor, audio: torch.Tensor) -> tuple[float, np.ndarray]:

@@ -74,14 +74,14 @@ def load_prompts(
     return entries[:limit] if limit else entries
 
 
-def load_clip(path: str, sample_rate: int, seconds: float, start: float | None = None) -> torch.Tensor:
+def load_clip(path: str, sample_rate: int, seconds: float, *, start: float | None = None) -> torch.Tensor:
     """Exactly ``seconds`` of a file from ``start`` (zero-padded when shorter)."""
     wav, _ = load_audio(path, sample_rate, offset=start or 0.0, duration=seconds)
     n = round(seconds * sample_rate)
     return torch.nn.functional.pad(wav, (0, max(0, n - wav.shape[-1])))[:n]
 
 
-def _generate_missing(model, entries, folder: Path, config: EvalConfig, unconditional: bool) -> list[Path]:
+def _generate_missing(model, entries, folder: Path, *, config: EvalConfig, unconditional: bool) -> list[Path]:
     """Generated clip per entry, reusing the ones already on disk (resumable)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{i:05d}.wav" for i in range(len(entries))]
@@ -105,7 +105,7 @@ def _generate_missing(model, entries, folder: Path, config: EvalConfig, uncondit
     return paths
 
 
-def _attributes(wavs: list[torch.Tensor], sample_rate: int, entries, classifier=None, probs=None) -> dict:
+def _attributes(wavs: list[torch.Tensor], sample_rate: int, entries, *, classifier=None, probs=None) -> dict:
     """Per-factor accuracy against the entries' labels (only factors the labels have); ``probs`` are
     the classifier's label probabilities of ``wavs``."""
     labels = [e.labels or {} for e in entries]
@@ -134,6 +134,7 @@ def evaluate(
     model,
     source: str | Path,
     out: str | Path,
+    *,
     config: EvalConfig,
     classifier=None,
     generated=None,
@@ -154,13 +155,13 @@ def evaluate(
             raise DataError(f"{generated}: {len(files)} clips for {len(entries)} prompts")
         systems["model"] = [load_clip(str(f), sr, config.seconds) for f in files[: len(entries)]]
     else:
-        paths = _generate_missing(model, entries, out / "generated", config, unconditional=False)
+        paths = _generate_missing(model, entries, out / "generated", config=config, unconditional=False)
         systems["model"] = [load_clip(str(p), sr, config.seconds) for p in paths]
     if "unconditional" in config.baselines and generated is None:
-        paths = _generate_missing(model, entries, out / "unconditional", config, unconditional=True)
+        paths = _generate_missing(model, entries, out / "unconditional", config=config, unconditional=True)
         systems["unconditional"] = [load_clip(str(p), sr, config.seconds) for p in paths]
     if has_reference:
-        systems["reference"] = [load_clip(e.path, sr, config.seconds, e.start) for e in entries]
+        systems["reference"] = [load_clip(e.path, sr, config.seconds, start=e.start) for e in entries]
     generation_seconds = time.perf_counter() - t0
 
     captions = [e.caption for e in entries]
@@ -186,7 +187,7 @@ def evaluate(
                 row[f"kld_{factor}"] = kl_divergence(
                     probs["reference"][factor], probs[name][factor], multilabel=multilabel
                 )
-        row["adherence"] = _attributes(wavs, sr, entries, classifier, probs.get(name))
+        row["adherence"] = _attributes(wavs, sr, entries, classifier=classifier, probs=probs.get(name))
         report["systems"][name] = row
     if "shuffled" in config.baselines and len(entries) > 1:
         rng = np.random.default_rng(config.seed)

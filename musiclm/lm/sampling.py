@@ -29,6 +29,7 @@ def sample(
     logits: torch.Tensor,
     config: SamplingConfig,
     lo: int,
+    *,
     hi: int,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:

@@ -367,7 +367,7 @@ class StageLM(nn.Module):
             lo, hi = self.target_span(j)
             logits = tf.logits(hidden, lo, hi)  # only this step's id range
             step_logits = guide(logits[:b], logits[b:], sampling.guidance) if use_cfg else logits
-            ids = sample(step_logits, sampling, 0, hi - lo, generator) + lo
+            ids = sample(step_logits, sampling, 0, hi=hi - lo, generator=generator) + lo
             out[:, j] = ids
             if j + 1 < n_new:
                 hidden = tf.hidden((torch.cat([ids, ids]) if use_cfg else ids)[:, None], cache)[:, -1]

@@ -19,7 +19,7 @@ from musiclm.config import LMConfig
 class KVCache:
     """Keys and values of every layer, ``[B, heads, max_len, head_dim]``, filled up to ``length``."""
 
-    def __init__(self, layers: int, batch: int, heads: int, max_len: int, head_dim: int, device, dtype):
+    def __init__(self, layers: int, batch: int, heads: int, *, max_len: int, head_dim: int, device, dtype):
         shape = (batch, heads, max_len, head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
@@ -115,7 +115,15 @@ class Transformer(nn.Module):
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         c = self.config
         p = self.head.weight
-        return KVCache(c.depth, batch, c.heads, max_len, c.dim // c.heads, p.device, p.dtype)
+        return KVCache(
+            c.depth,
+            batch,
+            c.heads,
+            max_len=max_len,
+            head_dim=c.dim // c.heads,
+            device=p.device,
+            dtype=p.dtype,
+        )
 
     def hidden(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Final normalised hidden states ``[B, T, dim]`` (appends to ``cache`` when given)."""

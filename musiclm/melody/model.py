@@ -30,7 +30,9 @@ class MelodyEmbedder(nn.Module):
         super().__init__()
         self.config = c = config
         frames = c.window_samples // c.hop_length + 1
-        self.backbone = PatchTransformer(c.n_mels, c.patch_frames, frames, c.dim, c.depth, c.heads, c.dropout)
+        self.backbone = PatchTransformer(
+            c.n_mels, c.patch_frames, frames, dim=c.dim, depth=c.depth, heads=c.heads, dropout=c.dropout
+        )
         self.head = nn.Linear(c.dim, c.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.quantizer = ResidualVectorQuantizer(c.embed_dim, c.num_quantizers, c.codebook_size)
@@ -38,10 +40,6 @@ class MelodyEmbedder(nn.Module):
     @property
     def sample_rate(self) -> int:
         return self.config.sample_rate
-
-    @property
-    def tokens_per_window(self) -> int:
-        return self.config.num_quantizers
 
     def num_windows(self, num_samples: int) -> int:
         """Windows covering ``num_samples`` (at least one; the last one zero-padded)."""
@@ -60,7 +58,13 @@ class MelodyEmbedder(nn.Module):
         """Log-mel of ``[N, window_samples]``, normalised per window (loudness invariance)."""
         c = self.config
         mel = log_mel_spectrogram(
-            windows, c.sample_rate, c.n_fft, c.hop_length, c.n_mels, fmin=c.fmin, fmax=c.fmax
+            windows,
+            c.sample_rate,
+            c.n_fft,
+            hop_length=c.hop_length,
+            n_mels=c.n_mels,
+            fmin=c.fmin,
+            fmax=c.fmax,
         )
         return normalize_per_clip(mel)
 

@@ -43,7 +43,7 @@ def embed_dataset(model: MelodyEmbedder, dataset, batch_size: int = 32) -> torch
     return torch.cat(out)
 
 
-def finish_quantizer(model: MelodyEmbedder, dataset, directory: Path, epochs: int = 20) -> float:
+def finish_quantizer(model: MelodyEmbedder, dataset, directory: Path, *, epochs: int = 20) -> float:
     """Fit the RVQ on the trained model's embeddings and save the final checkpoint."""
     error = fit_quantizer(model, embed_dataset(model, dataset), epochs=epochs)
     save_model(model, directory)

@@ -18,6 +18,7 @@ class PatchTransformer(nn.Module):
         n_mels: int,
         patch_frames: int,
         max_frames: int,
+        *,
         dim: int,
         depth: int,
         heads: int,

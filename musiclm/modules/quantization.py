@@ -33,7 +33,7 @@ def _distributed() -> bool:
 
 
 def kmeans(
-    x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None
+    x: torch.Tensor, k: int, iters: int = 10, *, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Lloyd's k-means on ``[N, D]`` (batched torch); returns ``[k, D]`` centroids.
 
@@ -66,6 +66,7 @@ class EMAVectorQuantizer(nn.Module):
         dim: int,
         codebook_size: int,
         decay: float = 0.99,
+        *,
         dead_code_threshold: float = 0.1,
         kmeans_init: bool = True,
         eps: float = 1e-5,
@@ -161,6 +162,7 @@ class ResidualVectorQuantizer(nn.Module):
         dim: int,
         num_quantizers: int,
         codebook_size: int,
+        *,
         decay: float = 0.99,
         commitment_weight: float = 1.0,
         dead_code_threshold: float = 0.1,
@@ -172,7 +174,9 @@ class ResidualVectorQuantizer(nn.Module):
         self.commitment_weight = commitment_weight
         self.quantizer_dropout = quantizer_dropout
         self.levels = nn.ModuleList(
-            EMAVectorQuantizer(dim, codebook_size, decay, dead_code_threshold, kmeans_init)
+            EMAVectorQuantizer(
+                dim, codebook_size, decay, dead_code_threshold=dead_code_threshold, kmeans_init=kmeans_init
+            )
             for _ in range(num_quantizers)
         )
 
@@ -243,7 +247,7 @@ class ResidualVectorQuantizer(nn.Module):
         return rearrange(out, "b t d -> b d t")
 
     @torch.no_grad()
-    def fit(self, vectors: torch.Tensor, epochs: int = 20, batch_size: int = 512, seed: int = 0) -> float:
+    def fit(self, vectors: torch.Tensor, epochs: int = 20, batch_size: int = 512, *, seed: int = 0) -> float:
         """Fit the codebooks to a set of ``[N, dim]`` vectors (k-means init + EMA passes).
 
         For RVQs over embeddings (MuLaN, melody) that are trained after their encoder. Returns the

@@ -48,7 +48,7 @@ def _train(args: argparse.Namespace) -> None:
         seed=args.seed,
         max_bad_fraction=args.max_bad_fraction,
     )
-    trainer = train_mulan(dataset, MuLaN(config), train_config, args.quantizer_clips)
+    trainer = train_mulan(dataset, MuLaN(config), train_config, quantizer_clips=args.quantizer_clips)
     print(f"MuLaN written to {trainer.model_dir}")
 
 

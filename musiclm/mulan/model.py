@@ -33,14 +33,22 @@ class AudioTower(nn.Module):
         self.config = c
         frames = round(c.window_seconds * c.sample_rate) // c.hop_length + 1
         self.backbone = PatchTransformer(
-            c.n_mels, c.patch_frames, frames, c.audio_dim, c.audio_depth, c.audio_heads, c.dropout
+            c.n_mels,
+            c.patch_frames,
+            frames,
+            dim=c.audio_dim,
+            depth=c.audio_depth,
+            heads=c.audio_heads,
+            dropout=c.dropout,
         )
         self.proj = nn.Linear(c.audio_dim, c.embed_dim)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` (at most one window long) -> ``[B, embed_dim]``."""
         c = self.config
-        mel = normalize_per_clip(log_mel_spectrogram(wav, c.sample_rate, c.n_fft, c.hop_length, c.n_mels))
+        mel = normalize_per_clip(
+            log_mel_spectrogram(wav, c.sample_rate, c.n_fft, hop_length=c.hop_length, n_mels=c.n_mels)
+        )
         if math.ceil(mel.shape[-1] / c.patch_frames) > self.backbone.max_patches:
             raise AudioError(f"audio tower input longer than one {c.window_seconds} s window")
         return self.proj(self.backbone(mel))

@@ -38,7 +38,7 @@ def captions_of(dataset, limit: int = 20000) -> list[str]:
 
 
 @torch.no_grad()
-def audio_embeddings(model: MuLaN, dataset, clips: int, batch_size: int = 16) -> torch.Tensor:
+def audio_embeddings(model: MuLaN, dataset, clips: int, *, batch_size: int = 16) -> torch.Tensor:
     model.eval()
     idx = list(range(min(clips, len(dataset))))
     out = []
@@ -48,7 +48,7 @@ def audio_embeddings(model: MuLaN, dataset, clips: int, batch_size: int = 16) ->
     return torch.cat(out)
 
 
-def train_mulan(dataset, model: MuLaN, config: TrainConfig, quantizer_clips: int = 2000) -> Trainer:
+def train_mulan(dataset, model: MuLaN, config: TrainConfig, *, quantizer_clips: int = 2000) -> Trainer:
     """Fit the text tokenizer (own tower), train both towers, fit the RVQ on audio embeddings, export."""
     if model.config.text_tower == "own" and model.text.tokenizer is None:
         model.text.set_tokenizer(train_wordpiece(captions_of(dataset), model.config.text_vocab_size))

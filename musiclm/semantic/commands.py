@@ -38,5 +38,5 @@ def _train(args: argparse.Namespace) -> None:
         seed=args.seed,
         max_bad_fraction=args.max_bad_fraction,
     )
-    trainer = train_semantic(dataset, SemanticTokenizer(config), train_config, args.kmeans_clips)
+    trainer = train_semantic(dataset, SemanticTokenizer(config), train_config, kmeans_clips=args.kmeans_clips)
     print(f"semantic tokenizer written to {trainer.model_dir}")

@@ -24,6 +24,7 @@ class HFSemanticTokenizer(nn.Module):
         backbone,
         layer: int,
         sample_rate: int = 16000,
+        *,
         frame_rate: float = 25.0,
         centroids: torch.Tensor | None = None,
         feature_extractor=None,

@@ -17,7 +17,7 @@ from musiclm.config import SemanticConfig
 from musiclm.semantic.ssl_model import frame_features
 
 
-def fit_kmeans(features: torch.Tensor, k: int, seed: int = 0, batch_size: int = 4096) -> torch.Tensor:
+def fit_kmeans(features: torch.Tensor, k: int, seed: int = 0, *, batch_size: int = 4096) -> torch.Tensor:
     """Centroids ``[k, D]`` of ``[N, D]`` features."""
     x = features.detach().cpu().float().numpy()
     if len(x) < k:

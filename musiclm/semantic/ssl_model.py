@@ -23,12 +23,16 @@ def frame_features(wav: torch.Tensor, config: SemanticConfig) -> torch.Tensor:
     hop = config.hop_length
     frames = -(-wav.shape[-1] // hop)
     wav = F.pad(wav, (0, frames * hop - wav.shape[-1]))
-    mel = log_mel_spectrogram(wav, config.sample_rate, config.n_fft, hop, config.n_mels)[..., :frames]
+    mel = log_mel_spectrogram(wav, config.sample_rate, config.n_fft, hop_length=hop, n_mels=config.n_mels)[
+        ..., :frames
+    ]
     mel = (mel - mel.mean(dim=(-1, -2), keepdim=True)) / (mel.std(dim=(-1, -2), keepdim=True) + 1e-5)
     return mel.transpose(-1, -2)
 
 
-def span_mask(batch: int, frames: int, prob: float, span: int, generator=None, device=None) -> torch.Tensor:
+def span_mask(
+    batch: int, frames: int, prob: float, *, span: int, generator=None, device=None
+) -> torch.Tensor:
     """Boolean ``[B, frames]``: each frame starts a masked span of ``span`` frames with ``prob``."""
     starts = torch.rand(batch, frames, generator=generator, device=device) < prob
     mask = F.pad(starts.float()[:, None], (span - 1, 0)).unfold(-1, span, 1).amax(-1)

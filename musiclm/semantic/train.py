@@ -32,7 +32,7 @@ class MaskedPredictionTask(TrainTask):
         with torch.no_grad():
             targets = assign(target_features(wav, c), self.target_centroids)
         feats = frame_features(wav, c)
-        mask = span_mask(wav.shape[0], feats.shape[1], c.mask_prob, c.mask_span, device=wav.device)
+        mask = span_mask(wav.shape[0], feats.shape[1], c.mask_prob, span=c.mask_span, device=wav.device)
         logits = self.model.ssl(feats, mask)
         loss = F.cross_entropy(logits[mask].float(), targets[mask])
         accuracy = (logits[mask].argmax(-1) == targets[mask]).float().mean()
@@ -67,7 +67,7 @@ def fit_tokens(dataset, tokenizer: SemanticTokenizer, clips: int = 200) -> None:
 
 
 def train_semantic(
-    dataset, tokenizer: SemanticTokenizer, config: TrainConfig, kmeans_clips: int = 200
+    dataset, tokenizer: SemanticTokenizer, config: TrainConfig, *, kmeans_clips: int = 200
 ) -> Trainer:
     """The whole recipe; exports the finished tokenizer to ``out_dir/model``."""
     from pathlib import Path

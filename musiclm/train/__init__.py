@@ -1,6 +1,6 @@
 """Training: one accelerate-based Trainer shared by every component."""
 
 from musiclm.train.ema import EMA
-from musiclm.train.trainer import TrainConfig, Trainer, TrainTask, train_task
+from musiclm.train.trainer import TrainConfig, Trainer, TrainTask
 
-__all__ = ["EMA", "TrainConfig", "TrainTask", "Trainer", "train_task"]
+__all__ = ["EMA", "TrainConfig", "TrainTask", "Trainer"]

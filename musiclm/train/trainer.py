@@ -25,7 +25,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +161,7 @@ class Trainer:
         task: TrainTask,
         dataset: Dataset | IterableDataset | DataLoader,
         config: TrainConfig,
+        *,
         collate_fn=None,
         accelerator: Accelerator | None = None,
     ):
@@ -561,10 +562,3 @@ class Trainer:
             opt.step()
             self.schedulers[phase].step()
         return metrics
-
-
-def train_task(task: TrainTask, dataset: Dataset | Iterable, config: TrainConfig, collate_fn=None) -> Trainer:
-    """Build a :class:`Trainer`, run it to ``max_steps`` and return it (convenience for CLIs)."""
-    trainer = Trainer(task, dataset, config, collate_fn=collate_fn)
-    trainer.fit()
-    return trainer

@@ -84,6 +84,7 @@ def compose(
     style_name: str,
     rng: np.random.Generator,
     tunes: dict[str, list[Tune]],
+    *,
     seconds: float,
 ) -> Piece:
     """One piece of ``style_name`` lasting ``seconds``; every factor is drawn from ``rng`` and stored
@@ -114,15 +115,15 @@ def compose(
         shifted = [[[s - lead_in, d, p] for s, d, p in v if s >= lead_in] for v in tune.voices]
         length = np.ceil((tune.length - lead_in) / bar) * bar
         voices = [_loop(v, length, bars * bar) for v in shifted]
-        chords = harmonize(voices[0], tonic, mode, bar, bars)
+        chords = harmonize(voices[0], tonic, mode, bar=bar, bars=bars)
     else:
         progressions = style.progressions or [["I", "IV", "V", "I"], ["i", "iv", "V", "i"]]
         progression = progressions[int(rng.integers(len(progressions)))]
         mode = "minor" if "i" in progression else "major"
-        chords = progression_chords(progression, tonic, mode, style.sevenths)
+        chords = progression_chords(progression, tonic, mode, sevenths=style.sevenths)
         chords = [chords[b % len(chords)] for b in range(bars)]
         density = 0.35 if style.name in ("ballad", "hip hop") else 0.6
-        voices = [procedural_melody(rng, chords, tonic, mode, bar, density)]
+        voices = [procedural_melody(rng, chords, tonic, mode=mode, bar=bar, density=density)]
         if style.comp == "voices":  # no corpus chorale at hand: lower voices sing the chord tones
             for k in range(3):
                 voices.append([[b * bar + h, bar / 2, chord_pitches(r, q, 43 + 6 * k)[k % 3]]
@@ -136,7 +137,7 @@ def compose(
     tracks: list[Track] = []
 
     def add_track(
-        role: str, program: int, notes: list[tuple[float, float, int]], accent: float = 1.0
+        role: str, program: int, notes: list[tuple[float, float, int]], *, accent: float = 1.0
     ) -> None:
         name = INSTRUMENTS[program][0]
         events = []
@@ -161,9 +162,11 @@ def compose(
         melody = _fit_register(voices[0], REGISTERS[register])
         add_track("melody", pick("melody"), melody)
         if "chords" in style.programs and plays("chords"):
-            add_track("chords", pick("chords"), _comp(style, chords, bar, bars, rng), accent=0.8)
+            add_track("chords", pick("chords"), _comp(style, chords, bar, bars=bars, rng=rng), accent=0.8)
         if style.bass != "none" and "bass" in style.programs and plays("bass"):
-            add_track("bass", pick("bass"), _bass(style, chords, bar, bars, tonic, mode), accent=0.9)
+            add_track(
+                "bass", pick("bass"), _bass(style, chords, bar, bars=bars, tonic=tonic, mode=mode), accent=0.9
+            )
         if "pad" in style.optional and plays("pad"):
             pad = [(b * bar, bar, p) for b, (r, q) in enumerate(chords) for p in chord_pitches(r, q, 55)]
             add_track("pad", 48, pad, accent=0.6)
@@ -210,7 +213,7 @@ def compose(
 
 
 def _comp(
-    style: Style, chords, bar: float, bars: int, rng: np.random.Generator
+    style: Style, chords, bar: float, *, bars: int, rng: np.random.Generator
 ) -> list[tuple[float, float, int]]:
     notes = []
     for b, (root, quality) in enumerate(chords[:bars]):
@@ -236,7 +239,7 @@ def _comp(
 
 
 def _bass(
-    style: Style, chords, bar: float, bars: int, tonic: int, mode: str
+    style: Style, chords, bar: float, *, bars: int, tonic: int, mode: str
 ) -> list[tuple[float, float, int]]:
     notes = []
     for b, (root, quality) in enumerate(chords[:bars]):

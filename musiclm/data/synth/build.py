@@ -52,7 +52,7 @@ def chunk_soundfont(index: int, config: SynthConfig, soundfonts: list[str]) -> s
 
 
 def plan_item(
-    index: int, config: SynthConfig, library: dict[str, list[Tune]], soundfonts: list[str]
+    index: int, config: SynthConfig, library: dict[str, list[Tune]], *, soundfonts: list[str]
 ) -> tuple:
     """Everything about clip ``index`` but its audio, from ``(seed, index)`` alone: split, piece,
     soundfont, caption."""
@@ -63,10 +63,10 @@ def plan_item(
         for k, v in library.items()
     }
     style = config.styles[index % len(config.styles)]
-    piece = compose(style, rng, tunes, config.clip_seconds)
+    piece = compose(style, rng, tunes, seconds=config.clip_seconds)
     soundfont = chunk_soundfont(index, config, soundfonts)
     piece.labels["soundfont"] = Path(soundfont).name
-    caption = caption_for(piece.labels, rng, split, STYLES[style].words)
+    caption = caption_for(piece.labels, rng, split, style_words=STYLES[style].words)
     return split, piece, soundfont, caption
 
 
@@ -88,7 +88,7 @@ def _render_chunk(args: tuple[int, str]) -> list[dict]:
     plans, failed = [], []
     for i in indices:
         try:
-            plans.append((i, *plan_item(i, config, _worker["library"], _worker["soundfonts"])))
+            plans.append((i, *plan_item(i, config, _worker["library"], soundfonts=_worker["soundfonts"])))
         except Exception as e:  # one odd tune must not stop a long run: report it and go on
             failed.append({"index": i, "error": f"{type(e).__name__}: {e}"})
     paths = {
@@ -121,7 +121,7 @@ def _render_chunk(args: tuple[int, str]) -> list[dict]:
 
 
 def synthesize(
-    out: str | Path, config: SynthConfig, workers: int | None = None, progress: bool = True
+    out: str | Path, config: SynthConfig, workers: int | None = None, *, progress: bool = True
 ) -> dict:
     """Render ``config.num_clips`` clips into ``out`` (``audio/``, ``midi/``, ``train.jsonl``,
     ``test.jsonl``, ``synth.json``). Deterministic in ``config.seed``; a rerun skips finished clips."""

@@ -68,7 +68,7 @@ def _join(items: list[str]) -> str:
 
 
 def caption_for(
-    labels: dict, rng: np.random.Generator, split: str = "train", style_words: list[str] | None = None
+    labels: dict, rng: np.random.Generator, split: str = "train", *, style_words: list[str] | None = None
 ) -> str:
     """A caption of ``labels``; ``split`` picks the train or held-out wordings."""
     if split not in TEMPLATES:

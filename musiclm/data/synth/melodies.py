@@ -66,7 +66,7 @@ def _meter_of(ratio: str) -> tuple[str, float] | None:
     }.get(ratio)
 
 
-def tune_from_score(score, source: str, max_quarters: float = 96.0, keep_voices: int = 4) -> Tune | None:
+def tune_from_score(score, source: str, max_quarters: float = 96.0, *, keep_voices: int = 4) -> Tune | None:
     """A :class:`Tune` from a parsed music21 score, or None if its meter is not one we arrange."""
     sigs = score.recurse().getElementsByClass("TimeSignature")
     meter = _meter_of(sigs[0].ratioString) if sigs else None
@@ -118,7 +118,7 @@ def _parse_one(item: tuple[str, str]) -> dict | None:
     return None if tune is None else {"collection": collection, **asdict(tune)}
 
 
-def load_library(cache: Path, seed: int = 0, size: int = 200, workers: int = 1) -> dict[str, list[Tune]]:
+def load_library(cache: Path, seed: int = 0, size: int = 200, *, workers: int = 1) -> dict[str, list[Tune]]:
     """Tunes by collection (``chorale``, ``fiddle``), parsed once and cached in ``cache`` (JSON)."""
     cache = Path(cache)
     if cache.is_file():
@@ -169,7 +169,7 @@ def chord_pitches(root_pc: int, quality: str, base: int = 48) -> list[int]:
 
 
 def harmonize(
-    melody: list[list[float]], tonic: int, mode: str, bar: float, bars: int
+    melody: list[list[float]], tonic: int, mode: str, *, bar: float, bars: int
 ) -> list[tuple[int, str]]:
     """One diatonic triad per bar, ``(root_pc, quality)``, that best covers the bar's melody notes
     (duration-weighted; ties go to the tonic, subdominant and dominant)."""
@@ -192,7 +192,7 @@ def harmonize(
 
 
 def progression_chords(
-    progression: list[str], tonic: int, mode: str, sevenths: bool = False
+    progression: list[str], tonic: int, mode: str, *, sevenths: bool = False
 ) -> list[tuple[int, str]]:
     """Roman-numeral progression (``I``, ``vi``, ``bVII``, ...) to ``(root_pc, quality)`` chords."""
     numerals = {"I": 0, "II": 2, "III": 4, "IV": 5, "V": 7, "VI": 9, "VII": 11}
@@ -209,7 +209,13 @@ def progression_chords(
 
 
 def procedural_melody(
-    rng: np.random.Generator, chords: list[tuple[int, str]], tonic: int, mode: str, bar: float, density: float
+    rng: np.random.Generator,
+    chords: list[tuple[int, str]],
+    tonic: int,
+    *,
+    mode: str,
+    bar: float,
+    density: float,
 ) -> list[list[float]]:
     """A stepwise melody over ``chords`` (one a bar): chord tones on strong beats, scale steps between,
     a repeated rhythmic motif so it sounds like a tune rather than noise."""
