@@ -68,7 +68,7 @@ def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any]
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700: give the checkpoint the usual permissions
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(_dedupe_shared(state), str(tmp / WEIGHTS_FILE), metadata={"kind": kind})
+        save_file(dedupe_shared(state), str(tmp / WEIGHTS_FILE), metadata={"kind": kind})
         meta = {
             "kind": kind,
             "format_version": FORMAT_VERSION,
@@ -93,7 +93,7 @@ def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any]
     return directory
 
 
-def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """safetensors refuses tensors sharing memory (tied weights): store a copy of each duplicate."""
     seen: set[int] = set()
     out = {}

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from musiclm import checks
-from musiclm.checkpoint import _dedupe_shared, load_weights, save_model
+from musiclm.checkpoint import dedupe_shared, load_weights, save_model
 from musiclm.config import config_to_dict
 from musiclm.errors import CheckpointError, ConfigError, DataError
 from musiclm.train.ema import EMA
@@ -275,7 +275,7 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             weights = {k: v.detach().contiguous().cpu() for k, v in self.unwrapped.state_dict().items()}
-            save_file(_dedupe_shared(weights), str(tmp / TASK_WEIGHTS))
+            save_file(dedupe_shared(weights), str(tmp / TASK_WEIGHTS))
             torch.save(self._trainer_state(), tmp / TRAINER_STATE)
             umask = os.umask(0)
             os.umask(umask)
