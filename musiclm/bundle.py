@@ -4,7 +4,8 @@
     codec/ semantic/ mulan/ [melody/] semantic_lm/ coarse_lm/ fine_lm/
 
 Each component directory is an ordinary checkpoint (``config.json`` + safetensors) whose kind is the
-component's name. This module owns the format: which components a bundle has, loading them,
+component's name, or for the codec, semantic tokenizer and MuLaN one of the ``transformers``
+adapters that stand in for them (EnCodec, HuBERT / w2v-BERT + k-means, CLAP + RVQ). This module owns the format: which components a bundle has, loading them,
 refusing sets that were not made for each other, and writing a bundle atomically. Generation lives
 in :mod:`musiclm.pipeline`.
 """
@@ -14,11 +15,12 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from musiclm.checkpoint import load_model
 from musiclm.errors import CheckpointError
+
+if TYPE_CHECKING:  # torch loads only when a bundle does: the CLI lists the components without it
+    from torch import nn
 
 BUNDLE_FILE = "musiclm.json"
 # every component of a bundle; each name is also the checkpoint kind of its directory
@@ -62,7 +64,9 @@ def load_bundle(name_or_path: str | Path) -> tuple[str, dict[str, nn.Module]]:
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{root / BUNDLE_FILE}: invalid bundle file ({e})") from None
     _check_names(names, str(root))
-    components = {k: load_model(root / v, kind=k) for k, v in names.items()}
+    from musiclm.checkpoint import component_kinds, load_model
+
+    components = {k: load_model(root / v, kind=component_kinds(k)) for k, v in names.items()}
     return meta.get("name", root.name), components
 
 
@@ -79,12 +83,14 @@ def check_compatible(components: dict[str, nn.Module], name: str = "musiclm") ->
     expect("coarse LM codec levels", coarse.codec_levels, codec.num_quantizers)
     expect("fine LM codec levels", fine.codec_levels, codec.num_quantizers)
     expect("coarse LM coarse levels", coarse.coarse_levels, fine.coarse_levels)
-    codebook = getattr(getattr(codec, "config", None), "codebook_size", None)
+    codebook = getattr(codec, "codebook_size", None) or getattr(
+        getattr(codec, "config", None), "codebook_size", None
+    )
     if codebook is not None:
         expect("coarse LM codec codebook", coarse.codec_codebook, codebook)
         expect("fine LM codec codebook", fine.codec_codebook, codebook)
     expect("coarse LM frame rate", round(coarse.frame_rate, 3), round(codec.frame_rate, 3))
-    clusters = semantic.config.num_clusters
+    clusters = semantic.config.num_clusters  # own tokenizer and adapter alike
     expect("semantic LM vocabulary", sem.semantic_clusters, clusters)
     expect("coarse LM semantic vocabulary", coarse.semantic_clusters, clusters)
     expect("semantic LM token rate", round(sem.semantic_rate, 3), round(semantic.frame_rate, 3))
@@ -111,7 +117,9 @@ def make_bundle(
     The components are loaded together first, so an incompatible set is refused. ``half`` stores
     floating-point weights as float16 (half the size; they load back into float32 models)."""
     _check_names(components, str(out))
-    check_compatible({k: load_model(v, kind=k) for k, v in components.items()}, name)
+    from musiclm.checkpoint import component_kinds, load_model
+
+    check_compatible({k: load_model(v, kind=component_kinds(k)) for k, v in components.items()}, name)
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

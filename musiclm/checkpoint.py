@@ -28,6 +28,15 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
+# kinds that can stand in for a component besides its own: the transformers adapters
+ADAPTER_KINDS = {"codec": ("hf_encodec",), "semantic": ("hf_semantic",), "mulan": ("hf_clap",)}
+
+
+def component_kinds(component: str) -> tuple[str, ...]:
+    """The checkpoint kinds that can serve as ``component`` (its own, then its adapters)."""
+    return (component, *ADAPTER_KINDS.get(component, ()))
+
+
 M = TypeVar("M", bound=type[nn.Module])
 
 
@@ -125,20 +134,23 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
 
 def load_model(
     directory: str | Path,
-    kind: str | None = None,
+    kind: str | tuple[str, ...] | None = None,
     expected_config: Any | None = None,
     *,
     map_location: str | torch.device = "cpu",
 ) -> nn.Module:
     """Rebuild a registered model from ``directory``, in eval mode.
 
-    ``kind`` and ``expected_config``, when given, must match what the checkpoint holds; a mismatch
+    ``kind`` (one kind or a tuple of accepted kinds) and ``expected_config``, when given, must match
+    what the checkpoint holds; a mismatch
     raises :class:`CheckpointError` naming the differing fields.
     """
     directory = Path(directory)
     meta = read_checkpoint_config(directory)
-    if kind is not None and meta["kind"] != kind:
-        raise CheckpointError(f"{directory}: holds a {meta['kind']!r} model, expected {kind!r}")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if kinds is not None and meta["kind"] not in kinds:
+        expected = " or ".join(repr(k) for k in kinds)
+        raise CheckpointError(f"{directory}: holds a {meta['kind']!r} model, expected {expected}")
     cls = _REGISTRY.get(meta["kind"])
     if cls is None:
         _import_builtin_models()
@@ -199,6 +211,9 @@ def _import_builtin_models() -> None:
         "musiclm.melody.model",
         "musiclm.lm.stages",
         "musiclm.eval.classifiers",
+        "musiclm.codec.encodec",
+        "musiclm.semantic.hf",
+        "musiclm.mulan.hf",
     ):
         try:
             importlib.import_module(name)

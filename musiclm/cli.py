@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "musiclm.semantic.commands",
     "musiclm.mulan.commands",
     "musiclm.pipeline_commands",
+    "musiclm.adapter_commands",
     "musiclm.eval.commands",
     "musiclm.train.commands",
 ]

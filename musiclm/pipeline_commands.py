@@ -72,8 +72,11 @@ def register(sub, train) -> None:
     b.add_argument("--out", required=True)
     b.add_argument("--name", default="musiclm")
     b.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
-    for name in ("codec", "semantic", "mulan", "melody", "semantic-lm", "coarse-lm", "fine-lm"):
-        b.add_argument(f"--{name}", required=name != "melody", help=f"{name} checkpoint directory")
+    from musiclm.bundle import COMPONENTS, OPTIONAL
+
+    for name in COMPONENTS:
+        flag = "--" + name.replace("_", "-")
+        b.add_argument(flag, dest=name, required=name not in OPTIONAL, help=f"{name} checkpoint directory")
     b.set_defaults(func=_bundle)
 
 
@@ -245,17 +248,8 @@ def _story(args: argparse.Namespace) -> None:
 
 
 def _bundle(args: argparse.Namespace) -> None:
-    from musiclm.bundle import make_bundle
+    from musiclm.bundle import COMPONENTS, make_bundle
 
-    parts = {
-        "codec": args.codec,
-        "semantic": args.semantic,
-        "mulan": args.mulan,
-        "semantic_lm": args.semantic_lm,
-        "coarse_lm": args.coarse_lm,
-        "fine_lm": args.fine_lm,
-    }
-    if args.melody:
-        parts["melody"] = args.melody
+    parts = {name: getattr(args, name) for name in COMPONENTS if getattr(args, name)}
     out = make_bundle(args.out, parts, name=args.name, half=args.half)
     print(f"{out}: bundle {args.name} with {', '.join(sorted(parts))}")

@@ -12,6 +12,7 @@ from musiclm.codec.soundstream import SoundStream
 from musiclm.codec.train import CodecLossConfig, CodecTask
 from musiclm.config import CodecConfig, get_preset
 from musiclm.data.procedural import ProceduralMusic
+from musiclm.errors import CheckpointError
 from musiclm.modules.quantization import ResidualVectorQuantizer
 from musiclm.train import TrainConfig, Trainer
 
@@ -142,9 +143,10 @@ def test_adversarial_phases_run(tmp_path):
     assert '"loss/discriminator"' in log and '"adv"' in log and '"feat"' in log
 
 
-def test_encodec_adapter_offline():
+def test_encodec_adapter_offline(tmp_path):
     from transformers import EncodecConfig, EncodecModel
 
+    from musiclm.checkpoint import component_kinds, load_model
     from musiclm.codec.encodec import EncodecCodec
 
     cfg = EncodecConfig(
@@ -157,12 +159,42 @@ def test_encodec_adapter_offline():
         hidden_size=16,
         num_lstm_layers=1,
     )
-    codec = EncodecCodec(EncodecModel(cfg), bandwidth=1.5)
+    codec = EncodecCodec.from_model(EncodecModel(cfg), bandwidth=1.5)
     assert codec.frame_rate == 50 and codec.num_quantizers == 5
-    codes = codec.encode(torch.randn(2, 4000) * 0.1)
+    wav = torch.randn(2, 4000) * 0.1
+    codes = codec.encode(wav)
     assert codes.shape == (2, 5, 13)
     assert codec.decode(codes, 4000).shape == (2, 4000)
     assert codec.decode(codes[:, :2], 4000).shape == (2, 4000)
+    # an ordinary checkpoint that can serve as a bundle's codec, rebuilt without transformers' cache
+    save_model(codec, tmp_path / "encodec")
+    again = load_model(tmp_path / "encodec", kind=component_kinds("codec"))
+    assert isinstance(again, EncodecCodec) and again.bandwidth == 1.5
+    assert torch.equal(again.encode(wav), codes)
+    with pytest.raises(CheckpointError, match="expected 'semantic'"):
+        load_model(tmp_path / "encodec", kind=component_kinds("semantic"))
+    # the CLI makes the same checkpoint from a local transformers directory, offline
+    from musiclm.cli import main
+
+    EncodecModel(cfg).save_pretrained(tmp_path / "hf-encodec")
+    out = tmp_path / "cli-encodec"
+    assert (
+        main(
+            [
+                "adapter",
+                "codec",
+                "--hf",
+                str(tmp_path / "hf-encodec"),
+                "--bandwidth",
+                "1.5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert load_model(out, kind=component_kinds("codec")).num_quantizers == 5
+    assert main(["adapter", "codec", "--hf", str(tmp_path / "missing"), "--out", str(out)]) == 1
 
 
 def test_cli_round_trip_and_bad_audio(trained, tmp_path):

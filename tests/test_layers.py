@@ -29,6 +29,7 @@ LAYERS = {
     "eval": 5,
     "serve": 6,
     "pipeline_commands": 6,
+    "adapter_commands": 6,
     "cli": 6,
     "__main__": 6,
     "__init__": 6,

@@ -181,7 +181,7 @@ def test_pretrained_text_tower_with_a_small_random_bert():
     assert all(not p.requires_grad for p in tower.encoder.parameters())
 
 
-def test_clap_adapter_offline():
+def test_clap_adapter_offline(tmp_path):
     from transformers import (
         ClapFeatureExtractor,
         PreTrainedTokenizerFast,
@@ -193,7 +193,7 @@ def test_clap_adapter_offline():
     model = tiny_clap_model()
     words = train_wordpiece(PROMPTS + ["a calm piano piece"], 200)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, pad_token="[PAD]", unk_token="[UNK]")
-    clap = ClapMuLaN(
+    clap = ClapMuLaN.from_model(
         Clap(model, ClapFeatureExtractor(truncation="rand_trunc"), tokenizer),
         num_quantizers=2,
         codebook_size=4,
@@ -207,5 +207,16 @@ def test_clap_adapter_offline():
     clap.fit_quantizer(clips, SR)
     assert clap.tokens_from_text(["music with drums"]).shape == (1, 2)
     assert clap.tokens_from_audio(clips[0][None], SR).max() < 4
+    # a checkpoint (weights, RVQ and tokenizer) that can serve as a bundle's MuLaN
+    from musiclm.checkpoint import component_kinds, load_model, save_model
+
+    save_model(clap, tmp_path / "clap")
+    again = load_model(tmp_path / "clap", kind=component_kinds("mulan"))
+    assert torch.equal(
+        again.tokens_from_text(["music with drums"]), clap.tokens_from_text(["music with drums"])
+    )
+    assert torch.allclose(
+        again.embed_audio(clips[0][None], SR), clap.embed_audio(clips[0][None], SR), atol=1e-6
+    )
     with pytest.raises(PromptError):
         clap.embed_text([""])

@@ -210,3 +210,26 @@ def test_requests_beyond_the_memory_cap_are_refused_before_sampling(model, monke
         model.generate("piano", seconds=1, candidates=4, max_memory_gb=small / 2**30 / 2, progress=False)
     with pytest.raises(PromptError, match="lower --candidates"):
         model.story([("calm", 1.0), ("loud", 1.0)], candidates=2, max_memory_gb=1e-6, progress=False)
+
+
+def test_a_bundle_can_use_the_encodec_adapter_as_its_codec(tmp_path):
+    """A transformers adapter is selectable from a bundle: EnCodec (50 Hz, 4 levels of 64 codes at
+    1.2 kbps, as the tiny LMs expect) stands in for SoundStream, and the bundle generates."""
+    from transformers import EncodecConfig, EncodecModel
+
+    from musiclm.codec.encodec import EncodecCodec
+
+    cfg = EncodecConfig(
+        target_bandwidths=[1.2, 2.4], sampling_rate=SR, num_filters=4, upsampling_ratios=[8, 5, 4, 2],
+        codebook_size=64, codebook_dim=16, hidden_size=16, num_lstm_layers=1,
+    )  # fmt: skip
+    parts = components(melody=False)
+    parts["codec"] = EncodecCodec.from_model(EncodecModel(cfg), bandwidth=1.2)
+    bundle = make_bundle(tmp_path / "bundle", save_parts(tmp_path, parts), name="tiny-encodec")
+    model = MusicLM.from_pretrained(bundle, device="cpu")
+    assert isinstance(model.codec, EncodecCodec)
+    out = model.generate(PROMPTS[0], seconds=1.0, candidates=2, progress=False)
+    assert out.audio.shape == (1, SR) and out.tokens["fine"].shape == (1, 2, 50)
+    parts["codec"] = EncodecCodec.from_model(EncodecModel(cfg), bandwidth=2.4)  # 8 levels: refused
+    with pytest.raises(CheckpointError, match="codec levels"):
+        make_bundle(tmp_path / "bad", save_parts(tmp_path / "bad-parts", parts))

@@ -4,7 +4,7 @@ import torch
 from musiclm.checkpoint import load_model, save_model
 from musiclm.config import SemanticConfig, get_preset
 from musiclm.data.procedural import ProceduralMusic
-from musiclm.errors import AudioError
+from musiclm.errors import AudioError, CheckpointError
 from musiclm.semantic.kmeans import assign, fit_kmeans
 from musiclm.semantic.ssl_model import span_mask
 from musiclm.semantic.tokenizer import SemanticTokenizer
@@ -99,9 +99,10 @@ def test_bad_audio():
     assert tok.encode(torch.randn(1, 32000) * 0.1, sample_rate=32000).shape == (1, 25)
 
 
-def test_hubert_adapter_offline():
+def test_hubert_adapter_offline(tmp_path):
     from transformers import HubertConfig, HubertModel
 
+    from musiclm.checkpoint import component_kinds, load_model, save_model
     from musiclm.semantic.hf import HFSemanticTokenizer
 
     cfg = HubertConfig(
@@ -115,8 +116,13 @@ def test_hubert_adapter_offline():
         num_conv_pos_embeddings=16,
         num_conv_pos_embedding_groups=4,
     )
-    tok = HFSemanticTokenizer(HubertModel(cfg), layer=1)
+    tok = HFSemanticTokenizer.from_model(HubertModel(cfg), layer=1, num_clusters=8)
     clips = [torch.randn(SR) * 0.1 for _ in range(4)]
-    tok.fit(clips, num_clusters=8)
+    with pytest.raises(CheckpointError, match="not fitted"):
+        tok.encode(torch.stack(clips[:2]))
+    tok.fit(clips)
     ids = tok.encode(torch.stack(clips[:2]))
-    assert ids.shape == (2, 25) and ids.max() < 8
+    assert ids.shape == (2, 25) and ids.max() < 8 and len(ids.unique()) > 1
+    save_model(tok, tmp_path / "hubert")
+    again = load_model(tmp_path / "hubert", kind=component_kinds("semantic"))
+    assert again.num_clusters == 8 and torch.equal(again.encode(torch.stack(clips[:2])), ids)

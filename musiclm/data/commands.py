@@ -163,7 +163,7 @@ def _synth(args: argparse.Namespace) -> None:
 def _tokenize(args: argparse.Namespace) -> None:
     import torch
 
-    from musiclm.checkpoint import load_model
+    from musiclm.checkpoint import component_kinds, load_model
     from musiclm.data.tokenize import FIELD_EXTRACTORS, tokenize
     from musiclm.errors import MusicLMError
     from musiclm.pretrained import default_component
@@ -179,7 +179,7 @@ def _tokenize(args: argparse.Namespace) -> None:
         if path:
             kind = FIELD_EXTRACTORS[field][0]
             path = default_component(kind) if path == "default" else path
-            model = load_model(path, kind=kind)
+            model = load_model(path, kind=component_kinds(kind))
             models[field] = model.to("cuda" if torch.cuda.is_available() else "cpu")
     if not models:
         raise MusicLMError("nothing to compute: give at least one of --codec, --semantic, --mulan, --melody")

@@ -23,7 +23,11 @@ def load_pretrained(cls: Any, name_or_path: str, *, local_files_only: bool = Tru
     try:
         return cls.from_pretrained(name_or_path, local_files_only=local_files_only, **kwargs)
     except (OSError, ValueError) as e:
-        hint = " (pass local_files_only=False to download it)" if local_files_only else ""
+        hint = (
+            " (not on this machine: allow downloading with --download or local_files_only=False)"
+            if local_files_only
+            else ""
+        )
         raise CheckpointError(
             f"{name_or_path}: cannot load {cls.__name__} ({str(e).splitlines()[0]}){hint}"
         ) from None
@@ -84,3 +88,15 @@ class Clap:
         batch = self.tokenizer(check_prompts(texts), padding=True, truncation=True, return_tensors="pt")
         batch = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
         return F.normalize(pooled(self.model.get_text_features(**batch)), dim=-1)
+
+
+def model_from_config(config: dict) -> Any:
+    """A ``transformers`` model rebuilt from its ``config.to_dict()`` (random weights, no download):
+    adapters store that dict in their own checkpoint config and the weights beside it."""
+    from transformers import AutoConfig, AutoModel
+
+    values = dict(config)
+    model_type = values.pop("model_type", None)
+    if not model_type:
+        raise CheckpointError("a transformers model config needs its model_type")
+    return AutoModel.from_config(AutoConfig.for_model(model_type, **values)).eval()
