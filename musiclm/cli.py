@@ -22,6 +22,7 @@ COMMAND_MODULES: list[str] = [
     "musiclm.mulan.commands",
     "musiclm.pipeline_commands",
     "musiclm.adapter_commands",
+    "musiclm.recipe",
     "musiclm.eval.commands",
     "musiclm.train.commands",
 ]

@@ -30,6 +30,7 @@ LAYERS = {
     "serve": 6,
     "pipeline_commands": 6,
     "adapter_commands": 6,
+    "recipe": 6,
     "cli": 6,
     "__main__": 6,
     "__init__": 6,

@@ -24,6 +24,7 @@ def register(sub, train) -> None:
                 action="store_true",
                 help="melody conditioning: melody tokens after the MuLaN tokens (cache needs melody_tokens)",
             )
+        p.add_argument("--valid-tokens", default=None, help="held-out token cache: val/loss while training")
         add_train_arguments(p, out_dir=f"runs/{stage}-lm", max_steps=20000, batch_size=16, lr=3e-4)
         p.set_defaults(func=_train, stage=stage)
 
@@ -33,8 +34,8 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.data.cache import TokenCache
     from musiclm.errors import DataError
     from musiclm.lm.stages import STAGES, StageConfig
-    from musiclm.lm.train import StageDataset, StageTask
-    from musiclm.train import Trainer
+    from musiclm.lm.train import StageDataset, StageTask, check_batch_memory
+    from musiclm.train import Trainer, held_out_batches
     from musiclm.train.args import train_config_from_args
 
     train_config = train_config_from_args(args)  # checks every setting before any work
@@ -52,6 +53,12 @@ def _train(args: argparse.Namespace) -> None:
         raise DataError(
             f"{args.tokens}: {first['mulan_tokens'].shape[0]} MuLaN tokens, expected {c.mulan_quantizers}"
         )
-    trainer = Trainer(StageTask(model), StageDataset(cache, model, seed=args.seed), train_config)
+    task = StageTask(model)
+    if args.valid_tokens:
+        fields = NEEDS[args.stage] + (["melody_tokens"] if melody else [])
+        held_out = StageDataset(TokenCache(args.valid_tokens, fields=fields), model, seed=args.seed + 1)
+        task.valid_batches = held_out_batches(held_out, args.batch_size)
+    check_batch_memory(model, args.batch_size)
+    trainer = Trainer(task, StageDataset(cache, model, seed=args.seed), train_config)
     trainer.fit()
     print(f"{args.stage} LM written to {trainer.model_dir}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import torch
 from torch.utils.data import Dataset
 
 from musiclm.errors import DataError
@@ -46,3 +47,32 @@ class StageTask(TrainTask):
         tokens = drop_conditioning(tokens, batch["melody_mask"], config.melody_drop_prob)
         loss = self.model.loss(tokens, batch["loss_mask"])
         return loss, {}
+
+
+def training_memory(model: StageLM, batch_size: int) -> int:
+    """Bytes a training step of ``batch_size`` windows needs at its peak, from the model's sizes:
+    weights, gradients, Adam moments and EMA (5 float32 copies), plus per layer the activations kept
+    for the backward pass (including the attention matrix of the math SDPA kernel CPUs use) and the
+    float32 logits, their softmax and gradient."""
+    c, length = model.config.lm, model.max_train_len
+    params = sum(p.numel() for p in model.parameters())
+    per_layer = batch_size * length * (12 * c.dim + 2 * c.ff_dim + 2 * c.heads * length)
+    logits = 3 * batch_size * length * model.layout.vocab_size
+    return 4 * (5 * params + c.depth * per_layer + logits)
+
+
+def check_batch_memory(model: StageLM, batch_size: int, max_memory_gb: float | None = None) -> None:
+    """Refuse, in one line naming the flag, a batch whose training step does not fit in memory."""
+    from musiclm.checks import available_memory
+    from musiclm.errors import ConfigError
+
+    need = training_memory(model, batch_size)
+    if max_memory_gb is not None:
+        limit = int(max_memory_gb * 2**30)
+    else:
+        limit = available_memory(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    if need > limit:
+        raise ConfigError(
+            f"a {model.stage} LM batch of {batch_size} windows needs about {need / 2**30:.1f} GB and "
+            f"{limit / 2**30:.1f} GB are available: lower --batch-size (or the preset's window)"
+        )

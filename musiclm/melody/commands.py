@@ -23,14 +23,17 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.data.melody_pairs import SynthMelodyPairs
     from musiclm.melody.model import MelodyEmbedder
     from musiclm.melody.train import MelodyTask, finish_quantizer
-    from musiclm.train import Trainer
+    from musiclm.train import Trainer, held_out_batches
     from musiclm.train.args import train_config_from_args
 
     train_config = train_config_from_args(args)  # checks every setting before any work
     config = get_preset(args.preset).melody
     model = MelodyEmbedder(config)
     pairs = SynthMelodyPairs(args.pairs, config.sample_rate, config.window_seconds, seed=args.seed)
-    trainer = Trainer(MelodyTask(model), pairs, train_config)
+    task = MelodyTask(model)  # held out: pairs of another seed
+    held_out = SynthMelodyPairs(256, config.sample_rate, config.window_seconds, seed=args.seed + 10_000)
+    task.valid_batches = held_out_batches(held_out, args.batch_size)
+    trainer = Trainer(task, pairs, train_config)
     trainer.fit()
     held = SynthMelodyPairs(
         args.quantizer_pairs, config.sample_rate, config.window_seconds, seed=args.seed + 1

@@ -19,6 +19,7 @@ def register(sub, train) -> None:
     p.add_argument("--crop-seconds", type=float, default=10.0)
     p.add_argument("--procedural-clips", type=int, default=4000)
     p.add_argument("--quantizer-clips", type=int, default=2000)
+    p.add_argument("--valid", default=None, help="held-out captioned audio: val/loss while training")
     add_train_arguments(p, out_dir="runs/mulan", max_steps=20000, batch_size=32, lr=3e-4)
     p.set_defaults(func=_train)
 
@@ -48,7 +49,12 @@ def _train(args: argparse.Namespace) -> None:
         seed=args.seed,
         max_bad_fraction=args.max_bad_fraction,
     )
-    trainer = train_mulan(dataset, MuLaN(config), train_config, quantizer_clips=args.quantizer_clips)
+    valid = None
+    if args.valid:
+        valid = training_dataset(args.valid, config.sample_rate, args.crop_seconds, seed=args.seed + 1)
+    trainer = train_mulan(
+        dataset, MuLaN(config), train_config, quantizer_clips=args.quantizer_clips, valid=valid
+    )
     print(f"MuLaN written to {trainer.model_dir}")
 
 

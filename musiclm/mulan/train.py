@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from musiclm.checkpoint import save_model
 from musiclm.mulan.model import MuLaN
 from musiclm.mulan.text import train_wordpiece
-from musiclm.train import TrainConfig, Trainer, TrainTask
+from musiclm.train import TrainConfig, Trainer, TrainTask, held_out_batches
 
 
 class ContrastiveTask(TrainTask):
@@ -48,11 +48,17 @@ def audio_embeddings(model: MuLaN, dataset, clips: int, *, batch_size: int = 16)
     return torch.cat(out)
 
 
-def train_mulan(dataset, model: MuLaN, config: TrainConfig, *, quantizer_clips: int = 2000) -> Trainer:
-    """Fit the text tokenizer (own tower), train both towers, fit the RVQ on audio embeddings, export."""
+def train_mulan(
+    dataset, model: MuLaN, config: TrainConfig, *, quantizer_clips: int = 2000, valid=None
+) -> Trainer:
+    """Fit the text tokenizer (own tower), train both towers, fit the RVQ on audio embeddings, export.
+    ``valid``: a held-out captioned dataset whose contrastive loss is logged as ``val/loss``."""
     if model.config.text_tower == "own" and model.text.tokenizer is None:
         model.text.set_tokenizer(train_wordpiece(captions_of(dataset), model.config.text_vocab_size))
-    trainer = Trainer(ContrastiveTask(model), dataset, config)
+    task = ContrastiveTask(model)
+    if valid is not None:
+        task.valid_batches = held_out_batches(valid, config.batch_size)
+    trainer = Trainer(task, dataset, config)
     trainer.fit()
     task = trainer.unwrapped
     with trainer.ema.swapped_in(task) if trainer.ema is not None else nullcontext():

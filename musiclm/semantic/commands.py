@@ -16,6 +16,9 @@ def register(sub, train) -> None:
         "--kmeans-clips", type=int, default=200, help="clips whose frames the k-means are fitted on"
     )
     p.add_argument("--procedural-clips", type=int, default=4000)
+    p.add_argument(
+        "--valid", default=None, help="held-out audio (folder or manifest): val/loss while training"
+    )
     add_train_arguments(p, out_dir="runs/semantic", max_steps=20000, batch_size=16, lr=5e-4)
     p.set_defaults(func=_train)
 
@@ -38,5 +41,10 @@ def _train(args: argparse.Namespace) -> None:
         seed=args.seed,
         max_bad_fraction=args.max_bad_fraction,
     )
-    trainer = train_semantic(dataset, SemanticTokenizer(config), train_config, kmeans_clips=args.kmeans_clips)
+    valid = None
+    if args.valid:
+        valid = training_dataset(args.valid, config.sample_rate, crop, seed=args.seed + 1)
+    trainer = train_semantic(
+        dataset, SemanticTokenizer(config), train_config, valid=valid, kmeans_clips=args.kmeans_clips
+    )
     print(f"semantic tokenizer written to {trainer.model_dir}")

@@ -12,7 +12,7 @@ from musiclm.checkpoint import save_model
 from musiclm.semantic.kmeans import assign, fit_kmeans, target_features
 from musiclm.semantic.ssl_model import frame_features, span_mask
 from musiclm.semantic.tokenizer import SemanticTokenizer
-from musiclm.train import TrainConfig, Trainer, TrainTask
+from musiclm.train import TrainConfig, Trainer, TrainTask, held_out_batches
 
 
 class MaskedPredictionTask(TrainTask):
@@ -67,14 +67,16 @@ def fit_tokens(dataset, tokenizer: SemanticTokenizer, clips: int = 200) -> None:
 
 
 def train_semantic(
-    dataset, tokenizer: SemanticTokenizer, config: TrainConfig, *, kmeans_clips: int = 200
+    dataset, tokenizer: SemanticTokenizer, config: TrainConfig, *, kmeans_clips: int = 200, valid=None
 ) -> Trainer:
-    """The whole recipe; exports the finished tokenizer to ``out_dir/model``."""
+    """The whole recipe; exports the finished tokenizer to ``out_dir/model``. ``valid``: a held-out
+    dataset whose masked-prediction loss is logged as ``val/loss``."""
     from pathlib import Path
 
-    trainer = Trainer(
-        MaskedPredictionTask(tokenizer, fit_targets(dataset, tokenizer, kmeans_clips)), dataset, config
-    )
+    task = MaskedPredictionTask(tokenizer, fit_targets(dataset, tokenizer, kmeans_clips))
+    if valid is not None:
+        task.valid_batches = held_out_batches(valid, config.batch_size)
+    trainer = Trainer(task, dataset, config)
     trainer.fit()
     task = trainer.unwrapped
     with trainer.ema.swapped_in(task) if trainer.ema is not None else nullcontext():

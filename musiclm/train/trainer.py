@@ -115,14 +115,22 @@ class TrainTask(nn.Module):
         raise NotImplementedError
 
     #: the metric (a key of :meth:`validate`'s result, lower is better) that picks ``best/``
-    validation_metric: str | None = None
+    validation_metric: str | None = "val/loss"
+    #: fixed held-out batches (see :func:`held_out_batches`); their mean loss is ``val/loss``
+    valid_batches: list | None = None
 
     def validate(self, samples_dir: Path, step: int) -> dict[str, float]:
         """Held-out figures of the current weights (``val/...``); may write samples to ``samples_dir``.
 
-        The trainer calls it on the main process with the EMA weights swapped in, in eval mode.
+        The trainer calls it on the main process with the EMA weights swapped in, in eval mode. By
+        default: the training loss of the first phase on :attr:`valid_batches`.
         """
-        return {}
+        if not self.valid_batches:
+            return {}
+        device = next(self.parameters()).device
+        phase = next(iter(self.phases()))
+        losses = [float(self(_to(batch, device), phase, step)[0]) for batch in self.valid_batches]
+        return {"val/loss": sum(losses) / len(losses)}
 
     def export(self, directory: Path) -> None:
         """Write the trained model as a checkpoint (default: ``self.model`` via ``save_model``)."""
@@ -130,6 +138,29 @@ class TrainTask(nn.Module):
         if model is None:
             raise NotImplementedError(f"{type(self).__name__} must implement export()")
         save_model(model, directory)
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to(v, device) for v in batch)
+    return batch
+
+
+def held_out_batches(dataset, batch_size: int, *, max_items: int = 64, collate_fn=None) -> list:
+    """Fixed batches of the first ``max_items`` items of a held-out dataset (the same every time)."""
+    from torch.utils.data import DataLoader, Subset
+
+    n = min(len(dataset), max_items)
+    if n == 0:
+        raise ConfigError("the validation set is empty")
+    loader = DataLoader(
+        Subset(dataset, range(n)), batch_size=batch_size, shuffle=False, collate_fn=collate_fn
+    )
+    return list(loader)
 
 
 def _lr_lambda(config: TrainConfig, time_fraction: Callable[[], float] = lambda: 0.0):

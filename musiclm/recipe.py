@@ -1,0 +1,442 @@
+"""``musiclm train bundle``: the whole MusicLM recipe on a captioned dataset, in one time budget.
+
+Phases, each a child process (``python -m musiclm ...``) writing its log to ``RUN/logs/``:
+
+    split       train / validation manifests, split by file (``RUN/data/``)
+    codec, semantic, mulan, melody        the components, each with a validation loss
+    tokenize    token caches of both splits through the trained components
+    semantic-lm, coarse-lm, fine-lm       the stage LMs, each with a validation loss
+    bundle      ``RUN/bundle`` with a card (data, budget, steps, validation figures)
+
+The budget is for the whole recipe: before each phase the time left is shared out among the phases
+left (so a phase that ran long shortens the next ones), and every second of every run is counted in
+``RUN/recipe.json``, so a rerun continues with what is left instead of a fresh budget. Trainers
+resume from their checkpoints. The plan follows the hardware: on a CPU, one trainer at a time with
+batch sizes that fit the memory and no loader processes on two cores. Ctrl-C (or SIGTERM) stops the
+running child the way Ctrl-C stops a trainer (it checkpoints), and a killed parent takes its child
+with it (Linux parent-death signal), so no trainer is left behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from musiclm import checks
+from musiclm.errors import ConfigError, DataError
+
+STATE_FILE = "recipe.json"
+# phase -> share of the budget
+SHARES = {
+    "split": 0.0,
+    "codec": 0.22,
+    "semantic": 0.09,
+    "mulan": 0.13,
+    "melody": 0.06,
+    "tokenize": 0.06,
+    "semantic-lm": 0.13,
+    "coarse-lm": 0.17,
+    "fine-lm": 0.12,
+    "bundle": 0.02,
+}
+TRAINERS = ("codec", "semantic", "mulan", "melody", "semantic-lm", "coarse-lm", "fine-lm")
+# share of a trainer's time given to optimiser steps; the rest is start-up, k-means / RVQ fits, export
+STEP_SHARE = {"semantic": 0.6, "mulan": 0.75}
+VALID_SHARE = 0.1
+
+
+@dataclass
+class Plan:
+    """Batch sizes and loader processes for this machine."""
+
+    device: str
+    cores: int
+    num_workers: int
+    batch: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def for_machine(cls, preset: str, *, max_memory_gb: float | None = None) -> Plan:
+        import torch
+
+        from musiclm.config import get_preset
+        from musiclm.lm.stages import STAGES, StageConfig
+        from musiclm.lm.train import training_memory
+
+        gpu = torch.cuda.is_available()
+        cores = os.cpu_count() or 1
+        memory = checks.available_memory(torch.device("cuda" if gpu else "cpu"))
+        if max_memory_gb is not None:
+            memory = min(memory, int(max_memory_gb * 2**30))
+        batch = (
+            {"codec": 32, "semantic": 32, "mulan": 64, "melody": 64}
+            if gpu
+            else {"codec": 8, "semantic": 16, "mulan": 16, "melody": 32}
+        )
+        config = get_preset(preset)
+        for stage in ("semantic", "coarse", "fine"):
+            model = STAGES[stage](StageConfig.from_musiclm(stage, config, melody=stage != "fine"))
+            sizes = (64, 32, 16, 8, 4, 2) if gpu else (16, 8, 4, 2)  # CPU: a few GB resident at most
+            fits = [b for b in sizes if training_memory(model, b) <= 0.5 * memory]
+            if not fits:
+                raise ConfigError(
+                    f"the {stage} LM of the {preset} preset does not fit in {memory / 2**30:.1f} GB even at "
+                    "batch 2: use a smaller preset or a machine with more memory"
+                )
+            batch[f"{stage}-lm"] = fits[0]
+        workers = 0 if cores <= 2 else min(4, cores // 2)
+        return cls("cuda" if gpu else "cpu", cores, workers, batch)
+
+
+def split_data(data: str, out: Path, *, valid_share: float = VALID_SHARE) -> dict:
+    """``out/train.jsonl`` and ``out/valid.jsonl``: every file in one split only (by a hash of its
+    path). Returns the data summary for the card."""
+    from musiclm.data.manifest import load_entries, write_manifest
+
+    entries = load_entries(data)
+    captioned = [e for e in entries if e.caption]
+    if len(captioned) < 4:
+        raise DataError(
+            f"{data}: {len(captioned)} captioned clips; training needs at least 4 (MuLaN learns from captions)"
+        )
+
+    def held_out(path: str) -> bool:
+        return int(hashlib.sha256(path.encode()).hexdigest()[:8], 16) % 1000 < 1000 * valid_share
+
+    files = sorted({e.path for e in entries})
+    valid_files = {f for f in files if held_out(f)} or {files[-1]}
+    if len(valid_files) == len(files):
+        valid_files = {files[-1]}
+    train = [e for e in entries if e.path not in valid_files]
+    valid = [e for e in entries if e.path in valid_files]
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train", train), ("valid", valid)):
+        tmp = out / f".{name}.jsonl.tmp"
+        write_manifest(tmp, part)
+        os.replace(tmp, out / f"{name}.jsonl")
+    return {
+        "source": str(data),
+        "clips": len(entries),
+        "captioned": len(captioned),
+        "files": len(files),
+        "train_clips": len(train),
+        "valid_clips": len(valid),
+    }
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the parent dies (Linux), and keep the terminal's
+    Ctrl-C away from it (the parent forwards it)."""
+    os.setpgrp()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Recipe:
+    def __init__(
+        self,
+        data: str,
+        run: str | Path,
+        *,
+        minutes: float,
+        name: str,
+        preset: str = "tiny",
+        max_memory_gb=None,
+    ):
+        self.data, self.root = data, Path(run)
+        self.minutes = checks.positive_float(minutes, "--minutes")
+        self.name, self.preset, self.max_memory_gb = name, preset, max_memory_gb
+        self.state_path = self.root / STATE_FILE
+        self.state = self._load_state()
+        self.child: subprocess.Popen | None = None
+
+    # ---------------------------------------------------------------- state
+
+    def _load_state(self) -> dict:
+        settings = {"data": str(Path(self.data).resolve()), "preset": self.preset}
+        if self.state_path.is_file():
+            state = json.loads(self.state_path.read_text())
+            if state.get("settings") != settings:
+                raise ConfigError(
+                    f"{self.root}: holds a recipe run with other settings ({state.get('settings')}); "
+                    "use another --out folder"
+                )
+            state.pop("running", None)  # a child of a killed run: gone with it (parent-death signal)
+            return state
+        return {
+            "settings": settings,
+            "spent_minutes": 0.0,
+            "phases": {},
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+
+    def _save_state(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_name(f".{STATE_FILE}.tmp")
+        tmp.write_text(json.dumps(self.state, indent=2) + "\n")
+        os.replace(tmp, self.state_path)
+
+    @property
+    def spent(self) -> float:
+        return float(self.state["spent_minutes"])
+
+    def _phase_minutes(self, phase: str) -> float:
+        left = [p for p in SHARES if not self.state["phases"].get(p, {}).get("done")]
+        weight = sum(SHARES[p] for p in left) or 1.0
+        return max(0.2, (self.minutes - self.spent) * SHARES[phase] / weight)
+
+    # ---------------------------------------------------------------- phases
+
+    def _model_dir(self, part: str) -> Path:
+        best = self.root / part / "best"
+        return best if (best / "config.json").is_file() else self.root / part / "model"
+
+    def _command(self, phase: str, minutes: float, plan: Plan) -> list[str]:
+        ml = [sys.executable, "-m", "musiclm"]
+        data, valid = str(self.root / "data" / "train.jsonl"), str(self.root / "data" / "valid.jsonl")
+        if phase == "tokenize":
+            return []  # two commands, see run()
+        if phase == "bundle":
+            parts = {
+                "codec": "codec", "semantic": "semantic", "mulan": "mulan", "melody": "melody",
+                "semantic-lm": "semantic-lm", "coarse-lm": "coarse-lm", "fine-lm": "fine-lm",
+            }  # fmt: skip
+            cmd = [*ml, "bundle", "--half", "--name", self.name, "--out", str(self.root / "bundle")]
+            for flag, part in parts.items():
+                cmd += [f"--{flag}", str(self._model_dir(part))]
+            return cmd
+        steps = STEP_SHARE.get(phase, 0.85) * minutes
+        common = [
+            "--out", str(self.root / phase), "--max-minutes", f"{steps:.3f}", "--steps", "100000000",
+            "--batch-size", str(plan.batch[phase]), "--num-workers", str(plan.num_workers), "--no-progress",
+            "--log-every", "5", "--checkpoint-minutes", "2", "--validate-minutes", f"{max(0.5, steps / 4):.3f}",
+            "--preset", self.preset,
+        ]  # fmt: skip
+        if phase == "codec":
+            return [*ml, "train", "codec", "--data", data, "--valid", valid, "--valid-clips", "8", "--valid-seconds",
+                    "4", "--crop-seconds", "1.0", "--waveform-l1", "20", *common]  # fmt: skip
+        if phase == "semantic":
+            return [
+                *ml,
+                "train",
+                "semantic",
+                "--data",
+                data,
+                "--valid",
+                valid,
+                "--kmeans-clips",
+                "64",
+                *common,
+            ]
+        if phase == "mulan":
+            return [*ml, "train", "mulan", "--data", data, "--valid", valid, "--crop-seconds", "5",
+                    "--quantizer-clips", "256", *common]  # fmt: skip
+        if phase == "melody":
+            return [*ml, "train", "melody", *common]
+        melody = [] if phase == "fine-lm" else ["--melody"]
+        return [*ml, "train", phase, "--tokens", str(self.root / "tokens"), "--valid-tokens",
+                str(self.root / "tokens-valid"), *melody, *common]  # fmt: skip
+
+    def _tokenize_commands(self) -> list[list[str]]:
+        ml = [sys.executable, "-m", "musiclm", "tokenize"]
+        parts = ["--codec", str(self._model_dir("codec")), "--semantic", str(self._model_dir("semantic")),
+                 "--mulan", str(self._model_dir("mulan")), "--melody", str(self._model_dir("melody")),
+                 "--segment-seconds", "30"]  # fmt: skip
+        return [
+            [*ml, "--data", str(self.root / "data" / f"{split}.jsonl"), "--out", str(self.root / out), *parts]
+            for split, out in (("train", "tokens"), ("valid", "tokens-valid"))
+        ]
+
+    def _run_child(self, phase: str, cmd: list[str], log, budget_end: float, index: int) -> None:
+        """Run one child to its end, printing a status line; counts the time as it goes."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.child = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, env=env
+        )
+        self.state["running"] = {"phase": phase, "pid": self.child.pid}
+        self._save_state()
+        last, last_print, last_save = time.monotonic(), 0.0, 0.0
+        try:
+            while self.child.poll() is None:
+                time.sleep(0.5)
+                now = time.monotonic()
+                self.state["spent_minutes"] = self.spent + (now - last) / 60
+                last = now
+                if now - last_print >= (1.0 if sys.stdout.isatty() else 30.0):
+                    self._status(phase, index, budget_end)
+                    last_print = now
+                if now - last_save >= 2.0:  # a SIGKILL loses at most this much of the account
+                    self._save_state()
+                    last_save = now
+        finally:
+            self.state["spent_minutes"] = self.spent + (time.monotonic() - last) / 60
+            self._save_state()
+        rc, self.child = self.child.returncode, None
+        self.state.pop("running", None)
+        self._save_state()
+        if rc != 0:
+            raise DataError(f"{phase} failed (exit {rc}); its log: {log.name}")
+
+    def _status(self, phase: str, index: int, budget_end: float) -> None:
+        metrics = self.root / phase / "metrics.jsonl"
+        step = loss = ""
+        if metrics.is_file():
+            for line in reversed(metrics.read_text().splitlines()[-20:]):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                step = step or f" step {record.get('step')}"
+                value = next(
+                    (record[k] for k in ("loss", "loss/main", "loss/generator") if k in record), None
+                )
+                if isinstance(value, (int, float)):
+                    loss = f" loss {value:.3f}"
+                    break
+        left = max(0.0, self.minutes - self.spent)
+        text = (
+            f"[{index}/{len(SHARES)} {phase}]{step}{loss} | phase {max(0.0, budget_end - self.spent):.1f} min left"
+            f" | total {self.spent:.1f} / {self.minutes:g} min, ETA {left:.1f} min"
+        )
+        end = "\r" if sys.stdout.isatty() else "\n"
+        print(f"{text:<100}", end=end, flush=True)
+
+    def run(self) -> Path:
+        """Run (or continue) every phase; returns the bundle directory."""
+        checks.writable_dir(self.root, "run folder")
+        plan = Plan.for_machine(self.preset, max_memory_gb=self.max_memory_gb)
+        self.state["plan"] = dataclasses.asdict(plan)
+        self._save_state()
+        (self.root / "logs").mkdir(exist_ok=True)
+        print(
+            f"{self.root}: {self.minutes:g} min budget, {self.spent:.1f} spent; {plan.device}, {plan.cores} cores, "
+            f"batches {plan.batch}, {plan.num_workers} loader processes"
+        )
+        for index, phase in enumerate(SHARES, 1):
+            record = self.state["phases"].setdefault(phase, {})
+            if record.get("done"):
+                continue
+            minutes = self._phase_minutes(phase)
+            start = self.spent
+            if phase == "split":
+                self.state["data"] = split_data(self.data, self.root / "data")
+            else:
+                with open(self.root / "logs" / f"{phase}.log", "a") as log:
+                    commands = (
+                        self._tokenize_commands()
+                        if phase == "tokenize"
+                        else [self._command(phase, minutes, plan)]
+                    )
+                    for cmd in commands:
+                        self._run_child(phase, cmd, log, start + minutes, index)
+            record.update(done=True, minutes=round(record.get("minutes", 0.0) + self.spent - start, 2))
+            self._save_state()
+            if phase != "split":
+                print(f"\n{phase}: done in {record['minutes']:.1f} min")
+        self._write_card()
+        return self.root / "bundle"
+
+    def _write_card(self) -> None:
+        """The bundle's card in ``musiclm.json``: data, budget, and each component's steps and figures."""
+        from musiclm.bundle import BUNDLE_FILE
+
+        components = {}
+        for part in TRAINERS:
+            row = {"minutes": self.state["phases"][part].get("minutes")}
+            metrics = self.root / part / "metrics.jsonl"
+            if metrics.is_file():
+                steps = [json.loads(x).get("step", 0) for x in metrics.read_text().splitlines() if x.strip()]
+                row["steps"] = max(steps, default=0)
+            validation = self.root / part / "best" / "validation.json"
+            if validation.is_file():
+                row["validation"] = json.loads(validation.read_text())
+            components[part] = row
+        path = self.root / "bundle" / BUNDLE_FILE
+        meta = json.loads(path.read_text())
+        meta["card"] = {
+            "name": self.name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "started": self.state.get("started"),
+            "preset": self.preset,
+            "budget_minutes": self.minutes,
+            "spent_minutes": round(self.spent, 2),
+            "machine": self.state.get("plan"),
+            "data": self.state.get("data"),
+            "components": components,
+        }
+        tmp = path.with_name(f".{BUNDLE_FILE}.tmp")
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(tmp, path)
+
+    def stop(self, wait_seconds: float = 60.0) -> None:
+        """Stop the running child as Ctrl-C stops a trainer (it checkpoints), then make sure it is gone."""
+        child = self.child
+        if child is None or child.poll() is not None:
+            return
+        try:
+            os.killpg(child.pid, signal.SIGINT)
+            child.wait(wait_seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        except ProcessLookupError:
+            pass
+        self.state.pop("running", None)
+        self._save_state()
+
+
+def register(sub, train) -> None:
+    p = train.add_parser(
+        "bundle",
+        help="the whole recipe on a captioned dataset in one time budget",
+        description="Split, train the codec, semantic tokenizer, MuLaN and melody model, tokenize, train the "
+        "three stage LMs and assemble a bundle, all within --minutes; rerun to continue.",
+    )
+    p.add_argument(
+        "--data", required=True, help="captioned audio: folder with .txt captions, manifest or CSV"
+    )
+    p.add_argument("--out", required=True, help="run folder (the bundle ends up in OUT/bundle)")
+    p.add_argument("--minutes", type=float, required=True, help="wall-time budget of the whole recipe")
+    p.add_argument("--name", default=None, help="the bundle's name (default: the run folder's name)")
+    p.add_argument("--preset", default="tiny", help="config preset (tiny, paper)")
+    p.add_argument(
+        "--max-memory-gb", type=float, default=None, help="memory the plan may use (default: free)"
+    )
+    p.set_defaults(func=_train_bundle)
+
+
+def _train_bundle(args) -> int:
+    recipe = Recipe(
+        args.data,
+        args.out,
+        minutes=args.minutes,
+        name=args.name or Path(args.out).resolve().name,
+        preset=args.preset,
+        max_memory_gb=args.max_memory_gb,
+    )
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        bundle = recipe.run()
+    except KeyboardInterrupt:
+        print("\nstopping the running phase (it checkpoints) ...", flush=True)
+        recipe.stop()
+        print(f"stopped after {recipe.spent:.1f} min; run the same command again to continue")
+        return 130
+    finally:
+        recipe.stop()
+    print(f"bundle written to {bundle} ({recipe.spent:.1f} of {recipe.minutes:g} min)")
+    return 0

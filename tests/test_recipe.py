@@ -1,0 +1,147 @@
+"""``musiclm train bundle``: data split, one budget across reruns, Ctrl-C and SIGKILL leave no child."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from musiclm.data.manifest import ManifestEntry, load_entries, write_manifest
+from musiclm.errors import ConfigError, DataError
+from musiclm.recipe import SHARES, Plan, Recipe, split_data
+
+SR = 16000
+SCRIPT = Path(__file__).with_name("_recipe_script.py")
+
+
+def _data(tmp_path, n=20, captions=True):
+    entries = []
+    for i in range(n):
+        path = tmp_path / "audio" / f"{i}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, 0.1 * np.sin(np.arange(SR) * (i + 1) / 50).astype(np.float32), SR)
+        entries.append(ManifestEntry(str(path), f"a piece number {i}" if captions else ""))
+        later = f"the same file, later {i}" if captions else ""
+        entries.append(ManifestEntry(str(path), later, start=0.5))  # two clips per file
+    return str(write_manifest(tmp_path / "data.jsonl", entries))
+
+
+def test_split_keeps_every_file_in_one_split(tmp_path):
+    summary = split_data(_data(tmp_path), tmp_path / "split")
+    train = load_entries(tmp_path / "split" / "train.jsonl")
+    valid = load_entries(tmp_path / "split" / "valid.jsonl")
+    assert valid and train and len(train) + len(valid) == 40
+    assert not {e.path for e in train} & {e.path for e in valid}
+    assert summary["files"] == 20 and summary["valid_clips"] == len(valid)
+    with pytest.raises(DataError, match="captioned clips"):
+        split_data(_data(tmp_path / "nocap", captions=False), tmp_path / "split2")
+
+
+def test_the_plan_fits_memory_and_refuses_what_cannot_fit():
+    plan = Plan.for_machine("tiny", max_memory_gb=1.0)
+    assert plan.batch["coarse-lm"] <= 8  # the tiny coarse LM needs ~1.5 GB at batch 8
+    assert Plan.for_machine("tiny", max_memory_gb=64).batch["coarse-lm"] >= 16
+    with pytest.raises(ConfigError, match="does not fit"):
+        Plan.for_machine("paper", max_memory_gb=1.0)
+
+
+def test_a_too_large_lm_batch_is_refused_in_one_line():
+    from musiclm.config import get_preset
+    from musiclm.lm.stages import CoarseStage, StageConfig
+    from musiclm.lm.train import check_batch_memory
+
+    model = CoarseStage(StageConfig.from_musiclm("coarse", get_preset("tiny")))
+    check_batch_memory(model, 8, max_memory_gb=4)
+    with pytest.raises(ConfigError, match="lower --batch-size"):
+        check_batch_memory(model, 64, max_memory_gb=4)
+
+
+def _run(tmp_path, data, minutes="30"):
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), data, str(tmp_path / "run"), minutes],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _running_child(state_path, timeout=60, not_pid=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            running = json.loads(state_path.read_text()).get("running")
+        except (OSError, json.JSONDecodeError):
+            running = None
+        if running and running["pid"] != not_pid:
+            return running
+        time.sleep(0.1)
+    raise AssertionError("no phase started")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    return not (status.exists() and status.read_text().split()[2] == "Z")
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigkill"])
+def test_stopping_the_recipe_leaves_no_child_and_the_budget_carries_on(tmp_path, how):
+    data = _data(tmp_path)
+    state = tmp_path / "run" / "recipe.json"
+    proc = _run(tmp_path, data)
+    child = _running_child(state)
+    assert child["phase"] == "codec" and _alive(child["pid"])
+    time.sleep(3.0)  # the account is saved every 2 s
+    if how == "ctrl-c":
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 130
+        assert b"run the same command again" in proc.stdout.read()
+    else:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    deadline = time.time() + 10
+    while _alive(child["pid"]) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child["pid"]), "the trainer outlived the recipe"
+    spent = json.loads(state.read_text())["spent_minutes"]
+    assert spent > 0.01  # the time of the stopped run is counted
+    # a rerun continues the same phase with what is left of the budget, not a fresh one
+    proc = _run(tmp_path, data)
+    child2 = _running_child(state, not_pid=child["pid"])
+    assert child2["phase"] == "codec" and child2["pid"] != child["pid"]
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(30) == 130
+    assert json.loads(state.read_text())["spent_minutes"] > spent
+
+
+def test_every_phase_runs_once_within_the_budget(tmp_path):
+    data = _data(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", (
+            "import sys, musiclm.recipe as r\n"
+            "r.Recipe._command = lambda self, phase, minutes, plan: [sys.executable, '-c', 'pass']\n"
+            "r.Recipe._tokenize_commands = lambda self: [[sys.executable, '-c', 'pass']] * 2\n"
+            "r.Recipe._write_card = lambda self: None\n"
+            "from musiclm.cli import main\n"
+            f"sys.exit(main(['train', 'bundle', '--data', {data!r}, '--out', {str(tmp_path / 'run')!r}, '--minutes', '5']))"
+        )],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    state = json.loads((tmp_path / "run" / "recipe.json").read_text())
+    assert all(state["phases"][p]["done"] for p in SHARES)
+    assert 0 < state["spent_minutes"] < 1
+    assert state["data"]["files"] == 20
+    again = Recipe(data, tmp_path / "run", minutes=5, name="x")
+    assert again.spent == pytest.approx(state["spent_minutes"])
+    with pytest.raises(ConfigError, match="other settings"):
+        Recipe(data, tmp_path / "run", minutes=5, name="x", preset="paper")
