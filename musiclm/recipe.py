@@ -3,7 +3,8 @@
 Phases, each a child process (``python -m musiclm ...``) writing its log to ``RUN/logs/``:
 
     split       train / validation manifests, split by file (``RUN/data/``)
-    codec, semantic, mulan, melody        the components, each with a validation loss
+    codec, semantic, mulan, melody        the components, each with a validation loss, and
+                MuLaN's retrieval report on the held-out captions (``RUN/mulan/report.json``)
     tokenize    token caches of both splits through the trained components
     semantic-lm, coarse-lm, fine-lm       the stage LMs, each with a validation loss
     bundle      ``RUN/bundle`` with a card (data, budget, steps, validation figures)
@@ -247,6 +248,12 @@ class Recipe:
         return [*ml, "train", phase, "--tokens", str(self.root / "tokens"), "--valid-tokens",
                 str(self.root / "tokens-valid"), *melody, *common]  # fmt: skip
 
+    def _report_command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "musiclm", "mulan-report", "--model", str(self._model_dir("mulan")),
+            "--data", str(self.root / "data" / "valid.jsonl"), "--json", str(self.root / "mulan" / "report.json"),
+        ]  # fmt: skip
+
     def _tokenize_commands(self) -> list[list[str]]:
         ml = [sys.executable, "-m", "musiclm", "tokenize"]
         parts = ["--codec", str(self._model_dir("codec")), "--semantic", str(self._model_dir("semantic")),
@@ -361,6 +368,10 @@ class Recipe:
             if validation.is_file():
                 row["validation"] = json.loads(validation.read_text())
             components[part] = row
+        report = self.root / "mulan" / "report.json"
+        if report.is_file():
+            figures = json.loads(report.read_text())
+            components["mulan"]["retrieval"] = {k: v for k, v in figures.items() if k != "examples"}
         path = self.root / "bundle" / BUNDLE_FILE
         meta = json.loads(path.read_text())
         meta["card"] = {

@@ -1,5 +1,6 @@
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import Dataset
@@ -220,3 +221,41 @@ def test_clap_adapter_offline(tmp_path):
     )
     with pytest.raises(PromptError):
         clap.embed_text([""])
+
+
+def test_retrieval_report_ranks_each_caption_against_every_clip(tmp_path):
+    import soundfile as sf
+
+    from musiclm.data.manifest import ManifestEntry, write_manifest
+    from musiclm.mulan.report import report_text, retrieval_report
+
+    n, sr = 12, 16000
+    entries = []
+    for i in range(n):
+        path = tmp_path / f"{i}.wav"
+        sf.write(path, 0.3 * np.sin(2 * np.pi * 200 * (i + 1) * np.arange(sr) / sr).astype(np.float32), sr)
+        entries.append(ManifestEntry(str(path), f"tone {i}"))
+    data = str(write_manifest(tmp_path / "valid.jsonl", entries))
+
+    class Ideal:  # knows which tone a clip is and which a caption names
+        sample_rate = sr
+
+        def eval(self):
+            return self
+
+        def embed_audio(self, wav):
+            i = int(torch.fft.rfft(wav[0]).abs().argmax()) // 200 - 1
+            return torch.nn.functional.one_hot(torch.tensor([i]), n).float()
+
+        def embed_text(self, texts):
+            return torch.nn.functional.one_hot(torch.tensor([int(t.split()[1]) for t in texts]), n).float()
+
+    class Deaf(Ideal):  # the same embedding for every clip
+        def embed_audio(self, wav):
+            return torch.ones(1, n) / n**0.5
+
+    good = retrieval_report(Ideal(), data, examples=2)
+    assert good["text_to_audio_r@1"] == good["audio_to_text_r@1"] == 1.0
+    assert good["examples"][1]["nearest"][0] == "tone 1" and "R@1 1.000" in report_text(good)
+    bad = retrieval_report(Deaf(), data)
+    assert bad["text_to_audio_r@1"] == 0.0 and bad["text_to_audio_r@10"] == 0.0  # ties count against it

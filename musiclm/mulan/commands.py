@@ -29,6 +29,13 @@ def register(sub, train) -> None:
     e.add_argument("--audio", nargs="*", default=[], help="audio files")
     e.set_defaults(func=_embed)
 
+    r = sub.add_parser("mulan-report", help="MuLaN retrieval R@1 / R@10 on held-out captioned clips")
+    r.add_argument("--model", default="default", help="MuLaN checkpoint ('default': the shipped bundle's)")
+    r.add_argument("--data", required=True, help="held-out captioned audio (folder, manifest or CSV)")
+    r.add_argument("--clips", type=int, default=200, help="at most this many clips, spread over the data")
+    r.add_argument("--json", default=None, help="also write the report as JSON here")
+    r.set_defaults(func=_report)
+
 
 def _train(args: argparse.Namespace) -> None:
     from musiclm.config import get_preset
@@ -56,6 +63,25 @@ def _train(args: argparse.Namespace) -> None:
         dataset, MuLaN(config), train_config, quantizer_clips=args.quantizer_clips, valid=valid
     )
     print(f"MuLaN written to {trainer.model_dir}")
+
+
+def _report(args: argparse.Namespace) -> None:
+    import json
+
+    from musiclm.audio import write_text_atomic
+    from musiclm.checkpoint import component_kinds, load_model
+    from musiclm.checks import positive_int, writable_file
+    from musiclm.mulan.report import report_text, retrieval_report
+    from musiclm.pretrained import default_component
+
+    positive_int(args.clips, "--clips")
+    if args.json:
+        writable_file(args.json, "report")
+    path = default_component("mulan") if args.model == "default" else args.model
+    report = retrieval_report(load_model(path, kind=component_kinds("mulan")), args.data, clips=args.clips)
+    print(report_text(report))
+    if args.json:
+        write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
 
 
 def _embed(args: argparse.Namespace) -> None:
