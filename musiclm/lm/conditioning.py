@@ -3,8 +3,9 @@
 One :class:`Conditioning` describes a whole batch for a whole piece: the MuLaN tokens of one or
 more segments with the second at which each takes over (one segment for a prompt, several in story
 mode), the melody tokens (one row per melody hop) and whether to drop it all (unconditional
-sampling). Stages read it through :meth:`mulan_at` and :meth:`melody_from` for each window they
-generate, so generation, continuation, story mode and long pieces are the same sliding loop.
+sampling). A stage reads, for each window it generates, the segment the window's new tokens fall in
+(:meth:`bounds`, :meth:`segment`) and the melody from the window's start, so generation,
+continuation, story mode and long pieces are the same sliding loop.
 """
 
 from __future__ import annotations
@@ -52,18 +53,10 @@ class Conditioning:
             tokens = record["melody_tokens"].long()[None]
         return cls.constant(record["mulan_tokens"].long()[None], tokens)
 
-    @property
-    def batch_size(self) -> int:
-        return self.mulan.shape[0]
-
     def repeat_interleave(self, n: int) -> Conditioning:
         """Each row ``n`` times in a row (the candidates of a prompt)."""
         melody = None if self.melody is None else self.melody.repeat_interleave(n, dim=0)
         return replace(self, mulan=self.mulan.repeat_interleave(n, dim=0), melody=melody)
-
-    def to(self, device: torch.device | str) -> Conditioning:
-        melody = None if self.melody is None else self.melody.to(device)
-        return replace(self, mulan=self.mulan.to(device), melody=melody)
 
     def bounds(self, units_per_second: float, align: int = 1) -> list[int]:
         """Segment starts in a stage's units (on the grid of ``align`` units)."""
@@ -72,8 +65,3 @@ class Conditioning:
     def segment(self, unit: int, bounds: list[int]) -> int:
         """The segment that ``unit`` (an index in the units of ``bounds``) belongs to."""
         return bisect.bisect_right(bounds, unit) - 1
-
-    def melody_from(self, first: int, windows: int) -> torch.Tensor:
-        """Melody rows ``first .. first + windows`` (the last row repeats past the end): ``[B, windows, Qm]``."""
-        idx = torch.arange(first, first + windows).clamp(max=self.melody.shape[1] - 1)
-        return self.melody[:, idx.to(self.melody.device)]
