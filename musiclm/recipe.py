@@ -174,6 +174,9 @@ class Recipe:
                 )
             state.pop("running", None)  # a child of a killed run: gone with it (parent-death signal)
             return state
+        from musiclm.data.manifest import load_entries
+
+        load_entries(self.data)  # a missing or unreadable dataset fails here, before anything is written
         return {
             "settings": settings,
             "spent_minutes": 0.0,
