@@ -208,16 +208,10 @@ class Recipe:
     def _command(self, phase: str, minutes: float, plan: Plan) -> list[str]:
         ml = [sys.executable, "-m", "musiclm"]
         data, valid = str(self.root / "data" / "train.jsonl"), str(self.root / "data" / "valid.jsonl")
-        if phase == "tokenize":
-            return []  # two commands, see run()
-        if phase == "bundle":
-            parts = {
-                "codec": "codec", "semantic": "semantic", "mulan": "mulan", "melody": "melody",
-                "semantic-lm": "semantic-lm", "coarse-lm": "coarse-lm", "fine-lm": "fine-lm",
-            }  # fmt: skip
+        if phase == "bundle":  # each trainer's run folder is named like its `musiclm bundle` flag
             cmd = [*ml, "bundle", "--half", "--name", self.name, "--out", str(self.root / "bundle")]
-            for flag, part in parts.items():
-                cmd += [f"--{flag}", str(self._model_dir(part))]
+            for part in TRAINERS:
+                cmd += [f"--{part}", str(self._model_dir(part))]
             return cmd
         steps = STEP_SHARE.get(phase, 0.85) * minutes
         common = [
@@ -230,18 +224,8 @@ class Recipe:
             return [*ml, "train", "codec", "--data", data, "--valid", valid, "--valid-clips", "8", "--valid-seconds",
                     "4", "--crop-seconds", "1.0", "--waveform-l1", "20", *common]  # fmt: skip
         if phase == "semantic":
-            return [
-                *ml,
-                "train",
-                "semantic",
-                "--data",
-                data,
-                "--valid",
-                valid,
-                "--kmeans-clips",
-                "64",
-                *common,
-            ]
+            return [*ml, "train", "semantic", "--data", data, "--valid", valid, "--kmeans-clips", "64",
+                    *common]  # fmt: skip
         if phase == "mulan":
             return [*ml, "train", "mulan", "--data", data, "--valid", valid, "--crop-seconds", "5",
                     "--quantizer-clips", "256", *common]  # fmt: skip
@@ -301,7 +285,10 @@ class Recipe:
         metrics = self.root / phase / "metrics.jsonl"
         step = loss = ""
         if metrics.is_file():
-            for line in reversed(metrics.read_text().splitlines()[-20:]):
+            with open(metrics, "rb") as f:  # only the tail: the log grows all run long
+                f.seek(max(0, metrics.stat().st_size - 8192))
+                tail = f.read().decode(errors="replace").splitlines()[1:]
+            for line in reversed(tail):
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
