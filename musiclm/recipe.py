@@ -286,8 +286,9 @@ class Recipe:
         step = loss = ""
         if metrics.is_file():
             with open(metrics, "rb") as f:  # only the tail: the log grows all run long
-                f.seek(max(0, metrics.stat().st_size - 8192))
-                tail = f.read().decode(errors="replace").splitlines()[1:]
+                offset = max(0, metrics.stat().st_size - 8192)
+                f.seek(offset)
+                tail = f.read().decode(errors="replace").splitlines()[1 if offset else 0 :]
             for line in reversed(tail):
                 try:
                     record = json.loads(line)
