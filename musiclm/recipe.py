@@ -20,6 +20,7 @@ with it (Linux parent-death signal), so no trainer is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import hashlib
@@ -50,6 +51,14 @@ SHARES = {
     "bundle": 0.02,
 }
 TRAINERS = ("codec", "semantic", "mulan", "melody", "semantic-lm", "coarse-lm", "fine-lm")
+# phases that may run side by side (they do on a GPU); the groups run in this order
+GROUPS = (
+    ("split",),
+    ("codec", "semantic", "mulan", "melody"),
+    ("tokenize",),
+    ("semantic-lm", "coarse-lm", "fine-lm"),
+    ("bundle",),
+)
 # share of a trainer's time given to optimiser steps; the rest is start-up, k-means / RVQ fits, export
 STEP_SHARE = {"semantic": 0.6, "mulan": 0.75}
 VALID_SHARE = 0.1
@@ -63,9 +72,12 @@ class Plan:
     cores: int
     num_workers: int
     batch: dict[str, int] = field(default_factory=dict)
+    parallel: bool = False  # the phases of a group side by side (GPU) or one after the other (CPU)
 
     @classmethod
-    def for_machine(cls, preset: str, *, max_memory_gb: float | None = None) -> Plan:
+    def for_machine(
+        cls, preset: str, *, max_memory_gb: float | None = None, parallel: bool | None = None
+    ) -> Plan:
         import torch
 
         from musiclm.config import get_preset
@@ -93,8 +105,9 @@ class Plan:
                     "batch 2: use a smaller preset or a machine with more memory"
                 )
             batch[f"{stage}-lm"] = fits[0]
-        workers = 0 if cores <= 2 else min(4, cores // 2)
-        return cls("cuda" if gpu else "cpu", cores, workers, batch)
+        parallel = gpu if parallel is None else parallel
+        workers = 0 if cores <= 2 or (parallel and cores < 8) else min(4, cores // (4 if parallel else 2))
+        return cls("cuda" if gpu else "cpu", cores, workers, batch, parallel)
 
 
 def split_data(data: str, out: Path, *, valid_share: float = VALID_SHARE) -> dict:
@@ -152,14 +165,15 @@ class Recipe:
         minutes: float,
         name: str,
         preset: str = "tiny",
-        max_memory_gb=None,
+        max_memory_gb: float | None = None,
+        parallel: bool | None = None,
     ):
         self.data, self.root = data, Path(run)
         self.minutes = checks.positive_float(minutes, "--minutes")
-        self.name, self.preset, self.max_memory_gb = name, preset, max_memory_gb
+        self.name, self.preset, self.max_memory_gb, self.parallel = name, preset, max_memory_gb, parallel
         self.state_path = self.root / STATE_FILE
         self.state = self._load_state()
-        self.child: subprocess.Popen | None = None
+        self.children: dict[str, subprocess.Popen] = {}
 
     # ---------------------------------------------------------------- state
 
@@ -235,6 +249,15 @@ class Recipe:
         return [*ml, "train", phase, "--tokens", str(self.root / "tokens"), "--valid-tokens",
                 str(self.root / "tokens-valid"), *melody, *common]  # fmt: skip
 
+    def _commands(self, phase: str, minutes: float, plan: Plan) -> list[list[str]]:
+        """The commands of a phase, run one after the other."""
+        if phase == "tokenize":
+            return self._tokenize_commands()
+        commands = [self._command(phase, minutes, plan)]
+        if phase == "mulan":  # how well it learned the captions: retrieval on the held-out split
+            commands.append(self._report_command())
+        return commands
+
     def _report_command(self) -> list[str]:
         return [
             sys.executable, "-m", "musiclm", "mulan-report", "--model", str(self._model_dir("mulan")),
@@ -251,37 +274,71 @@ class Recipe:
             for split, out in (("train", "tokens"), ("valid", "tokens-valid"))
         ]
 
-    def _run_child(self, phase: str, cmd: list[str], log, budget_end: float, index: int) -> None:
-        """Run one child to its end, printing a status line; counts the time as it goes."""
+    def _run_lanes(
+        self, lanes: dict[str, list[list[str]]], budget_end: float, index: int
+    ) -> dict[str, float]:
+        """Run each phase's commands one after the other, the phases side by side; print a status line
+        and count the time as it goes. Returns the minutes each phase took."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.child = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, env=env
-        )
-        self.state["running"] = {"phase": phase, "pid": self.child.pid}
-        self._save_state()
+        queues = {phase: list(cmds) for phase, cmds in lanes.items()}
+        logs = {phase: open(self.root / "logs" / f"{phase}.log", "a") for phase in lanes}  # noqa: SIM115
+        start, took = self.spent, {}
         last, last_print, last_save = time.monotonic(), 0.0, 0.0
         try:
-            while self.child.poll() is None:
+            while queues or self.children:
+                for phase in list(queues):  # start the next command of every idle lane
+                    if phase not in self.children:
+                        if not queues[phase]:
+                            del queues[phase]
+                            took[phase] = self.spent - start
+                            continue
+                        cmd = queues[phase].pop(0)
+                        self.children[phase] = subprocess.Popen(
+                            cmd,
+                            stdout=logs[phase],
+                            stderr=subprocess.STDOUT,
+                            preexec_fn=_die_with_parent,
+                            env=env,
+                        )
+                self.state["running"] = {p: c.pid for p, c in self.children.items()}
                 time.sleep(0.5)
                 now = time.monotonic()
                 self.state["spent_minutes"] = self.spent + (now - last) / 60
                 last = now
+                for phase, child in list(self.children.items()):
+                    if child.poll() is not None:
+                        del self.children[phase]
+                        if child.returncode != 0:
+                            raise DataError(
+                                f"{phase} failed (exit {child.returncode}); its log: {logs[phase].name}"
+                            )
                 if now - last_print >= (1.0 if sys.stdout.isatty() else 30.0):
-                    self._status(phase, index, budget_end)
+                    self._status(list(lanes), index, budget_end)
                     last_print = now
                 if now - last_save >= 2.0:  # a SIGKILL loses at most this much of the account
                     self._save_state()
                     last_save = now
         finally:
             self.state["spent_minutes"] = self.spent + (time.monotonic() - last) / 60
+            if not self.children:
+                self.state.pop("running", None)
             self._save_state()
-        rc, self.child = self.child.returncode, None
-        self.state.pop("running", None)
-        self._save_state()
-        if rc != 0:
-            raise DataError(f"{phase} failed (exit {rc}); its log: {log.name}")
+            for log in logs.values():
+                log.close()
+        return took
 
-    def _status(self, phase: str, index: int, budget_end: float) -> None:
+    def _status(self, phases: list[str], index: int, budget_end: float) -> None:
+        parts = [f"{phase}{self._progress(phase)}" for phase in phases]
+        left = max(0.0, self.minutes - self.spent)
+        text = (
+            f"[{index}/{len(GROUPS)} {', '.join(parts)}] | phase {max(0.0, budget_end - self.spent):.1f} min left"
+            f" | total {self.spent:.1f} / {self.minutes:g} min, ETA {left:.1f} min"
+        )
+        end = "\r" if sys.stdout.isatty() else "\n"
+        print(f"{text:<100}", end=end, flush=True)
+
+    def _progress(self, phase: str) -> str:
+        """`` step N loss X`` from the tail of a trainer's metrics log."""
         metrics = self.root / phase / "metrics.jsonl"
         step = loss = ""
         if metrics.is_file():
@@ -301,46 +358,38 @@ class Recipe:
                 if isinstance(value, (int, float)):
                     loss = f" loss {value:.3f}"
                     break
-        left = max(0.0, self.minutes - self.spent)
-        text = (
-            f"[{index}/{len(SHARES)} {phase}]{step}{loss} | phase {max(0.0, budget_end - self.spent):.1f} min left"
-            f" | total {self.spent:.1f} / {self.minutes:g} min, ETA {left:.1f} min"
-        )
-        end = "\r" if sys.stdout.isatty() else "\n"
-        print(f"{text:<100}", end=end, flush=True)
+        return step + loss
 
     def run(self) -> Path:
         """Run (or continue) every phase; returns the bundle directory."""
         checks.writable_dir(self.root, "run folder")
-        plan = Plan.for_machine(self.preset, max_memory_gb=self.max_memory_gb)
+        plan = Plan.for_machine(self.preset, max_memory_gb=self.max_memory_gb, parallel=self.parallel)
         self.state["plan"] = dataclasses.asdict(plan)
         self._save_state()
         (self.root / "logs").mkdir(exist_ok=True)
         print(
             f"{self.root}: {self.minutes:g} min budget, {self.spent:.1f} spent; {plan.device}, {plan.cores} cores, "
-            f"batches {plan.batch}, {plan.num_workers} loader processes"
+            f"batches {plan.batch}, {plan.num_workers} loader processes, "
+            + ("components side by side" if plan.parallel else "one phase at a time")
         )
-        for index, phase in enumerate(SHARES, 1):
-            record = self.state["phases"].setdefault(phase, {})
-            if record.get("done"):
-                continue
-            minutes = self._phase_minutes(phase)
-            start = self.spent
-            if phase == "split":
-                self.state["data"] = split_data(self.data, self.root / "data")
-            else:
-                with open(self.root / "logs" / f"{phase}.log", "a") as log:
-                    commands = (
-                        self._tokenize_commands()
-                        if phase == "tokenize"
-                        else [self._command(phase, minutes, plan)]
-                    )
-                    for cmd in commands:
-                        self._run_child(phase, cmd, log, start + minutes, index)
-            record.update(done=True, minutes=round(record.get("minutes", 0.0) + self.spent - start, 2))
-            self._save_state()
-            if phase != "split":
-                print(f"\n{phase}: done in {record['minutes']:.1f} min")
+        for index, group in enumerate(GROUPS, 1):
+            todo = [p for p in group if not self.state["phases"].get(p, {}).get("done")]
+            while todo:
+                phases = todo if plan.parallel else todo[:1]
+                minutes = sum(self._phase_minutes(p) for p in phases)  # the wall time they share
+                if phases == ["split"]:
+                    self.state["data"] = split_data(self.data, self.root / "data")
+                    took = {"split": 0.0}
+                else:
+                    lanes = {p: self._commands(p, minutes, plan) for p in phases}
+                    took = self._run_lanes(lanes, self.spent + minutes, index)
+                for phase in phases:
+                    record = self.state["phases"].setdefault(phase, {})
+                    record.update(done=True, minutes=round(record.get("minutes", 0.0) + took[phase], 2))
+                    if phase != "split":
+                        print(f"\n{phase}: done in {record['minutes']:.1f} min")
+                self._save_state()
+                todo = [p for p in todo if p not in phases]
         self._write_card()
         return self.root / "bundle"
 
@@ -381,18 +430,20 @@ class Recipe:
         os.replace(tmp, path)
 
     def stop(self, wait_seconds: float = 60.0) -> None:
-        """Stop the running child as Ctrl-C stops a trainer (it checkpoints), then make sure it is gone."""
-        child = self.child
-        if child is None or child.poll() is not None:
-            return
-        try:
-            os.killpg(child.pid, signal.SIGINT)
-            child.wait(wait_seconds)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-        except ProcessLookupError:
-            pass
+        """Stop the running children as Ctrl-C stops a trainer (they checkpoint), then make sure they are gone."""
+        for child in self.children.values():
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGINT)
+        deadline = time.monotonic() + wait_seconds
+        for child in self.children.values():
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+        self.children.clear()
         self.state.pop("running", None)
         self._save_state()
 
@@ -414,6 +465,12 @@ def register(sub, train) -> None:
     p.add_argument(
         "--max-memory-gb", type=float, default=None, help="memory the plan may use (default: free)"
     )
+    p.add_argument(
+        "--parallel",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="train the components (and the LMs) side by side: auto = on a GPU",
+    )
     p.set_defaults(func=_train_bundle)
 
 
@@ -425,6 +482,7 @@ def _train_bundle(args) -> int:
         name=args.name or Path(args.out).resolve().name,
         preset=args.preset,
         max_memory_gb=args.max_memory_gb,
+        parallel={"auto": None, "yes": True, "no": False}[args.parallel],
     )
 
     def terminate(signum, frame):

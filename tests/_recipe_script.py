@@ -1,5 +1,5 @@
-"""Run ``musiclm train bundle`` with every phase replaced by a sleeping child (for the Ctrl-C and
-SIGKILL tests): python _recipe_script.py DATA RUN MINUTES."""
+"""Run ``musiclm train bundle`` with every phase replaced by a sleeping child (for the Ctrl-C,
+SIGKILL and side-by-side tests): python _recipe_script.py DATA RUN MINUTES [--parallel yes]."""
 
 import sys
 from pathlib import Path
@@ -10,7 +10,19 @@ import musiclm.recipe as recipe  # noqa: E402
 from musiclm.cli import main  # noqa: E402
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(0.4 if '--fast' in __import__('sys').argv else 60)"]
-recipe.Recipe._command = lambda self, phase, minutes, plan: [*SLEEP, "--fast"] if phase == "bundle" else SLEEP
-recipe.Recipe._tokenize_commands = lambda self: [[*SLEEP, "--fast"]]
+recipe.Recipe._commands = lambda self, phase, minutes, plan: [
+    [*SLEEP, "--fast"] if phase in ("tokenize", "bundle") else SLEEP
+]
 recipe.Recipe._write_card = lambda self: None
-sys.exit(main(["train", "bundle", "--data", sys.argv[1], "--out", sys.argv[2], "--minutes", sys.argv[3]]))
+args = [
+    "train",
+    "bundle",
+    "--data",
+    sys.argv[1],
+    "--out",
+    sys.argv[2],
+    "--minutes",
+    sys.argv[3],
+    *sys.argv[4:],
+]
+sys.exit(main(args))

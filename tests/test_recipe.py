@@ -62,23 +62,24 @@ def test_a_too_large_lm_batch_is_refused_in_one_line():
         check_batch_memory(model, 64, max_memory_gb=4)
 
 
-def _run(tmp_path, data, minutes="30"):
+def _run(tmp_path, data, minutes="30", *extra):
     return subprocess.Popen(
-        [sys.executable, str(SCRIPT), data, str(tmp_path / "run"), minutes],
+        [sys.executable, str(SCRIPT), data, str(tmp_path / "run"), minutes, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
 
-def _running_child(state_path, timeout=60, not_pid=None):
+def _running(state_path, timeout=60, not_pid=None, at_least=1):
+    """``{phase: pid}`` of the children the recipe runs, once there are ``at_least``."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            running = json.loads(state_path.read_text()).get("running")
+            running = json.loads(state_path.read_text()).get("running") or {}
         except (OSError, json.JSONDecodeError):
-            running = None
-        if running and running["pid"] != not_pid:
+            running = {}
+        if len(running) >= at_least and not_pid not in running.values():
             return running
         time.sleep(0.1)
     raise AssertionError("no phase started")
@@ -98,8 +99,8 @@ def test_stopping_the_recipe_leaves_no_child_and_the_budget_carries_on(tmp_path,
     data = _data(tmp_path)
     state = tmp_path / "run" / "recipe.json"
     proc = _run(tmp_path, data)
-    child = _running_child(state)
-    assert child["phase"] == "codec" and _alive(child["pid"])
+    child = _running(state)
+    assert list(child) == ["codec"] and _alive(child["codec"])  # one at a time on a CPU
     time.sleep(3.0)  # the account is saved every 2 s
     if how == "ctrl-c":
         os.kill(proc.pid, signal.SIGINT)
@@ -109,15 +110,15 @@ def test_stopping_the_recipe_leaves_no_child_and_the_budget_carries_on(tmp_path,
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
     deadline = time.time() + 10
-    while _alive(child["pid"]) and time.time() < deadline:
+    while _alive(child["codec"]) and time.time() < deadline:
         time.sleep(0.1)
-    assert not _alive(child["pid"]), "the trainer outlived the recipe"
+    assert not _alive(child["codec"]), "the trainer outlived the recipe"
     spent = json.loads(state.read_text())["spent_minutes"]
     assert spent > 0.01  # the time of the stopped run is counted
     # a rerun continues the same phase with what is left of the budget, not a fresh one
     proc = _run(tmp_path, data)
-    child2 = _running_child(state, not_pid=child["pid"])
-    assert child2["phase"] == "codec" and child2["pid"] != child["pid"]
+    child2 = _running(state, not_pid=child["codec"])
+    assert list(child2) == ["codec"]
     os.kill(proc.pid, signal.SIGINT)
     assert proc.wait(30) == 130
     assert json.loads(state.read_text())["spent_minutes"] > spent
@@ -128,8 +129,7 @@ def test_every_phase_runs_once_within_the_budget(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", (
             "import sys, musiclm.recipe as r\n"
-            "r.Recipe._command = lambda self, phase, minutes, plan: [sys.executable, '-c', 'pass']\n"
-            "r.Recipe._tokenize_commands = lambda self: [[sys.executable, '-c', 'pass']] * 2\n"
+            "r.Recipe._commands = lambda self, phase, minutes, plan: [[sys.executable, '-c', 'pass']] * 2\n"
             "r.Recipe._write_card = lambda self: None\n"
             "from musiclm.cli import main\n"
             f"sys.exit(main(['train', 'bundle', '--data', {data!r}, '--out', {str(tmp_path / 'run')!r}, '--minutes', '5']))"
@@ -145,3 +145,15 @@ def test_every_phase_runs_once_within_the_budget(tmp_path):
     assert again.spent == pytest.approx(state["spent_minutes"])
     with pytest.raises(ConfigError, match="other settings"):
         Recipe(data, tmp_path / "run", minutes=5, name="x", preset="paper")
+
+
+def test_side_by_side_the_components_run_at_once_and_all_stop(tmp_path):
+    data = _data(tmp_path)
+    state = tmp_path / "run" / "recipe.json"
+    proc = _run(tmp_path, data, "30", "--parallel", "yes")
+    running = _running(state, at_least=4)
+    assert sorted(running) == ["codec", "melody", "mulan", "semantic"]
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(30) == 130
+    time.sleep(0.5)
+    assert not any(_alive(pid) for pid in running.values())
