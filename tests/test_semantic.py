@@ -126,3 +126,18 @@ def test_hubert_adapter_offline(tmp_path):
     save_model(tok, tmp_path / "hubert")
     again = load_model(tmp_path / "hubert", kind=component_kinds("semantic"))
     assert again.num_clusters == 8 and torch.equal(again.encode(torch.stack(clips[:2])), ids)
+
+
+def test_the_best_export_gets_its_kmeans_too(tmp_path):
+    """best/ is written while training, before the k-means: the recipe must not find it unfitted."""
+    from musiclm.semantic.train import train_semantic
+
+    torch.manual_seed(0)
+    data, valid = ProceduralMusic(16, SR, 1.0, seed=3), ProceduralMusic(4, SR, 1.0, seed=4)
+    cfg = TrainConfig(out_dir=str(tmp_path), max_steps=6, batch_size=4, progress=False, validate_every=3,
+                      checkpoint_every=1000, log_every=3, ema_decay=None)  # fmt: skip
+    train_semantic(data, SemanticTokenizer(tiny_config()), cfg, kmeans_clips=8, valid=valid)
+    best = load_model(tmp_path / "best", kind="semantic")
+    wav = torch.stack([data[i]["wav"] for i in range(4)])
+    assert len(best.encode(wav).unique()) > 4
+    assert (tmp_path / "best" / "validation.json").is_file()

@@ -21,8 +21,8 @@ def _train(args: argparse.Namespace) -> None:
 
     from musiclm.config import get_preset
     from musiclm.data.melody_pairs import SynthMelodyPairs
-    from musiclm.melody.model import MelodyEmbedder
-    from musiclm.melody.train import MelodyTask, finish_quantizer
+    from musiclm.melody.model import MelodyEmbedder, fit_quantizer
+    from musiclm.melody.train import MelodyTask, embed_dataset, finish_quantizer
     from musiclm.train import Trainer, held_out_batches
     from musiclm.train.args import train_config_from_args
 
@@ -40,6 +40,7 @@ def _train(args: argparse.Namespace) -> None:
     )
     with trainer.ema.swapped_in(trainer.unwrapped) if trainer.ema else _null():
         error = finish_quantizer(trainer.unwrapped.model, held, Path(args.out) / "model")
+    trainer.finish_best(lambda best: fit_quantizer(best, embed_dataset(best, held)), kind="melody")
     print(f"melody model written to {Path(args.out) / 'model'} (RVQ squared error {error:.4f})")
 
 

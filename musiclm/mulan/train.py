@@ -64,4 +64,7 @@ def train_mulan(
     with trainer.ema.swapped_in(task) if trainer.ema is not None else nullcontext():
         task.model.quantizer.fit(audio_embeddings(task.model, dataset, quantizer_clips))
         save_model(task.model, Path(config.out_dir) / "model")
+    trainer.finish_best(
+        lambda best: best.quantizer.fit(audio_embeddings(best, dataset, quantizer_clips)), kind="mulan"
+    )
     return trainer

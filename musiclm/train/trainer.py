@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from musiclm import checks
-from musiclm.checkpoint import dedupe_shared, load_weights, save_model
+from musiclm.checkpoint import dedupe_shared, load_model, load_weights, save_model
 from musiclm.config import config_to_dict
 from musiclm.errors import CheckpointError, ConfigError, DataError
 from musiclm.train.ema import EMA
@@ -382,6 +382,17 @@ class Trainer:
     @property
     def best_dir(self) -> Path:
         return self.out_dir / "best"
+
+    def finish_best(self, fit: Callable[[nn.Module], None], *, kind: str) -> None:
+        """Give ``best/`` what the final export got after training (k-means, an RVQ fitted on the
+        trained embeddings): ``best/`` is exported while training, before those fits."""
+        if not (self.best_dir / "config.json").is_file():
+            return
+        figures = (self.best_dir / "validation.json").read_text()
+        model = load_model(self.best_dir, kind=kind)
+        fit(model)
+        save_model(model, self.best_dir)
+        (self.best_dir / "validation.json").write_text(figures)
 
     def validate(self) -> dict[str, float]:
         """Run the task's validation (main process, EMA weights, eval mode); export ``best/`` when
