@@ -12,10 +12,11 @@ Phases, each a child process (``python -m musiclm ...``) writing its log to ``RU
 The budget is for the whole recipe: before each phase the time left is shared out among the phases
 left (so a phase that ran long shortens the next ones), and every second of every run is counted in
 ``RUN/recipe.json``, so a rerun continues with what is left instead of a fresh budget. Trainers
-resume from their checkpoints. The plan follows the hardware: on a CPU, one trainer at a time with
-batch sizes that fit the memory and no loader processes on two cores. Ctrl-C (or SIGTERM) stops the
-running child the way Ctrl-C stops a trainer (it checkpoints), and a killed parent takes its child
-with it (Linux parent-death signal), so no trainer is left behind.
+resume from their checkpoints. The plan follows the hardware: batch sizes that fit the memory; on a
+CPU one trainer at a time and no loader processes on two cores, on a GPU the phases of a group side
+by side. Ctrl-C (or SIGTERM) stops the running children the way Ctrl-C stops a trainer (they
+checkpoint), and a killed parent takes its children with it (Linux parent-death signal), so no
+trainer is left behind.
 """
 
 from __future__ import annotations
