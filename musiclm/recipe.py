@@ -8,6 +8,7 @@ Phases, each a child process (``python -m musiclm ...``) writing its log to ``RU
     tokenize    token caches of both splits through the trained components
     semantic-lm, coarse-lm, fine-lm       the stage LMs, each with a validation loss
     bundle      ``RUN/bundle`` with a card (data, budget, steps, validation figures)
+    samples     ``RUN/samples/``: the bundle's music for a few held-out captions (WAV, JSON, PNG)
 
 The budget is for the whole recipe: before each phase the time left is shared out among the phases
 left (so a phase that ran long shortens the next ones), and every second of every run is counted in
@@ -49,7 +50,8 @@ SHARES = {
     "semantic-lm": 0.13,
     "coarse-lm": 0.17,
     "fine-lm": 0.12,
-    "bundle": 0.02,
+    "bundle": 0.01,
+    "samples": 0.02,
 }
 TRAINERS = ("codec", "semantic", "mulan", "melody", "semantic-lm", "coarse-lm", "fine-lm")
 # phases that may run side by side (they do on a GPU); the groups run in this order
@@ -59,6 +61,7 @@ GROUPS = (
     ("tokenize",),
     ("semantic-lm", "coarse-lm", "fine-lm"),
     ("bundle",),
+    ("samples",),
 )
 # share of a trainer's time given to optimiser steps; the rest is start-up, k-means / RVQ fits, export
 STEP_SHARE = {"semantic": 0.6, "mulan": 0.75}
@@ -254,10 +257,26 @@ class Recipe:
         """The commands of a phase, run one after the other."""
         if phase == "tokenize":
             return self._tokenize_commands()
+        if phase == "samples":
+            return [self._samples_command()]
         commands = [self._command(phase, minutes, plan)]
         if phase == "mulan":  # how well it learned the captions: retrieval on the held-out split
             commands.append(self._report_command())
         return commands
+
+    def _samples_command(self, count: int = 3) -> list[str]:
+        """Generate from the first held-out captions (the prompts file is written here)."""
+        from musiclm.data.manifest import load_entries
+
+        captions = [e.caption for e in load_entries(self.root / "data" / "valid.jsonl") if e.caption][:count]
+        folder = self.root / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "prompts.txt").write_text("".join(f"{c}\n" for c in captions))
+        return [
+            sys.executable, "-m", "musiclm", "generate", "--model", str(self.root / "bundle"), "--prompts",
+            str(folder / "prompts.txt"), "-o", str(folder / "sample.wav"), "--seconds", "10", "--candidates", "2",
+            "--plot",
+        ]  # fmt: skip
 
     def _report_command(self) -> list[str]:
         return [
