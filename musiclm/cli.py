@@ -23,7 +23,7 @@ COMMAND_MODULES: list[str] = [
     "musiclm.pipeline_commands",
     "musiclm.adapter_commands",
     "musiclm.recipe",
-    "musiclm.eval.commands",
+    "musiclm.eval_commands",
     "musiclm.train.commands",
 ]
 

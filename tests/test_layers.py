@@ -31,6 +31,7 @@ LAYERS = {
     "pipeline_commands": 6,
     "adapter_commands": 6,
     "recipe": 6,
+    "eval_commands": 6,
     "cli": 6,
     "__main__": 6,
     "__init__": 6,

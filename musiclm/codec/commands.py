@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def register(sub, train) -> None:
-    from musiclm.data.datasets import PROCEDURAL
+    from musiclm.data import PROCEDURAL
     from musiclm.train.args import add_train_arguments
 
     p = train.add_parser("codec", help="train the SoundStream codec")

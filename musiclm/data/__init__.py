@@ -1,1 +1,3 @@
 """data."""
+
+PROCEDURAL = "procedural"  # the --data value that means procedural music instead of files

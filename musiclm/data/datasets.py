@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from musiclm.audio import audio_info, load_audio
+from musiclm.data import PROCEDURAL
 from musiclm.data.manifest import ManifestEntry, load_entries
 from musiclm.errors import AudioError
 
@@ -118,9 +119,6 @@ class AudioCropDataset(Dataset):
         if len(seen) > limit:
             lines.append(f"  ... and {len(seen) - limit} more")
         return "\n".join(lines)
-
-
-PROCEDURAL = "procedural"  # --data value: procedural music instead of files
 
 
 def training_dataset(

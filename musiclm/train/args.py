@@ -7,11 +7,12 @@ import argparse
 from dataclasses import fields
 
 from musiclm import checks
-from musiclm.train.trainer import TrainConfig
 
 
 def add_train_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
     """Add the shared ``TrainConfig`` options (``--out``, ``--steps``, ``--batch-size``...)."""
+    from musiclm.train.config import TrainConfig
+
     base = TrainConfig(**defaults)
     g = parser.add_argument_group("training")
     g.add_argument("--out", default=base.out_dir, help="run directory (resumes if it has a checkpoint)")
@@ -79,6 +80,8 @@ def train_config_from_args(args: argparse.Namespace, **overrides):
         seed=args.seed,
         progress=not args.no_progress,
     )
+    from musiclm.train.config import TrainConfig
+
     values.update(overrides)
     checks.writable_dir(values["out_dir"], "run folder")
     known = {f.name for f in fields(TrainConfig)}
