@@ -7,6 +7,7 @@ whose message names the argument, so the CLI prints one line and a server can an
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -164,8 +165,6 @@ def candidates(value) -> int:
 
 def available_memory(device) -> int:
     """Bytes free on ``device``: free GPU memory, or the memory the OS has available."""
-    import os
-
     if device.type == "cuda":
         import torch
 
@@ -177,3 +176,10 @@ def available_memory(device) -> int:
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def memory_limit(device, max_memory_gb: float | None, error: type[MusicLMError] = ConfigError) -> int:
+    """Bytes a job may use: ``max_memory_gb`` when given (checked), else what ``device`` has free."""
+    if max_memory_gb is None:
+        return available_memory(device)
+    return int(positive_float(max_memory_gb, "max_memory_gb", error) * 2**30)

@@ -171,10 +171,7 @@ class MusicLM:
     ) -> None:
         """Refuse a request whose estimate exceeds ``max_memory_gb`` (default: the memory free now)."""
         need = self.estimate_memory(batch, seconds, guidance)
-        if max_memory_gb is None:
-            limit = checks.available_memory(self.device)
-        else:
-            limit = int(checks.positive_float(max_memory_gb, "max_memory_gb", PromptError) * 2**30)
+        limit = checks.memory_limit(self.device, max_memory_gb, PromptError)
         if need > limit:
             raise PromptError(
                 f"this request needs about {need / 2**30:.1f} GB ({batch} samples x {seconds:g} s) and "

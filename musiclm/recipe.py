@@ -100,7 +100,8 @@ class Plan:
         )
         config = get_preset(preset)
         for stage in ("semantic", "coarse", "fine"):
-            model = STAGES[stage](StageConfig.from_musiclm(stage, config, melody=stage != "fine"))
+            with torch.device("meta"):  # sizes only: no weights allocated (a paper-size LM is 1.7 GB)
+                model = STAGES[stage](StageConfig.from_musiclm(stage, config, melody=stage != "fine"))
             sizes = (64, 32, 16, 8, 4, 2) if gpu else (16, 8, 4, 2)  # CPU: a few GB resident at most
             fits = [b for b in sizes if training_memory(model, b) <= 0.5 * memory]
             if not fits:

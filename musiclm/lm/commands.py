@@ -40,8 +40,10 @@ def _train(args: argparse.Namespace) -> None:
 
     train_config = train_config_from_args(args)  # checks every setting before any work
     melody = getattr(args, "melody", False)
-    cache = TokenCache(args.tokens, fields=NEEDS[args.stage] + (["melody_tokens"] if melody else []))
+    fields = NEEDS[args.stage] + (["melody_tokens"] if melody else [])
+    cache = TokenCache(args.tokens, fields=fields)
     model = STAGES[args.stage](StageConfig.from_musiclm(args.stage, get_preset(args.preset), melody=melody))
+    check_batch_memory(model, args.batch_size)
     c = model.config
     first = cache[0]
     if "codec" in first and first["codec"].shape[0] != c.codec_levels:
@@ -55,10 +57,8 @@ def _train(args: argparse.Namespace) -> None:
         )
     task = StageTask(model)
     if args.valid_tokens:
-        fields = NEEDS[args.stage] + (["melody_tokens"] if melody else [])
         held_out = StageDataset(TokenCache(args.valid_tokens, fields=fields), model, seed=args.seed + 1)
         task.valid_batches = held_out_batches(held_out, args.batch_size)
-    check_batch_memory(model, args.batch_size)
     trainer = Trainer(task, StageDataset(cache, model, seed=args.seed), train_config)
     trainer.fit()
     print(f"{args.stage} LM written to {trainer.model_dir}")

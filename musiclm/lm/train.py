@@ -63,14 +63,11 @@ def training_memory(model: StageLM, batch_size: int) -> int:
 
 def check_batch_memory(model: StageLM, batch_size: int, max_memory_gb: float | None = None) -> None:
     """Refuse, in one line naming the flag, a batch whose training step does not fit in memory."""
-    from musiclm.checks import available_memory
+    from musiclm.checks import memory_limit
     from musiclm.errors import ConfigError
 
     need = training_memory(model, batch_size)
-    if max_memory_gb is not None:
-        limit = int(max_memory_gb * 2**30)
-    else:
-        limit = available_memory(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    limit = memory_limit(torch.device("cuda" if torch.cuda.is_available() else "cpu"), max_memory_gb)
     if need > limit:
         raise ConfigError(
             f"a {model.stage} LM batch of {batch_size} windows needs about {need / 2**30:.1f} GB and "
