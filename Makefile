@@ -2,13 +2,16 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install sysdeps demo test lint format
+.PHONY: install sysdeps demo serve test lint format
 
-# FluidSynth + a small General MIDI soundfont, for the synthetic benchmark and its tests.
+# FluidSynth + a small General MIDI soundfont (the synthetic benchmark and its tests), and Chromium
+# with its driver (the web app's browser test).
 sysdeps:
-	@command -v fluidsynth >/dev/null && ls /usr/share/sounds/sf2/*.sf2 >/dev/null 2>&1 || { \
+	@command -v fluidsynth >/dev/null && ls /usr/share/sounds/sf2/*.sf2 >/dev/null 2>&1 \
+		&& command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends fluidsynth timgm6mb-soundfont; }
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends \
+			fluidsynth timgm6mb-soundfont chromium chromium-driver; }
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,8 +24,11 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/musiclm generate "a calm lo-fi hip hop beat with soft piano at 80 bpm" -o demo.wav --plot
 
+serve: install
+	$(VENV)/bin/musiclm serve
+
 test: install sysdeps
-	MUSICLM_REQUIRE_SYNTH=1 $(PY) -m pytest -q
+	MUSICLM_REQUIRE_SYNTH=1 MUSICLM_REQUIRE_BROWSER=1 $(PY) -m pytest -q
 
 lint:
 	$(VENV)/bin/ruff check musiclm tests benchmarks

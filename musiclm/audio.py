@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from musiclm.errors import AudioError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
-SILENCE_RMS = 1e-4
-STREAM_SECONDS = 60.0  # longer reads are decoded and resampled in blocks (bounded memory)  # below this RMS (about -80 dBFS) a clip counts as silent
+SILENCE_RMS = 1e-4  # below this RMS (about -80 dBFS) a clip counts as silent
+STREAM_SECONDS = 60.0  # longer reads are decoded and resampled in blocks (bounded memory)
+TARGET_LUFS = -14.0  # streaming loudness, as audiocraft's audio_write
+PEAK_DBFS = -1.0  # loudness normalisation never lifts a sample peak above this
 
 
 def audio_info(path: str | Path) -> tuple[int, float]:
@@ -224,6 +226,27 @@ def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: in
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def normalize_loudness(
+    wav: torch.Tensor, sample_rate: int, *, lufs: float = TARGET_LUFS, peak_dbfs: float = PEAK_DBFS
+) -> tuple[torch.Tensor, float | None]:
+    """Scale ``[T]`` or ``[C, T]`` audio to ``lufs`` integrated loudness (ITU-R BS.1770 through
+    pyloudnorm), but never past a sample peak of ``peak_dbfs``: a generated clip is as loud as
+    streamed music and never clipped. Returns the audio and its loudness after scaling; audio too
+    short to measure (< 0.4 s) or silent comes back unchanged with ``None``."""
+    import pyloudnorm
+
+    data = wav.detach().cpu().double().numpy()
+    data = data.T if data.ndim == 2 else data
+    if data.shape[0] < int(0.4 * sample_rate) or is_silent(data):
+        return wav, None
+    loudness = pyloudnorm.Meter(sample_rate).integrated_loudness(data)
+    if not np.isfinite(loudness):
+        return wav, None
+    peak = float(np.abs(data).max())
+    gain_db = min(lufs - loudness, peak_dbfs - 20 * np.log10(peak))
+    return wav * float(10 ** (gain_db / 20)), float(loudness + gain_db)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

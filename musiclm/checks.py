@@ -159,6 +159,13 @@ def seconds(value, what: str = "seconds") -> float:
     return float(value)
 
 
+def loudness(value) -> float:
+    """A loudness target in LUFS, in [-70, 0]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -70 <= value <= 0:
+        raise PromptError(f"loudness must be a number of LUFS in [-70, 0], got {value!r}")
+    return float(value)
+
+
 def candidates(value) -> int:
     return positive_int(value, "candidates", PromptError)
 

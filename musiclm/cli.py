@@ -24,6 +24,7 @@ COMMAND_MODULES: list[str] = [
     "musiclm.adapter_commands",
     "musiclm.recipe",
     "musiclm.eval_commands",
+    "musiclm.serve.commands",
     "musiclm.train.commands",
 ]
 

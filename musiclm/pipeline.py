@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,9 @@ from musiclm.lm.stages import CoarseStage, FineStage, SemanticStage
 
 DECODE_BATCH = 8  # candidates decoded at once
 STAGE_NAMES = ("semantic", "coarse", "fine")
+# tqdm bars (True), silence (False), or a callback ``(stage, done, total)``; stages are STAGE_NAMES,
+# then "decode" and "rerank". An exception raised by the callback stops the request.
+Progress = bool | Callable[[str, int, int], None]
 
 
 @dataclass
@@ -192,9 +196,13 @@ class MusicLM:
 
     @staticmethod
     @contextlib.contextmanager
-    def _progress(name: str, enabled: bool):
-        """A token progress bar for one stage; yields the stages' ``progress(done, total)`` callback."""
-        bar = tqdm(total=0, desc=name, unit="tok", disable=not enabled, leave=False, dynamic_ncols=True)
+    def _progress(name: str, progress: Progress):
+        """Yields the ``update(done, total)`` callback of one stage: a tqdm bar when ``progress`` is a
+        bool, else ``progress(name, done, total)`` (a server's job record; raising there cancels)."""
+        if callable(progress):
+            yield lambda done, total: progress(name, done, total)
+            return
+        bar = tqdm(total=0, desc=name, unit="tok", disable=not progress, leave=False, dynamic_ncols=True)
 
         def update(done: int, total: int) -> None:
             if bar.total != total:
@@ -216,7 +224,7 @@ class MusicLM:
         sampling: dict[str, SamplingConfig],
         generator: torch.Generator,
         prompt: dict[str, torch.Tensor] | None = None,
-        progress: bool = True,
+        progress: Progress = True,
         timings: dict[str, float] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Semantic, coarse and fine tokens of ``semantic_tokens`` new semantic steps for a batch;
@@ -277,17 +285,23 @@ class MusicLM:
         return torch.einsum("pd,pnd->pn", text, emb)
 
     def _finish(
-        self, tokens, *, prompts, num_samples, candidates, cond_tokens, timings, start, scorer=None
+        self, tokens, *, prompts, num_samples, candidates, cond_tokens, timings, start, progress, scorer=None
     ) -> Generation:
         """Decode every candidate once, score them (``scorer(audio [P, N, T]) -> [P, N]``, by default
         the MuLaN similarity to ``prompts``) and pick the best of each prompt."""
         p, n = len(prompts), candidates
         t0 = time.perf_counter()
-        audio = self.decode(tokens["coarse"], tokens["fine"], num_samples)
+        with self._progress("decode", progress) as update:
+            update(0, 1)
+            audio = self.decode(tokens["coarse"], tokens["fine"], num_samples)
+            update(1, 1)
         timings["decode"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         audio = audio.reshape(p, n, -1)
-        scores = self.score(prompts, audio) if scorer is None else scorer(audio)
+        with self._progress("rerank", progress) as update:
+            update(0, 1)
+            scores = self.score(prompts, audio) if scorer is None else scorer(audio)
+            update(1, 1)
         timings["rerank"] = time.perf_counter() - t0
         chosen = scores.argmax(dim=1)
         rows = torch.arange(p, device=chosen.device)
@@ -323,7 +337,7 @@ class MusicLM:
         guidance: float = 1.0,
         melody: str | Path | torch.Tensor | None = None,
         melody_sample_rate: int | None = None,
-        progress: bool = True,
+        progress: Progress = True,
         unconditional: bool = False,
         max_memory_gb: float | None = None,
     ) -> Generation:
@@ -355,7 +369,7 @@ class MusicLM:
         )
         return self._finish(
             tokens, prompts=prompts, num_samples=round(seconds * self.sample_rate), candidates=candidates,
-            cond_tokens=mulan, timings=timings, start=start,
+            cond_tokens=mulan, timings=timings, start=start, progress=progress,
         )  # fmt: skip
 
     def tokenize_audio(self, audio, sample_rate: int | None = None) -> dict[str, torch.Tensor]:
@@ -388,7 +402,7 @@ class MusicLM:
         top_k: int | None = None,
         top_p: float | None = None,
         guidance: float = 1.0,
-        progress: bool = True,
+        progress: Progress = True,
         max_memory_gb: float | None = None,
     ) -> Generation:
         """Continue an audio prompt by ``seconds``: its semantic and acoustic tokens are the prefix of
@@ -429,7 +443,7 @@ class MusicLM:
 
         return self._finish(
             tokens, prompts=prompts or ["music"], num_samples=tokens["coarse"].shape[-1] * self.codec.hop_length,
-            candidates=n, cond_tokens=mulan, timings=timings, start=start, scorer=scorer,
+            candidates=n, cond_tokens=mulan, timings=timings, start=start, progress=progress, scorer=scorer,
         )  # fmt: skip
 
     @torch.no_grad()
@@ -443,7 +457,7 @@ class MusicLM:
         top_k: int | None = None,
         top_p: float | None = None,
         guidance: float = 1.0,
-        progress: bool = True,
+        progress: Progress = True,
         max_memory_gb: float | None = None,
     ) -> Generation:
         """Story mode (paper 6): one piece whose text conditioning changes at each segment boundary,
@@ -486,7 +500,7 @@ class MusicLM:
 
         out = self._finish(
             tokens, prompts=[" / ".join(prompts)], num_samples=round(total * self.sample_rate), candidates=n,
-            cond_tokens=mulan[:1], timings=timings, start=start, scorer=scorer,
+            cond_tokens=mulan[:1], timings=timings, start=start, progress=progress, scorer=scorer,
         )  # fmt: skip
         out.cond_tokens = mulan.cpu()
         out.segment_starts = [b / rate for b in bounds[:-1]]

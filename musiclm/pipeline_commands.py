@@ -30,6 +30,14 @@ def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--plot", action="store_true", help="also write a PNG mel spectrogram")
+    p.add_argument(
+        "--loudness",
+        type=float,
+        default=-14.0,
+        metavar="LUFS",
+        help="normalise the output to this integrated loudness, peaks kept below -1 dBFS (default -14)",
+    )
+    p.add_argument("--no-normalize", action="store_true", help="write the audio as decoded")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU if there is one)")
     p.add_argument(
         "--max-memory-gb", type=float, default=None, help="refuse larger requests (default: the free memory)"
@@ -98,6 +106,7 @@ def _check_args(args, outputs: list[Path], inputs: list[str | None] = ()) -> Non
         checks.seconds(args.seconds)
     if args.max_memory_gb is not None:
         checks.positive_float(args.max_memory_gb, "--max-memory-gb", PromptError)
+    checks.loudness(args.loudness)
     for t in args.temperatures or ():
         checks.positive_float(t, "temperature", PromptError)
     for out in outputs:
@@ -144,9 +153,12 @@ def _outputs(output: str, count: int) -> list[Path]:
 
 
 def _write(result, row: int, path: Path, *, model, args, extra: dict) -> None:
-    from musiclm.audio import save_audio, write_text_atomic
+    from musiclm.audio import normalize_loudness, save_audio, write_text_atomic
 
-    save_audio(path, result.audio[row], result.sample_rate)
+    wav, loudness = result.audio[row], None
+    if not args.no_normalize:
+        wav, loudness = normalize_loudness(wav, result.sample_rate, lufs=args.loudness)
+    save_audio(path, wav, result.sample_rate)
     sidecar = {
         "model": model.name,
         "sample_rate": result.sample_rate,
@@ -155,6 +167,7 @@ def _write(result, row: int, path: Path, *, model, args, extra: dict) -> None:
         "candidates": args.candidates,
         "scores": [round(float(x), 4) for x in result.scores[row]],
         "chosen": int(result.chosen[row]),
+        "loudness_lufs": None if loudness is None else round(loudness, 2),
         "parameters": {
             "temperatures": args.temperatures,
             "top_k": args.top_k,
@@ -169,9 +182,7 @@ def _write(result, row: int, path: Path, *, model, args, extra: dict) -> None:
     if args.plot:
         from musiclm.plot import save_spectrogram_png
 
-        save_spectrogram_png(
-            result.audio[row], result.sample_rate, path.with_suffix(".png"), markers=result.segment_starts
-        )
+        save_spectrogram_png(wav, result.sample_rate, path.with_suffix(".png"), markers=result.segment_starts)
     print(f"{path}: {sidecar['seconds']:g} s, MuLaN score {sidecar['scores'][sidecar['chosen']]:.3f}")
 
 
