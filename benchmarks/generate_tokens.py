@@ -1,14 +1,18 @@
 """Token-generation speed of the three stage LMs on CPU (prints numbers; not a test).
 
-    python benchmarks/generate_tokens.py [--tokens 250] [--threads 2]
+    python benchmarks/generate_tokens.py [--tokens 250] [--threads 2] [--rounds 5] [--demo]
 
-1. tokens/s of each stage of the tiny preset (its transformer is d=256, 4 layers, 4 heads) at
+1. tokens/s of each stage of the tiny preset (its transformer is d=192, 4 layers, 4 heads) at
    batch 1 and 4, untrained weights (speed does not depend on them);
 2. the same for audiolm-pytorch's SemanticTransformer at the same sizes, in the same process, when
    that package is installed (it is a benchmark peer only, never a dependency). Its module imports
    torchaudio and fairseq at import time although token sampling uses neither; where they cannot be
-   imported they are replaced by empty placeholder modules so the transformer itself can be timed;
-3. time per generated token as the sequence grows (flat with the KV cache).
+   imported they are replaced by empty placeholder modules so the transformer itself can be timed.
+   Ours and the peer's runs alternate for ``--rounds`` rounds and the medians are compared, so a
+   slow spell of a shared machine hits both;
+3. time per generated token as the sequence grows (flat with the KV cache);
+4. with ``--demo``: ``make demo``'s request (10 s, 4 candidates) with the shipped model, without and
+   with guidance 3, and the time of each stage.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib.machinery
 import os
+import statistics
 import sys
 import time
 import types
@@ -34,8 +39,8 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def ours(stage: str, batch: int, n_tokens: int, cfg) -> float:
-    """Tokens/s (all sequences of the batch counted) of one of our stages."""
+def ours(stage: str, batch: int, n_tokens: int, cfg):
+    """A function timing one run: tokens/s (all sequences of the batch counted) of one of our stages."""
     sc = StageConfig.from_musiclm(stage, cfg)
     sc.lm.window_seconds = 1e6  # time one long window, no sliding
     model = {"semantic": SemanticStage, "coarse": CoarseStage, "fine": FineStage}[stage](sc).eval()
@@ -56,9 +61,13 @@ def ours(stage: str, batch: int, n_tokens: int, cfg) -> float:
         coarse = torch.randint(0, sc.codec_codebook, (batch, sc.coarse_levels, frames))
         run = lambda: model.generate(None, frames, inputs=coarse, sampling=s, generator=g)  # noqa: E731
         made = frames * sc.fine_levels
-    with torch.inference_mode():
-        run()  # warm-up
-        return batch * made / _timed(run)
+
+    def timed() -> float:
+        with torch.inference_mode():
+            return batch * made / _timed(run)
+
+    timed()  # warm-up
+    return timed
 
 
 def _import_audiolm():
@@ -88,7 +97,7 @@ def _import_audiolm():
     return audiolm_pytorch
 
 
-def audiolm(batch: int, n_tokens: int, lm) -> float:
+def audiolm(batch: int, n_tokens: int, lm):
     alm = _import_audiolm()
     # its constructor looks up the T5 text encoder's width online even when no text is used
     sys.modules["audiolm_pytorch.audiolm_pytorch"].get_encoded_dim = lambda name: lm.dim
@@ -107,16 +116,39 @@ def audiolm(batch: int, n_tokens: int, lm) -> float:
         out = wrapper.generate(max_length=n_tokens, batch_size=batch, cond_scale=1.0, use_kv_cache=True)
         made.append(out.shape[-1])  # it stops early once every row has sampled its end token
 
-    with torch.inference_mode():
-        run()
-        seconds = _timed(run)
-        return batch * made[-1] / seconds
+    def timed() -> float:
+        with torch.inference_mode():
+            seconds = _timed(run)
+            return batch * made[-1] / seconds
+
+    timed()  # warm-up
+    return timed
+
+
+def demo() -> None:
+    """``make demo``'s request with the shipped model: total and stage times, guidance off and on."""
+    from musiclm.pipeline import MusicLM
+
+    model = MusicLM.from_pretrained("default", device="cpu")
+    model.generate("warm-up", seconds=1.0, candidates=4, progress=False)
+    print("\nmake demo's request (shipped model, 10 s, 4 candidates), seconds per stage:")
+    for guidance in (1.0, 3.0):
+        out = model.generate(
+            "a calm lo-fi hip hop beat with soft piano at 80 bpm", seconds=10.0, candidates=4,
+            guidance=guidance, progress=False,
+        )  # fmt: skip
+        split = ", ".join(f"{k} {v:.1f}" for k, v in out.timings.items() if k != "total")
+        print(f"  guidance {guidance:g}: {out.timings['total']:.1f} s ({split})")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=250, help="tokens generated per sequence")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=5, help="alternating runs of ours and the peer (medians)")
+    ap.add_argument(
+        "--demo", action="store_true", help="also time make demo's request with the shipped model"
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,20 +158,22 @@ def main() -> None:
         f"CPU threads: {torch.get_num_threads()}; tiny preset LMs: d={lm.dim}, {lm.depth} layers, {lm.heads} heads"
     )
     print(f"{'model':<34}{'batch':>6}{'tokens/s':>12}")
-    results = {}
-    for stage in ("semantic", "coarse", "fine"):
+    median = lambda fn: statistics.median(fn() for _ in range(args.rounds))  # noqa: E731
+    for stage in ("coarse", "fine"):
         for batch in (1, 4):
-            results[(stage, batch)] = ours(stage, batch, args.tokens, cfg)
-            print(f"{'musiclm ' + stage:<34}{batch:>6}{results[(stage, batch)]:>12.1f}")
-    try:
-        for batch in (1, 4):
+            print(f"{'musiclm ' + stage:<34}{batch:>6}{median(ours(stage, batch, args.tokens, cfg)):>12.1f}")
+    for batch in (1, 4):
+        semantic = ours("semantic", batch, args.tokens, cfg)
+        try:
             peer = audiolm(batch, args.tokens, lm)
-            ratio = results[("semantic", batch)] / peer
-            print(
-                f"{'audiolm-pytorch SemanticTransformer':<34}{batch:>6}{peer:>12.1f}   musiclm is {ratio:.1f}x"
-            )
-    except ImportError as e:
-        print(f"audiolm-pytorch not installed ({e}); peer comparison skipped")
+        except ImportError as e:
+            print(f"{'musiclm semantic':<34}{batch:>6}{median(semantic):>12.1f}")
+            print(f"audiolm-pytorch not installed ({e}); peer comparison skipped")
+            continue
+        pairs = [(semantic(), peer()) for _ in range(args.rounds)]  # alternating
+        a, b = (statistics.median(x) for x in zip(*pairs))
+        print(f"{'musiclm semantic':<34}{batch:>6}{a:>12.1f}")
+        print(f"{'audiolm-pytorch SemanticTransformer':<34}{batch:>6}{b:>12.1f}   musiclm is {a / b:.1f}x")
 
     print("\ntime per token vs sequence length (semantic stage, batch 1):")
     sc = StageConfig.from_musiclm("semantic", cfg)
@@ -155,6 +189,8 @@ def main() -> None:
         print(
             f"  tokens {lo:>4}-{hi:<4}: {1000 * (stamps[hi - 1] - stamps[lo]) / (hi - lo - 1):.2f} ms/token"
         )
+    if args.demo:
+        demo()
 
 
 if __name__ == "__main__":

@@ -10,39 +10,39 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from musiclm.config import LMConfig
 
 
 class KVCache:
-    """Keys and values of every layer, ``[B, heads, max_len, head_dim]``, filled up to ``length``."""
+    """Keys and values of every layer, ``[B, heads, max_len, head_dim]``, filled up to ``length``,
+    and the rotary factors of all ``max_len`` positions (computed once, not per decoding step)."""
 
     def __init__(self, layers: int, batch: int, heads: int, *, max_len: int, head_dim: int, device, dtype):
         shape = (batch, heads, max_len, head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.rope = rotary_factors(torch.arange(max_len, device=device), head_dim)
         self.length = 0
         self.max_len = max_len
 
 
-def rotary_angles(
-    positions: torch.Tensor, head_dim: int, base: float = 10000.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin ``[T, head_dim / 2]`` for ``positions`` ``[T]`` (computed once per forward)."""
+def rotary_factors(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> torch.Tensor:
+    """Unit complex numbers ``[T, head_dim / 2]``: the rotation of each channel pair at each position."""
     inv_freq = 1.0 / base ** (
         torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
     )
     angles = positions.float()[:, None] * inv_freq[None]
-    return angles.cos(), angles.sin()
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of channels of ``[B, H, T, D]`` by the angles of their positions."""
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+def rotary(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs ``(2i, 2i + 1)`` of ``[..., T, H, D]`` (queries and keys together as
+    ``[B, T, 2, H, D]``) by the factors ``[T, D / 2]`` of their positions: one complex product."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    factors = rope.view(rope.shape[0], *(1,) * (x.dim() - 3), rope.shape[1])
+    return torch.view_as_real(pairs * factors).flatten(-2).type_as(x)
 
 
 class Attention(nn.Module):
@@ -53,11 +53,13 @@ class Attention(nn.Module):
         self.out = nn.Linear(dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None, rope) -> torch.Tensor:
-        t = x.shape[1]
-        q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.heads)
+        # plain views and transposes, no einops: this runs once per layer per sampled token
+        b, t, dim = x.shape
+        qkv = F.linear(x, self.qkv.weight).view(b, t, 3, self.heads, dim // self.heads)
+        positions, factors = rope
+        q, k = rotary(qkv[:, :, :2], factors).transpose(1, 3).unbind(2)  # [B, H, T, D] each
+        v = qkv[:, :, 2].transpose(1, 2)
         start = cache.length if cache is not None else 0
-        positions, cos, sin = rope
-        q, k = rotary(q, cos, sin), rotary(k, cos, sin)
         if cache is not None:
             if start + t > cache.max_len:
                 raise ValueError(f"KV cache of {cache.max_len} positions is full")
@@ -72,7 +74,7 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
         )
-        return self.out(rearrange(y, "b h t d -> b t (h d)"))
+        return F.linear(y.transpose(1, 2).reshape(b, t, dim), self.out.weight)
 
 
 class Block(nn.Module):
@@ -87,8 +89,14 @@ class Block(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None, rope) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.norm1(x), layer, cache, rope))
-        return x + self.drop(self.ff(self.norm2(x)))
+        # functional calls on the modules' weights: module dispatch is a large part of a decoding step
+        drop = self.drop.p > 0 and self.training
+        n1, n2, (up, _, down) = self.norm1, self.norm2, self.ff
+        h = self.attn(F.layer_norm(x, n1.normalized_shape, n1.weight, n1.bias, n1.eps), layer, cache, rope)
+        x = x + (self.drop(h) if drop else h)
+        h = F.layer_norm(x, n2.normalized_shape, n2.weight, n2.bias, n2.eps)
+        h = F.linear(F.gelu(F.linear(h, up.weight, up.bias)), down.weight, down.bias)
+        return x + (self.drop(h) if drop else h)
 
 
 class Transformer(nn.Module):
@@ -127,10 +135,14 @@ class Transformer(nn.Module):
 
     def hidden(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Final normalised hidden states ``[B, T, dim]`` (appends to ``cache`` when given)."""
-        start = cache.length if cache is not None else 0
-        positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
-        rope = (positions, *rotary_angles(positions, self.config.dim // self.config.heads))
-        x = self.embed(tokens)
+        start, t = (cache.length if cache is not None else 0), tokens.shape[1]
+        positions = torch.arange(start, start + t, device=tokens.device)
+        if cache is not None:
+            factors = cache.rope[start : start + t]
+        else:
+            factors = rotary_factors(positions, self.config.dim // self.config.heads)
+        rope = (positions, factors)
+        x = F.embedding(tokens, self.embed.weight)
         for i, block in enumerate(self.blocks):
             x = block(x, i, cache, rope)
         if cache is not None:
