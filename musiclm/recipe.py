@@ -6,7 +6,8 @@ Phases, each a child process (``python -m musiclm ...``) writing its log to ``RU
     codec, semantic, mulan, melody        the components, each with a validation loss, and
                 MuLaN's retrieval report on the held-out captions (``RUN/mulan/report.json``)
     tokenize    token caches of both splits through the trained components
-    semantic-lm, coarse-lm, fine-lm       the stage LMs, each with a validation loss
+    fine-lm, coarse-lm, semantic-lm       the stage LMs, each with a validation loss and a generated
+                                          clip per validation (RUN/PHASE/samples)
     bundle      ``RUN/bundle`` with a card (data, budget, steps, validation figures)
     samples     ``RUN/samples/``: the bundle's music for a few held-out captions (WAV, JSON, PNG)
 
@@ -59,7 +60,7 @@ GROUPS = (
     ("split",),
     ("codec", "semantic", "mulan", "melody"),
     ("tokenize",),
-    ("semantic-lm", "coarse-lm", "fine-lm"),
+    ("fine-lm", "coarse-lm", "semantic-lm"),  # one at a time: the semantic LM's samples use the others
     ("bundle",),
     ("samples",),
 )
@@ -251,8 +252,20 @@ class Recipe:
         if phase == "melody":
             return [*ml, "train", "melody", *common]
         melody = [] if phase == "fine-lm" else ["--melody"]
+        # each validation renders a held-out clip: the semantic LM through the coarse and fine LMs' best
+        samples = [
+            "--sample-codec",
+            str(self._model_dir("codec")),
+            "--sample-clips",
+            "1",
+            "--sample-seconds",
+            "3",
+        ]
+        if phase == "semantic-lm":
+            samples += ["--sample-coarse-lm", str(self.root / "coarse-lm" / "best"),
+                        "--sample-fine-lm", str(self.root / "fine-lm" / "best")]  # fmt: skip
         return [*ml, "train", phase, "--tokens", str(self.root / "tokens"), "--valid-tokens",
-                str(self.root / "tokens-valid"), *melody, *common]  # fmt: skip
+                str(self.root / "tokens-valid"), *melody, *samples, *common]  # fmt: skip
 
     def _commands(self, phase: str, minutes: float, plan: Plan) -> list[list[str]]:
         """The commands of a phase, run one after the other."""

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -200,3 +201,46 @@ def test_stage_configs_from_presets():
     assert coarse.window_units * coarse.levels == 2000  # 10 s x 4 coarse levels
     fine = FineStage(small("fine"))
     assert fine.window_units * fine.levels == 1200  # 3 s x 8 fine levels
+
+
+def test_validation_writes_generated_and_reference_audio(tmp_path):
+    """Each stage's validation renders held-out clips through a codec; the semantic LM through the
+    coarse and fine LMs where their checkpoints exist, else it writes its tokens."""
+    import json
+
+    import soundfile as sf
+
+    from tests._tiny_bundle import components
+
+    codec = components(melody=False)["codec"]
+    for level in codec.quantizer.levels:
+        level.codebook.normal_()
+    recs = [record(i, frames=80) for i in range(2)]
+    stages = {
+        "semantic": SemanticStage(stage_config("semantic", 0.4)),
+        "coarse": CoarseStage(stage_config("coarse", 0.2)),
+        "fine": FineStage(stage_config("fine", 0.1)),
+    }
+    later = {"coarse_lm": str(tmp_path / "coarse"), "fine_lm": str(tmp_path / "fine")}
+    for name, model in stages.items():
+        task = StageTask(model)
+        params = sum(p.numel() for p in task.parameters())
+        task.samples.update(records=recs, codec=codec, seconds=1.0, later=later if name == "semantic" else {})
+        assert sum(p.numel() for p in task.parameters()) == params  # the codec is not trained along
+        task.validate(tmp_path / name, step=3)
+        folder = tmp_path / name / "step-0000003"
+        if name == "semantic":  # no coarse / fine checkpoints yet: tokens only
+            tokens = json.loads((folder / "clip1-semantic.json").read_text())["semantic"]
+            assert len(tokens) == 25 and all(0 <= t < 16 for t in tokens)
+            continue
+        for i in range(2):
+            generated, sr = sf.read(folder / f"clip{i}-generated.wav")
+            reference, _ = sf.read(folder / f"clip{i}-reference.wav")
+            assert sr == codec.sample_rate and generated.shape == reference.shape == (sr,)
+            assert not np.allclose(generated, reference)
+        save_model(model, tmp_path / name)
+    task = StageTask(stages["semantic"])
+    task.samples.update(records=recs[:1], codec=codec, seconds=1.0, later=later)
+    task.validate(tmp_path / "semantic", step=4)
+    audio, sr = sf.read(tmp_path / "semantic" / "step-0000004" / "clip0-generated.wav")
+    assert audio.shape == (sr,) and np.abs(audio).max() > 0

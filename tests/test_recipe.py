@@ -157,3 +157,22 @@ def test_side_by_side_the_components_run_at_once_and_all_stop(tmp_path):
     assert proc.wait(30) == 130
     time.sleep(0.5)
     assert not any(_alive(pid) for pid in running.values())
+
+
+def test_every_trainer_command_parses(tmp_path):
+    """The commands the recipe builds are valid ``musiclm`` command lines (every flag exists)."""
+    from musiclm.cli import build_parser
+    from musiclm.recipe import TRAINERS
+
+    recipe = Recipe(_data(tmp_path), tmp_path / "run", minutes=30, name="mine")
+    plan = Plan.for_machine("tiny")
+    parser = build_parser()
+    for phase in (*TRAINERS, "bundle"):
+        command = recipe._command(phase, 3.0, plan)
+        assert command[1:3] == ["-m", "musiclm"]
+        args = parser.parse_args(command[3:])
+        if phase.endswith("-lm"):  # each LM validation renders a held-out clip through the codec
+            assert args.sample_codec.endswith(str(Path("codec") / "model")) and args.sample_clips == 1
+    assert parser.parse_args(recipe._command("semantic-lm", 3.0, plan)[3:]).sample_fine_lm.endswith(
+        str(Path("fine-lm") / "best")
+    )

@@ -25,14 +25,31 @@ def register(sub, train) -> None:
                 help="melody conditioning: melody tokens after the MuLaN tokens (cache needs melody_tokens)",
             )
         p.add_argument("--valid-tokens", default=None, help="held-out token cache: val/loss while training")
+        p.add_argument(
+            "--sample-codec",
+            default=None,
+            help="codec checkpoint: each validation also writes generated and reference audio of held-out clips",
+        )
+        p.add_argument(
+            "--sample-clips", type=int, default=2, help="held-out clips generated from per validation"
+        )
+        p.add_argument("--sample-seconds", type=float, default=4.0)
+        if stage == "semantic":
+            p.add_argument(
+                "--sample-coarse-lm", default=None, help="coarse LM checkpoint to hear the samples through"
+            )
+            p.add_argument(
+                "--sample-fine-lm", default=None, help="fine LM checkpoint to hear the samples through"
+            )
         add_train_arguments(p, out_dir=f"runs/{stage}-lm", max_steps=20000, batch_size=16, lr=3e-4)
         p.set_defaults(func=_train, stage=stage)
 
 
 def _train(args: argparse.Namespace) -> None:
+    from musiclm import checks
     from musiclm.config import get_preset
     from musiclm.data.cache import TokenCache
-    from musiclm.errors import DataError
+    from musiclm.errors import ConfigError, DataError
     from musiclm.lm.stages import STAGES, StageConfig
     from musiclm.lm.train import StageDataset, StageTask, check_batch_memory
     from musiclm.train import Trainer, held_out_batches
@@ -56,9 +73,29 @@ def _train(args: argparse.Namespace) -> None:
             f"{args.tokens}: {first['mulan_tokens'].shape[0]} MuLaN tokens, expected {c.mulan_quantizers}"
         )
     task = StageTask(model)
+    if args.sample_codec and not args.valid_tokens:
+        raise ConfigError("--sample-codec needs --valid-tokens (the held-out clips to generate from)")
+    checks.positive_int(args.sample_clips, "--sample-clips")
+    checks.seconds(args.sample_seconds, "--sample-seconds")
     if args.valid_tokens:
-        held_out = StageDataset(TokenCache(args.valid_tokens, fields=fields), model, seed=args.seed + 1)
+        valid_cache = TokenCache(
+            args.valid_tokens, fields=fields + (["codec"] if "codec" not in fields else [])
+        )
+        held_out = StageDataset(valid_cache, model, seed=args.seed + 1)
         task.valid_batches = held_out_batches(held_out, args.batch_size)
+        if args.sample_codec:
+            from musiclm.checkpoint import load_model
+
+            task.samples["codec"] = load_model(args.sample_codec, ("codec", "hf_encodec"))
+            task.samples["records"] = [
+                valid_cache[i] for i in range(min(args.sample_clips, len(valid_cache)))
+            ]
+            task.samples["seconds"] = args.sample_seconds
+            later = {
+                "coarse_lm": getattr(args, "sample_coarse_lm", None),
+                "fine_lm": getattr(args, "sample_fine_lm", None),
+            }
+            task.samples["later"] = {k: v for k, v in later.items() if v}
     trainer = Trainer(task, StageDataset(cache, model, seed=args.seed), train_config)
     trainer.fit()
     print(f"{args.stage} LM written to {trainer.model_dir}")

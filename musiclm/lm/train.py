@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
@@ -40,6 +41,28 @@ class StageTask(TrainTask):
     def __init__(self, model: StageLM):
         super().__init__()
         self.model = model
+        # set by the command: with held-out ``records`` and a ``codec``, each validation writes audio;
+        # ``later``: coarse / fine LM checkpoints to hear a semantic LM through. A plain dict, so the
+        # codec is not registered as a submodule (it must not be trained, averaged or checkpointed).
+        self.samples: dict = {"records": [], "codec": None, "seconds": 4.0, "later": {}}
+
+    def validate(self, samples_dir: Path, step: int) -> dict[str, float]:
+        figures = super().validate(samples_dir, step)
+        s = self.samples
+        if s["records"] and s["codec"] is not None:
+            from musiclm.checkpoint import load_model
+            from musiclm.lm.samples import write_samples
+
+            device = next(self.parameters()).device
+            later = {}  # the coarse and fine LMs as they are now, where their runs have exported one
+            for name, directory in s["later"].items():
+                if (Path(directory) / "config.json").is_file():
+                    later[name] = load_model(directory).to(device)
+            write_samples(
+                self.model, s["records"], samples_dir / f"step-{step:07d}", codec=s["codec"].to(device),
+                seconds=s["seconds"], coarse_lm=later.get("coarse_lm"), fine_lm=later.get("fine_lm"),
+            )  # fmt: skip
+        return figures
 
     def forward(self, batch, phase: str, step: int):
         config = self.model.config
