@@ -56,6 +56,10 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.train.args import train_config_from_args
 
     train_config = train_config_from_args(args)  # checks every setting before any work
+    if args.sample_codec and not args.valid_tokens:
+        raise ConfigError("--sample-codec needs --valid-tokens (the held-out clips to generate from)")
+    checks.positive_int(args.sample_clips, "--sample-clips")
+    checks.seconds(args.sample_seconds, "--sample-seconds")
     melody = getattr(args, "melody", False)
     fields = NEEDS[args.stage] + (["melody_tokens"] if melody else [])
     cache = TokenCache(args.tokens, fields=fields)
@@ -73,13 +77,10 @@ def _train(args: argparse.Namespace) -> None:
             f"{args.tokens}: {first['mulan_tokens'].shape[0]} MuLaN tokens, expected {c.mulan_quantizers}"
         )
     task = StageTask(model)
-    if args.sample_codec and not args.valid_tokens:
-        raise ConfigError("--sample-codec needs --valid-tokens (the held-out clips to generate from)")
-    checks.positive_int(args.sample_clips, "--sample-clips")
-    checks.seconds(args.sample_seconds, "--sample-seconds")
     if args.valid_tokens:
         valid_cache = TokenCache(
-            args.valid_tokens, fields=fields + (["codec"] if "codec" not in fields else [])
+            args.valid_tokens,
+            fields=fields + (["codec"] if args.sample_codec and "codec" not in fields else []),
         )
         held_out = StageDataset(valid_cache, model, seed=args.seed + 1)
         task.valid_batches = held_out_batches(held_out, args.batch_size)
