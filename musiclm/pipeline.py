@@ -202,7 +202,8 @@ class MusicLM:
         if callable(progress):
             yield lambda done, total: progress(name, done, total)
             return
-        bar = tqdm(total=0, desc=name, unit="tok", disable=not progress, leave=False, dynamic_ncols=True)
+        unit = "tok" if name in STAGE_NAMES else "step"
+        bar = tqdm(total=0, desc=name, unit=unit, disable=not progress, leave=False, dynamic_ncols=True)
 
         def update(done: int, total: int) -> None:
             if bar.total != total:
