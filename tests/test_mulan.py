@@ -259,3 +259,43 @@ def test_retrieval_report_ranks_each_caption_against_every_clip(tmp_path):
     assert good["examples"][1]["nearest"][0] == "tone 1" and "R@1 1.000" in report_text(good)
     bad = retrieval_report(Deaf(), data)
     assert bad["text_to_audio_r@1"] == 0.0 and bad["text_to_audio_r@10"] == 0.0  # ties count against it
+
+
+def test_zero_shot_accuracy_per_factor_in_both_wordings(tmp_path):
+    import soundfile as sf
+
+    from musiclm.data.manifest import ManifestEntry, write_manifest
+    from musiclm.data.synth.factors import factor_prompts
+    from musiclm.mulan.report import report_text, retrieval_report
+
+    genres, sr = ["jazz", "rock", "waltz"], 16000
+    entries = []
+    for i in range(9):
+        path = tmp_path / f"{i}.wav"
+        sf.write(path, 0.3 * np.sin(2 * np.pi * 200 * (i + 1) * np.arange(sr) / sr).astype(np.float32), sr)
+        labels = {"genre": genres[i % 3], "bpm": 80 + 30 * (i % 3), "mode": "major", "drums": i % 2 == 0}
+        entries.append(ManifestEntry(str(path), f"tone {i}", labels=labels | {"programs": [0]}))
+    data = str(write_manifest(tmp_path / "valid.jsonl", entries))
+    known = {p: genres.index(g) for g, p in factor_prompts("train")["genre"].items() if g in genres}
+
+    class GenreOnly:  # hears a clip's genre and understands only the training captions' genre words
+        sample_rate = sr
+
+        def eval(self):
+            return self
+
+        def embed_audio(self, wav):
+            i = int(torch.fft.rfft(wav[0]).abs().argmax()) // 200 - 1
+            return torch.nn.functional.one_hot(torch.tensor([i % 3]), 3).float()
+
+        def embed_text(self, texts):
+            return torch.stack(
+                [torch.eye(3)[known[t]] if t in known else torch.full((3,), 0.5) for t in texts]
+            )
+
+    report = retrieval_report(GenreOnly(), data)
+    shot = report["zero_shot"]
+    assert set(shot) == {"genre", "tempo", "drums"}  # one mode and one lead family: nothing to tell apart
+    assert shot["genre"]["train"] == 1.0 and shot["genre"]["heldout"] == pytest.approx(1 / 3)
+    assert shot["genre"]["majority"] == pytest.approx(1 / 3) and shot["genre"]["values"] == 3
+    assert "zero-shot" in report_text(report) and "genre" in report_text(report)

@@ -29,7 +29,7 @@ if not _synth_available():
 
 from musiclm.data.synth import STYLES, FluidSynthRenderer, Piece, SynthConfig, plan_item, synthesize  # noqa: E402
 from musiclm.data.synth.captions import TEMPLATES  # noqa: E402
-from musiclm.data.synth.melodies import SCALES, load_library  # noqa: E402
+from musiclm.data.synth.melodies import SCALES, load_library, note_name, progression_chords  # noqa: E402
 from musiclm.data.synth.render import find_soundfonts  # noqa: E402
 
 SR = 16000
@@ -56,12 +56,11 @@ def _soundfont() -> str:
 def test_plan_is_deterministic_and_seed_dependent(library):
     fonts = [_soundfont()]
     config = SynthConfig(seed=3, clip_seconds=4.0)
-    a = [plan_item(i, config, library, soundfonts=fonts) for i in range(12)]
-    b = [plan_item(i, config, library, soundfonts=fonts) for i in range(12)]
+    n = len(STYLES) + 3
+    a = [plan_item(i, config, library, soundfonts=fonts) for i in range(n)]
+    b = [plan_item(i, config, library, soundfonts=fonts) for i in range(n)]
     assert [(x[0], x[1].labels, x[3]) for x in a] == [(x[0], x[1].labels, x[3]) for x in b]
-    other = [
-        plan_item(i, SynthConfig(seed=4, clip_seconds=4.0), library, soundfonts=fonts) for i in range(12)
-    ]
+    other = [plan_item(i, SynthConfig(seed=4, clip_seconds=4.0), library, soundfonts=fonts) for i in range(n)]
     assert [x[3] for x in a] != [x[3] for x in other]
     assert {x[1].labels["genre"] for x in a} == set(STYLES)  # round robin over every style
 
@@ -100,6 +99,30 @@ def test_tempo_label_matches_rendered_kick_drum(library, renderer):
         assert len(onsets) >= 10
         period = np.polyfit(np.arange(len(onsets)), onsets, 1)[0]
         assert abs(60.0 / period - piece.labels["bpm"]) < 2.0
+
+
+def test_twelve_bar_blues_follows_its_dominant_seventh_changes(library):
+    assert progression_chords(["I7", "iv7", "bVII", "V"], 0, "major") == [
+        (0, "dom7"), (5, "min7"), (10, "maj"), (7, "maj"),
+    ]  # fmt: skip
+    names = [note_name(i) for i in range(12)]
+    config = SynthConfig(seed=0, clip_seconds=45.0, styles=("blues",))
+    for index in range(3):
+        _, piece, _, _ = plan_item(index, config, library, soundfonts=[_soundfont()])
+        chords = piece.labels["chords"]
+        assert len(chords) >= 12 and all(c.endswith("7") for c in chords)
+        roots = [names.index(c[:-4]) for c in chords[:12]]
+        steps = [(r - roots[0]) % 12 for r in roots]
+        assert steps[4:6] == [5, 5] and steps[8] == 7 and steps[6:8] == [0, 0]  # IV IV I I V
+
+
+def test_captions_name_each_style_without_doubled_words(library):
+    config = SynthConfig(seed=0, clip_seconds=4.0, test_fraction=0.3)
+    items = [plan_item(i, config, library, soundfonts=[_soundfont()]) for i in range(4 * len(STYLES))]
+    for _, piece, _, caption in items:
+        words = STYLES[piece.labels["genre"]].words
+        assert any(w.lower() in caption.lower() for w in words), caption
+        assert "music music" not in caption.lower(), caption
 
 
 def test_melody_notes_are_the_rendered_melody(library):
@@ -170,3 +193,21 @@ def test_cli_synth_and_bad_style(tmp_path, capsys):
     assert rc in (0, None) and "2 clips" in capsys.readouterr().out
     assert main(["data", "synth", "--out", str(tmp_path / "bad"), "--styles", "polka"]) == 1
     assert "unknown styles" in capsys.readouterr().err
+
+
+def test_heldout_factor_prompts_use_words_no_training_caption_has(library):
+    from musiclm.data.synth.factors import FACTORS, WORDINGS, factor_prompts, factor_value
+
+    config = SynthConfig(seed=0, clip_seconds=4.0, test_fraction=0.2)
+    items = [plan_item(i, config, library, soundfonts=[_soundfont()]) for i in range(20 * len(STYLES))]
+    train = " ".join(c.lower() for s, _, _, c in items if s == "train")
+    heldout = factor_prompts("heldout")
+    for style in STYLES:
+        assert heldout["genre"][style].lower() not in train
+    for wording in WORDINGS:  # every value a clip can have has a prompt in both wordings
+        prompts = factor_prompts(wording)
+        assert set(prompts) == set(FACTORS)
+        for _, piece, _, _ in items:
+            for factor in FACTORS:
+                value = factor_value(factor, piece.labels)
+                assert value is None or value in prompts[factor], (factor, value)

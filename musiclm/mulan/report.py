@@ -3,7 +3,9 @@
 For N held-out clips and their captions, the text-audio similarity matrix gives, for each caption,
 the rank of its own clip among all N (text -> audio) and for each clip the rank of its own caption
 (audio -> text). R@k is the share ranked within the top k; chance is k / N. A few clips are listed
-with their nearest captions, which shows what the model confuses.
+with their nearest captions, which shows what the model confuses. Clips with the synthetic
+benchmark's labels also get zero-shot accuracy per factor, with prompts in the training captions'
+words and in held-out words (:mod:`musiclm.data.synth.factors`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 
 from musiclm.audio import load_audio
 from musiclm.data.manifest import load_entries
+from musiclm.data.synth.factors import FACTORS, WORDINGS, factor_prompts, factor_value
 from musiclm.errors import DataError
 
 
@@ -43,6 +46,9 @@ def retrieval_report(model, data: str, *, clips: int = 200, seconds: float = 10.
     for name, rank in (("text_to_audio", text_rank), ("audio_to_text", audio_rank)):
         for k in (1, 10):
             report[f"{name}_r@{k}"] = float((rank < k).float().mean())
+    labels = [e.labels for e in entries]
+    if any("genre" in x for x in labels):
+        report["zero_shot"] = zero_shot(model, a, labels)
     report["examples"] = [
         {
             "clip": entries[j].path,
@@ -54,6 +60,32 @@ def retrieval_report(model, data: str, *, clips: int = 200, seconds: float = 10.
     return report
 
 
+@torch.no_grad()
+def zero_shot(model, audio: torch.Tensor, labels: list[dict]) -> dict:
+    """Per factor: the share of clips whose audio embedding is closest to the prompt of their own
+    value, among the values present in these clips, for each wording; ``majority`` is the share of
+    the most frequent value (what always guessing it would score)."""
+    out = {}
+    for factor in FACTORS:
+        values = [factor_value(factor, x) for x in labels]
+        present = sorted({v for v in values if v is not None})
+        if len(present) < 2:
+            continue
+        rows = [i for i, v in enumerate(values) if v is not None]
+        truth = torch.tensor([present.index(values[i]) for i in rows])
+        row = {
+            "values": len(present),
+            "clips": len(rows),
+            "majority": float(truth.bincount().max() / len(rows)),
+        }
+        for wording in WORDINGS:
+            prompts = factor_prompts(wording)[factor]
+            text = model.embed_text([prompts[v] for v in present])
+            row[wording] = float(((audio[rows] @ text.T).argmax(1) == truth).float().mean())
+        out[factor] = row
+    return out
+
+
 def report_text(report: dict) -> str:
     """The report as lines for a terminal."""
     lines = [
@@ -62,6 +94,13 @@ def report_text(report: dict) -> str:
         f"  caption -> clip: R@1 {report['text_to_audio_r@1']:.3f}  R@10 {report['text_to_audio_r@10']:.3f}",
         f"  clip -> caption: R@1 {report['audio_to_text_r@1']:.3f}  R@10 {report['audio_to_text_r@10']:.3f}",
     ]
+    if report.get("zero_shot"):
+        lines.append("  zero-shot accuracy per factor (prompts in the captions' words / in held-out words):")
+        for factor, row in report["zero_shot"].items():
+            lines.append(
+                f"    {factor:<12} {row['train']:.3f} / {row['heldout']:.3f}  "
+                f"(majority {row['majority']:.3f}, {row['values']} values, {row['clips']} clips)"
+            )
     for ex in report["examples"]:
         lines.append(f"  {ex['clip']}: {ex['caption']!r}")
         lines += [f"      nearest: {c!r}" for c in ex["nearest"]]

@@ -119,10 +119,10 @@ def compose(
     else:
         progressions = style.progressions or [["I", "IV", "V", "I"], ["i", "iv", "V", "i"]]
         progression = progressions[int(rng.integers(len(progressions)))]
-        mode = "minor" if "i" in progression else "major"
+        mode = "minor" if any(c.rstrip("7") == "i" for c in progression) else "major"
         chords = progression_chords(progression, tonic, mode, sevenths=style.sevenths)
         chords = [chords[b % len(chords)] for b in range(bars)]
-        density = 0.35 if style.name in ("ballad", "hip hop") else 0.6
+        density = 0.35 if style.name in ("ballad", "hip hop", "lo-fi", "reggae") else 0.6
         voices = [procedural_melody(rng, chords, tonic, mode=mode, bar=bar, density=density)]
         if style.comp == "voices":  # no corpus chorale at hand: lower voices sing the chord tones
             for k in range(3):

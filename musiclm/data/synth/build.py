@@ -24,7 +24,7 @@ from musiclm.data.synth.render import INSTALL_HINT, FluidSynthRenderer, find_sou
 from musiclm.data.synth.styles import STYLES
 from musiclm.errors import DataError
 
-SYNTH_VERSION = 1
+SYNTH_VERSION = 2  # 2: fifteen styles (lo-fi, trap, house, funk, reggae, blues added)
 
 
 @dataclass

@@ -8,6 +8,8 @@ held-out prompts by having memorised their wording.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 TEMPO_WORDS = {
@@ -46,11 +48,14 @@ TEMPLATES = {
         "{Instruments} in {genre_a} {genre} arrangement. {details}",
         "{details} {Genre_a} {genre} tune{with_instruments}.",
         "{genre} music{with_instruments}. {details}",
+        "An instrumental {genre} recording{with_instruments}. {details}",
+        "{genre} played on {instruments}. {details}",
     ],
     "test": [
         "Here we have {genre_a} {genre} song{with_instruments}. {details}",
-        "A short {genre} excerpt; {instruments} carry it. {details}",
+        "A short {genre} excerpt played on {instruments}. {details}",
         "{details} Listen to {instruments} in a {genre} style.",
+        "{details} The style is {genre}, performed on {instruments}.",
     ],
 }
 
@@ -115,5 +120,5 @@ def caption_for(
         Instruments=instruments_text[:1].upper() + instruments_text[1:],
         details=details,
     )
-    text = " ".join(text.split())
+    text = re.sub(r"\bmusic music\b", "music", " ".join(text.split()), flags=re.IGNORECASE)
     return text[:1].upper() + text[1:]

@@ -198,11 +198,13 @@ def progression_chords(
     numerals = {"I": 0, "II": 2, "III": 4, "IV": 5, "V": 7, "VI": 9, "VII": 11}
     out = []
     for sym in progression:
-        flat = sym.startswith("b")
-        core = sym.lstrip("b")
+        flat, seventh = sym.startswith("b"), sym.endswith("7")  # "IV7": a dominant (iv7: minor) seventh
+        core = sym.lstrip("b").rstrip("7")
         root = (tonic + numerals[core.upper()] - (1 if flat else 0)) % 12
         quality = "maj" if core.isupper() else "min"
-        if sevenths:
+        if seventh:
+            quality = "dom7" if core.isupper() else "min7"
+        elif sevenths:
             quality = {"maj": "maj7", "min": "min7"}[quality] if core.upper() != "V" else "dom7"
         out.append((root, quality))
     return out
