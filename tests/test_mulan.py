@@ -299,3 +299,12 @@ def test_zero_shot_accuracy_per_factor_in_both_wordings(tmp_path):
     assert shot["genre"]["train"] == 1.0 and shot["genre"]["heldout"] == pytest.approx(1 / 3)
     assert shot["genre"]["majority"] == pytest.approx(1 / 3) and shot["genre"]["values"] == 3
     assert "zero-shot" in report_text(report) and "genre" in report_text(report)
+
+
+def test_token_agreement_per_level_and_prefix():
+    from musiclm.mulan.report import token_agreement
+
+    audio = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    agree = token_agreement(audio, torch.tensor([[1, 2, 0], [4, 0, 6]]))
+    assert agree["level"] == [1.0, 0.5, 0.5] and agree["prefix"] == [1.0, 0.5, 0.0]
+    assert agree["level_mismatched"] == [0.0, 0.0, 0.0]  # each clip against the other's caption

@@ -46,6 +46,10 @@ def retrieval_report(model, data: str, *, clips: int = 200, seconds: float = 10.
     for name, rank in (("text_to_audio", text_rank), ("audio_to_text", audio_rank)):
         for k in (1, 10):
             report[f"{name}_r@{k}"] = float((rank < k).float().mean())
+    if hasattr(model, "tokens_from_embedding"):
+        report["token_agreement"] = token_agreement(
+            model.tokens_from_embedding(a), model.tokens_from_embedding(t)
+        )
     labels = [e.labels for e in entries]
     if any("genre" in x for x in labels):
         report["zero_shot"] = zero_shot(model, a, labels)
@@ -58,6 +62,20 @@ def retrieval_report(model, data: str, *, clips: int = 200, seconds: float = 10.
         for j in range(min(examples, n))
     ]
     return report
+
+
+def token_agreement(audio_tokens: torch.Tensor, text_tokens: torch.Tensor) -> dict:
+    """How often a clip's MuLaN audio tokens (what the LMs train on) equal its caption's text tokens
+    (what they get at generation), per RVQ level and for every prefix of levels, beside the same for
+    mismatched pairs (each clip against the next clip's caption): the gap the LMs must bridge."""
+    same = audio_tokens == text_tokens  # [N, Q]
+    other = audio_tokens == text_tokens.roll(1, dims=0)
+    return {
+        "level": same.float().mean(0).tolist(),
+        "prefix": same.cumprod(1).float().mean(0).tolist(),
+        "level_mismatched": other.float().mean(0).tolist(),
+        "prefix_mismatched": other.cumprod(1).float().mean(0).tolist(),
+    }
 
 
 @torch.no_grad()
@@ -94,6 +112,12 @@ def report_text(report: dict) -> str:
         f"  caption -> clip: R@1 {report['text_to_audio_r@1']:.3f}  R@10 {report['text_to_audio_r@10']:.3f}",
         f"  clip -> caption: R@1 {report['audio_to_text_r@1']:.3f}  R@10 {report['audio_to_text_r@10']:.3f}",
     ]
+    if report.get("token_agreement"):
+        agree = report["token_agreement"]
+        fmt = lambda xs: " ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+        lines.append("  audio tokens = caption's text tokens, per RVQ level (own caption / another clip's):")
+        lines.append(f"    level:  {fmt(agree['level'])}  /  {fmt(agree['level_mismatched'])}")
+        lines.append(f"    prefix: {fmt(agree['prefix'])}  /  {fmt(agree['prefix_mismatched'])}")
     if report.get("zero_shot"):
         lines.append("  zero-shot accuracy per factor (prompts in the captions' words / in held-out words):")
         for factor, row in report["zero_shot"].items():
