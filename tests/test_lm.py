@@ -1,3 +1,5 @@
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -244,3 +246,26 @@ def test_validation_writes_generated_and_reference_audio(tmp_path):
     task.validate(tmp_path / "semantic", step=4)
     audio, sr = sf.read(tmp_path / "semantic" / "step-0000004" / "clip0-generated.wav")
     assert audio.shape == (sr,) and np.abs(audio).max() > 0
+
+
+def test_mulan_levels_condition_on_the_first_levels_only(tmp_path):
+    config = stage_config("semantic", 1.0)
+    config.mulan_levels = 2
+    model = SemanticStage(config).eval()
+    assert sum(k.startswith("mulan") for k in model.layout.ranges) == 2
+    example = model.training_example(record(0), random.Random(0))
+    assert int(example["cond_mask"].sum()) == 2
+    mulan = torch.tensor([[1, 2, 3, 4]])
+
+    def run(tokens):
+        g = torch.Generator().manual_seed(0)
+        return model.generate(Conditioning.constant(tokens), 12, sampling=SamplingConfig(), generator=g)
+
+    base = run(mulan)
+    assert torch.equal(base, run(torch.tensor([[1, 2, 9, 9]])))  # unread levels change nothing
+    assert not torch.equal(base, run(torch.tensor([[9, 2, 3, 4]])))  # a read level does
+    save_model(model, tmp_path / "lm")
+    assert load_model(tmp_path / "lm").config.mulan_levels == 2
+    config.mulan_levels = 5
+    with pytest.raises(ValueError, match="mulan_levels"):
+        SemanticStage(config)

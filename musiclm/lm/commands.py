@@ -24,6 +24,12 @@ def register(sub, train) -> None:
                 action="store_true",
                 help="melody conditioning: melody tokens after the MuLaN tokens (cache needs melody_tokens)",
             )
+            p.add_argument(
+                "--mulan-levels",
+                type=int,
+                default=0,
+                help="condition on the first K MuLaN RVQ levels only (default 0: all)",
+            )
         p.add_argument("--valid-tokens", default=None, help="held-out token cache: val/loss while training")
         p.add_argument(
             "--sample-codec",
@@ -62,8 +68,14 @@ def _train(args: argparse.Namespace) -> None:
     checks.seconds(args.sample_seconds, "--sample-seconds")
     melody = getattr(args, "melody", False)
     fields = NEEDS[args.stage] + (["melody_tokens"] if melody else [])
+    config = StageConfig.from_musiclm(args.stage, get_preset(args.preset), melody=melody)
+    config.mulan_levels = getattr(args, "mulan_levels", 0)
+    if not 0 <= config.mulan_levels <= config.mulan_quantizers:
+        raise ConfigError(
+            f"--mulan-levels must be 0 (all) to {config.mulan_quantizers}, got {config.mulan_levels}"
+        )
     cache = TokenCache(args.tokens, fields=fields)
-    model = STAGES[args.stage](StageConfig.from_musiclm(args.stage, get_preset(args.preset), melody=melody))
+    model = STAGES[args.stage](config)
     check_batch_memory(model, args.batch_size)
     c = model.config
     first = cache[0]

@@ -72,6 +72,9 @@ class StageConfig:
     lm: LMConfig = field(default_factory=LMConfig)
     mulan_quantizers: int = 12
     mulan_codebook: int = 1024
+    # the LM reads only the first mulan_levels MuLaN RVQ levels (0 = all): coarse levels of a text
+    # prompt's tokens match a clip's audio tokens far more often than fine ones (musiclm mulan-report)
+    mulan_levels: int = 0
     melody_quantizers: int = 0  # 0 = no melody conditioning
     melody_codebook: int = 0
     melody_window_seconds: float = 4.0  # one melody embedding per window (paper: 4 s at a 3 s hop)
@@ -108,6 +111,11 @@ class StageConfig:
     def fine_levels(self) -> int:
         return self.codec_levels - self.coarse_levels
 
+    @property
+    def mulan_read(self) -> int:
+        """MuLaN levels in the LM's conditioning."""
+        return self.mulan_levels or self.mulan_quantizers
+
 
 class StageLM(nn.Module):
     """What the stages share: vocabulary, conditioning ids, training examples, loss, and the one
@@ -126,6 +134,10 @@ class StageLM(nn.Module):
             )
         if abs(config.frame_rate - 2 * config.semantic_rate) > 1e-6:
             raise ValueError("the codec frame rate must be twice the semantic token rate")
+        if not 0 <= config.mulan_levels <= config.mulan_quantizers:
+            raise ValueError(
+                f"mulan_levels must be 0 (all) to {config.mulan_quantizers}, got {config.mulan_levels}"
+            )
         self.config = config
         self.layout = self.token_layout()
         self.transformer = Transformer(config.lm, self.layout.vocab_size)
@@ -185,7 +197,7 @@ class StageLM(nn.Module):
 
     def cond_layout(self) -> TokenLayout:
         layout, c = TokenLayout(), self.config
-        for i in range(c.mulan_quantizers):
+        for i in range(c.mulan_read):
             layout.add(f"mulan{i}", c.mulan_codebook)
         for i in range(c.melody_quantizers):
             layout.add(f"melody{i}", c.melody_codebook)
@@ -213,7 +225,8 @@ class StageLM(nn.Module):
         c = self.config
         if mulan_tokens.shape[-1] != c.mulan_quantizers:
             raise ValueError(f"expected {c.mulan_quantizers} MuLaN tokens, got {mulan_tokens.shape[-1]}")
-        ids = mulan_tokens.long() + self.layout.levels("mulan", c.mulan_quantizers).to(mulan_tokens.device)
+        offsets = self.layout.levels("mulan", c.mulan_read).to(mulan_tokens.device)
+        ids = mulan_tokens[..., : c.mulan_read].long() + offsets
         if melody_tokens is not None:
             if c.melody_quantizers == 0:
                 raise ValueError("this stage was not trained with melody conditioning")
@@ -245,7 +258,7 @@ class StageLM(nn.Module):
     def max_train_len(self) -> int:
         """Tokens of a full training example (all examples are padded to it)."""
         c = self.config
-        cond = c.mulan_quantizers + self.melody_windows * c.melody_quantizers if self.conditioned else 0
+        cond = c.mulan_read + self.melody_windows * c.melody_quantizers if self.conditioned else 0
         inputs = self.window_inputs_len
         return cond + inputs + 1 + self.window_units * self.levels
 
@@ -269,7 +282,7 @@ class StageLM(nn.Module):
         after the MuLaN tokens are melody ids (dropped on their own in training)."""
         tokens = torch.cat([p for p, _ in parts])
         role = torch.cat([torch.full((len(p),), ROLES[r]) for p, r in parts])
-        melody = (role == ROLES["cond"]) & (torch.arange(len(tokens)) >= self.config.mulan_quantizers)
+        melody = (role == ROLES["cond"]) & (torch.arange(len(tokens)) >= self.config.mulan_read)
         pad = self.max_train_len - len(tokens)
         return {
             "tokens": F.pad(tokens, (0, pad), value=PAD),
