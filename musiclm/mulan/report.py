@@ -107,7 +107,7 @@ def zero_shot(model, audio: torch.Tensor, labels: list[dict]) -> dict:
 def report_text(report: dict) -> str:
     """The report as lines for a terminal."""
     lines = [
-        f"MuLaN retrieval on {report['clips']} held-out clips (chance R@1 {report['chance@1']:.3f}, "
+        f"MuLaN retrieval on {report['clips']} clips (chance R@1 {report['chance@1']:.3f}, "
         f"R@10 {report['chance@10']:.3f}):",
         f"  caption -> clip: R@1 {report['text_to_audio_r@1']:.3f}  R@10 {report['text_to_audio_r@10']:.3f}",
         f"  clip -> caption: R@1 {report['audio_to_text_r@1']:.3f}  R@10 {report['audio_to_text_r@10']:.3f}",
