@@ -103,6 +103,18 @@ def test_train_settings_fail_with_one_line(capsys, tmp_path):
     assert not (tmp_path / "run" / "model").exists()
 
 
+def test_lm_conditioning_flags_fail_before_the_cache_is_read(capsys, tmp_path):
+    base = ["train", "coarse-lm", "--tokens", str(tmp_path / "no-cache"), "--out", str(tmp_path / "run")]
+    for extra, match in [
+        (["--mulan-levels", "13"], "--mulan-levels"),
+        (["--mulan-levels", "-1"], "--mulan-levels"),
+        (["--text-token-prob", "1.5"], "--text-token-prob"),
+        (["--text-token-prob", "nan"], "--text-token-prob"),
+    ]:
+        _one_line_error(capsys, base + extra, match)
+    assert not (tmp_path / "run" / "model").exists()
+
+
 def test_codec_levels_and_embed_arguments(capsys, tmp_path):
     from safetensors.torch import save_file
 

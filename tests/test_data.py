@@ -194,3 +194,25 @@ def test_merge_and_summary_commands(folder, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "2 usable clips" in text and "1 captioned" in text and "2 unusable" in text
     assert "broken.wav" in text
+
+
+def test_tokenize_writes_caption_text_tokens_for_captioned_clips(tmp_path):
+    from musiclm.checkpoint import save_model
+    from musiclm.cli import main
+    from musiclm.data.cache import TokenCache
+    from tests._tiny_bundle import PROMPTS, components
+
+    mulan = components(melody=False)["mulan"]
+    save_model(mulan, tmp_path / "mulan")
+    entries = []
+    for i in range(3):
+        sf.write(tmp_path / f"{i}.wav", ProceduralMusic(3, SR, 2.5, seed=i)[0]["wav"].numpy(), SR)
+        entries.append(ManifestEntry(str(tmp_path / f"{i}.wav"), PROMPTS[i] if i < 2 else ""))
+    data = write_manifest(tmp_path / "data.jsonl", entries)
+    out = tmp_path / "cache"
+    assert main(["tokenize", "--data", str(data), "--out", str(out), "--mulan", str(tmp_path / "mulan")]) == 0
+    cache = TokenCache(out)
+    assert cache.fields == ["mulan_text_tokens", "mulan_tokens"]
+    for i in range(2):
+        assert torch.equal(cache[i]["mulan_text_tokens"].long(), mulan.tokens_from_text([PROMPTS[i]])[0])
+    assert cache[2]["mulan_text_tokens"].numel() == 0  # no caption: no text tokens

@@ -6,6 +6,7 @@ import torch
 
 from musiclm.checkpoint import load_model, save_model
 from musiclm.config import LMConfig, get_preset
+from musiclm.errors import DataError
 from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.guidance import guide
 from musiclm.lm.sampling import SamplingConfig, sample
@@ -269,3 +270,28 @@ def test_mulan_levels_condition_on_the_first_levels_only(tmp_path):
     config.mulan_levels = 5
     with pytest.raises(ValueError, match="mulan_levels"):
         SemanticStage(config)
+
+
+def test_text_token_prob_conditions_windows_on_caption_tokens():
+    config = stage_config("semantic", 1.0)
+    audio, text = torch.tensor([1, 2, 3, 4]), torch.tensor([5, 6, 7, 8])
+    rec = record(0) | {"mulan_tokens": audio, "mulan_text_tokens": text}
+    offsets = SemanticStage(config).layout.levels("mulan", 4)
+
+    def cond_of(model, r, seed=0):
+        ex = model.training_example(r, random.Random(seed))
+        return ex["tokens"][ex["cond_mask"]]
+
+    assert torch.equal(cond_of(SemanticStage(config), rec), audio + offsets)  # default: the paper
+    config.text_token_prob = 1.0
+    model = SemanticStage(config)
+    assert torch.equal(cond_of(model, rec), text + offsets)
+    uncaptioned = rec | {"mulan_text_tokens": torch.zeros(0, dtype=torch.int16)}
+    assert torch.equal(cond_of(model, uncaptioned), audio + offsets)
+    config.text_token_prob = 0.5
+    model = SemanticStage(config)
+    seen = {tuple(cond_of(model, rec, seed).tolist()) for seed in range(20)}
+    assert seen == {tuple((audio + offsets).tolist()), tuple((text + offsets).tolist())}
+    config.text_token_prob = 1.0
+    with pytest.raises(DataError, match="mulan_text_tokens"):
+        cond_of(SemanticStage(config), record(0))  # a cache without text tokens

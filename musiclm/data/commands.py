@@ -11,7 +11,11 @@ def register(sub, train) -> None:
     p.add_argument("--out", required=True, help="cache folder (a rerun resumes; new fields are added)")
     p.add_argument("--codec", default=None, help="codec checkpoint ('default' = the shipped one)")
     p.add_argument("--semantic", default=None, help="semantic tokenizer checkpoint")
-    p.add_argument("--mulan", default=None, help="MuLaN checkpoint (gives mulan_tokens)")
+    p.add_argument(
+        "--mulan",
+        default=None,
+        help="MuLaN checkpoint (gives mulan_tokens of the audio and mulan_text_tokens of the captions)",
+    )
     p.add_argument("--melody", default=None, help="melody embedder checkpoint (gives melody_tokens)")
     p.add_argument("--segment-seconds", type=float, default=30.0)
     p.add_argument("--shard-size", type=int, default=64)
@@ -181,6 +185,8 @@ def _tokenize(args: argparse.Namespace) -> None:
             path = default_component(kind) if path == "default" else path
             model = load_model(path, kind=component_kinds(kind))
             models[field] = model.to("cuda" if torch.cuda.is_available() else "cpu")
+    if "mulan_tokens" in models:
+        models["mulan_text_tokens"] = models["mulan_tokens"]
     if not models:
         raise MusicLMError("nothing to compute: give at least one of --codec, --semantic, --mulan, --melody")
     skipped = tokenize(

@@ -28,6 +28,11 @@ FIELD_EXTRACTORS: dict[str, tuple[str, Callable[[nn.Module, torch.Tensor], torch
     ),
     "melody_tokens": ("melody", lambda m, wav: m.tokens(wav[None], m.sample_rate)[0].to(torch.int16)),
 }
+# fields computed from an item's caption instead of its audio (an empty tensor where it has none):
+# the MuLaN *text* tokens of a clip's caption, which an LM can train on beside the audio tokens
+CAPTION_EXTRACTORS: dict[str, tuple[str, Callable[[nn.Module, str], torch.Tensor]]] = {
+    "mulan_text_tokens": ("mulan", lambda m, caption: m.tokens_from_text([caption])[0].to(torch.int16)),
+}
 
 
 def plan_items(
@@ -84,17 +89,25 @@ def tokenize(
     n_shards = -(-len(items) // shard_size)
     mine = [s for s in range(n_shards) if s % state.num_processes == state.process_index]
     for field, model in models.items():
-        _, fn = FIELD_EXTRACTORS[field]
+        if field in CAPTION_EXTRACTORS:
+            _, text_fn = CAPTION_EXTRACTORS[field]
 
-        def extract(item, model=model, fn=fn):
-            wav, _ = load_audio(
-                item["path"],
-                model.sample_rate,
-                offset=item["start"],
-                duration=item["end"] - item["start"],
-                min_seconds=0.5,
-            )
-            return fn(model, wav)
+            def extract(item, model=model, fn=text_fn):
+                caption = (item.get("caption") or "").strip()
+                return fn(model, caption) if caption else torch.zeros(0, dtype=torch.int16)
+
+        else:
+            _, audio_fn = FIELD_EXTRACTORS[field]
+
+            def extract(item, model=model, fn=audio_fn):
+                wav, _ = load_audio(
+                    item["path"],
+                    model.sample_rate,
+                    offset=item["start"],
+                    duration=item["end"] - item["start"],
+                    min_seconds=0.5,
+                )
+                return fn(model, wav)
 
         total = sum(len(items[s * shard_size : (s + 1) * shard_size]) for s in mine)
         with tqdm(

@@ -30,6 +30,13 @@ def register(sub, train) -> None:
                 default=0,
                 help="condition on the first K MuLaN RVQ levels only (default 0: all)",
             )
+            p.add_argument(
+                "--text-token-prob",
+                type=float,
+                default=0.0,
+                help="share of windows conditioned on their caption's MuLaN text tokens instead of "
+                "the audio tokens (cache field mulan_text_tokens; default 0: audio tokens, as the paper)",
+            )
         p.add_argument("--valid-tokens", default=None, help="held-out token cache: val/loss while training")
         p.add_argument(
             "--sample-codec",
@@ -74,6 +81,11 @@ def _train(args: argparse.Namespace) -> None:
         raise ConfigError(
             f"--mulan-levels must be 0 (all) to {config.mulan_quantizers}, got {config.mulan_levels}"
         )
+    config.text_token_prob = getattr(args, "text_token_prob", 0.0)
+    if not 0 <= config.text_token_prob <= 1:
+        raise ConfigError(f"--text-token-prob must be in [0, 1], got {config.text_token_prob}")
+    if config.text_token_prob > 0:
+        fields.append("mulan_text_tokens")
     cache = TokenCache(args.tokens, fields=fields)
     model = STAGES[args.stage](config)
     check_batch_memory(model, args.batch_size)

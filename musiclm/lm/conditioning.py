@@ -41,8 +41,9 @@ class Conditioning:
         return cls(mulan[:, None], (0.0,), melody, unconditional)
 
     @classmethod
-    def from_record(cls, record: dict, *, melody: bool) -> Conditioning:
-        """A training record's own conditioning (MuLaN audio tokens, cached melody tokens)."""
+    def from_record(cls, record: dict, *, melody: bool, text: bool = False) -> Conditioning:
+        """A training record's own conditioning (MuLaN audio tokens, cached melody tokens); with
+        ``text``, its caption's MuLaN text tokens instead where the record has them."""
         tokens = None
         if melody:
             if "melody_tokens" not in record:
@@ -51,7 +52,16 @@ class Conditioning:
                     "(run `musiclm tokenize --melody ...`)"
                 )
             tokens = record["melody_tokens"].long()[None]
-        return cls.constant(record["mulan_tokens"].long()[None], tokens)
+        mulan = record["mulan_tokens"]
+        if text:
+            if "mulan_text_tokens" not in record:
+                raise DataError(
+                    "training on text tokens needs the token cache field mulan_text_tokens "
+                    "(run `musiclm tokenize --mulan ...` again)"
+                )
+            if record["mulan_text_tokens"].numel():  # uncaptioned clips keep their audio tokens
+                mulan = record["mulan_text_tokens"]
+        return cls.constant(mulan.long()[None], tokens)
 
     def repeat_interleave(self, n: int) -> Conditioning:
         """Each row ``n`` times in a row (the candidates of a prompt)."""

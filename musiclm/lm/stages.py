@@ -75,6 +75,10 @@ class StageConfig:
     # the LM reads only the first mulan_levels MuLaN RVQ levels (0 = all): coarse levels of a text
     # prompt's tokens match a clip's audio tokens far more often than fine ones (musiclm mulan-report)
     mulan_levels: int = 0
+    # share of training windows conditioned on the MuLaN *text* tokens of their clip's caption (cache
+    # field mulan_text_tokens) instead of its audio tokens, where it has a caption: the tokens a prompt
+    # gives at generation. 0 = the paper (audio tokens only).
+    text_token_prob: float = 0.0
     melody_quantizers: int = 0  # 0 = no melody conditioning
     melody_codebook: int = 0
     melody_window_seconds: float = 4.0  # one melody embedding per window (paper: 4 s at a 3 s hop)
@@ -134,6 +138,8 @@ class StageLM(nn.Module):
             )
         if abs(config.frame_rate - 2 * config.semantic_rate) > 1e-6:
             raise ValueError("the codec frame rate must be twice the semantic token rate")
+        if not 0 <= config.text_token_prob <= 1:
+            raise ValueError(f"text_token_prob must be in [0, 1], got {config.text_token_prob}")
         if not 0 <= config.mulan_levels <= config.mulan_quantizers:
             raise ValueError(
                 f"mulan_levels must be 0 (all) to {config.mulan_quantizers}, got {config.mulan_levels}"
@@ -272,7 +278,9 @@ class StageLM(nn.Module):
         start, inputs, target = self.training_window(record, rng)
         cond = None
         if self.conditioned:
-            own = Conditioning.from_record(record, melody=self.config.melody_quantizers > 0)
+            p = self.config.text_token_prob
+            text = p > 0 and rng.random() < p  # no draw at 0: the same examples as without the option
+            own = Conditioning.from_record(record, melody=self.config.melody_quantizers > 0, text=text)
             cond = self.window_cond(own, start=start, new_start=start)
         parts = self.sequence(cond, self.window_inputs(inputs, start, start + target.shape[-1]), target)
         return self._pack([(ids[0], role) for ids, role in parts])
