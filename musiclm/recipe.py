@@ -70,6 +70,49 @@ VALID_SHARE = 0.1
 
 
 @dataclass
+class Options:
+    """What the recipe passes to its trainers beyond the paper's defaults (each measured by
+    ``musiclm mulan-report`` and ``musiclm eval``, off by default)."""
+
+    text_tower: str | None = None  # MuLaN's text tower, own or minilm (None: the preset's)
+    mulan_levels: int = 0  # MuLaN RVQ levels the semantic and coarse LMs read (0 = all)
+    text_token_prob: float = 0.0  # share of LM windows conditioned on caption text tokens
+    codec: str | None = None  # a trained codec checkpoint used as it is instead of training one
+
+    def check(self, preset: str) -> None:
+        """One line for an option that cannot work with ``preset``, before anything is written."""
+        from musiclm.checkpoint import read_checkpoint_config
+        from musiclm.config import get_preset
+
+        config = get_preset(preset)
+        if self.text_tower not in (None, "own", "minilm"):
+            raise ConfigError(f"--text-tower must be own or minilm, got {self.text_tower!r}")
+        if not 0 <= self.mulan_levels <= config.mulan.num_quantizers:
+            raise ConfigError(
+                f"--mulan-levels must be 0 (all) to {config.mulan.num_quantizers}, got {self.mulan_levels}"
+            )
+        if not 0 <= self.text_token_prob <= 1:
+            raise ConfigError(f"--text-token-prob must be in [0, 1], got {self.text_token_prob}")
+        if self.codec is not None:
+            meta = read_checkpoint_config(self.codec)
+            want = json.loads(json.dumps(dataclasses.asdict(config.codec)))  # tuples as JSON lists
+            keys = ("sample_rate", "strides", "num_quantizers", "codebook_size", "num_coarse_quantizers")
+            got = {k: meta["config"].get(k) for k in keys}
+            if meta["kind"] != "codec" or any(got[k] != want[k] for k in keys):
+                raise ConfigError(
+                    f"--codec {self.codec}: a {meta['kind']} checkpoint with {got}; the {preset} preset's "
+                    f"LMs need { ({k: want[k] for k in keys}) }"
+                )
+
+    def settings(self) -> dict:
+        """The options that differ from the defaults (a run folder keeps the settings it started with)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v != getattr(Options(), k)}
+        if self.codec is not None:
+            out["codec"] = str(Path(self.codec).resolve())
+        return out
+
+
+@dataclass
 class Plan:
     """Batch sizes and loader processes for this machine."""
 
@@ -173,10 +216,13 @@ class Recipe:
         preset: str = "tiny",
         max_memory_gb: float | None = None,
         parallel: bool | None = None,
+        options: Options | None = None,
     ):
         self.data, self.root = data, Path(run)
         self.minutes = checks.positive_float(minutes, "--minutes")
         self.name, self.preset, self.max_memory_gb, self.parallel = name, preset, max_memory_gb, parallel
+        self.options = options or Options()
+        self.options.check(preset)
         self.state_path = self.root / STATE_FILE
         self.state = self._load_state()
         self.children: dict[str, subprocess.Popen] = {}
@@ -184,7 +230,7 @@ class Recipe:
     # ---------------------------------------------------------------- state
 
     def _load_state(self) -> dict:
-        settings = {"data": str(Path(self.data).resolve()), "preset": self.preset}
+        settings = {"data": str(Path(self.data).resolve()), "preset": self.preset, **self.options.settings()}
         if self.state_path.is_file():
             state = json.loads(self.state_path.read_text())
             if state.get("settings") != settings:
@@ -222,6 +268,8 @@ class Recipe:
     # ---------------------------------------------------------------- phases
 
     def _model_dir(self, part: str) -> Path:
+        if part == "codec" and self.options.codec is not None:
+            return Path(self.options.codec)
         best = self.root / part / "best"
         return best if (best / "config.json").is_file() else self.root / part / "model"
 
@@ -247,11 +295,15 @@ class Recipe:
             return [*ml, "train", "semantic", "--data", data, "--valid", valid, "--kmeans-clips", "64",
                     *common]  # fmt: skip
         if phase == "mulan":
+            tower = ["--text-tower", self.options.text_tower] if self.options.text_tower else []
             return [*ml, "train", "mulan", "--data", data, "--valid", valid, "--crop-seconds", "5",
-                    "--quantizer-clips", "256", *common]  # fmt: skip
+                    "--quantizer-clips", "256", *tower, *common]  # fmt: skip
         if phase == "melody":
             return [*ml, "train", "melody", *common]
         melody = [] if phase == "fine-lm" else ["--melody"]
+        if phase != "fine-lm":  # the conditioned stages
+            melody += ["--mulan-levels", str(self.options.mulan_levels)]
+            melody += ["--text-token-prob", f"{self.options.text_token_prob:g}"]
         # each validation renders a held-out clip: the semantic LM through the coarse and fine LMs' best
         samples = [
             "--sample-codec",
@@ -406,6 +458,8 @@ class Recipe:
             f"batches {plan.batch}, {plan.num_workers} loader processes, "
             + ("components side by side" if plan.parallel else "one phase at a time")
         )
+        if self.options.codec is not None:  # used as given: nothing to train
+            self.state["phases"].setdefault("codec", {"done": True, "minutes": 0.0})
         for index, group in enumerate(GROUPS, 1):
             todo = [p for p in group if not self.state["phases"].get(p, {}).get("done")]
             while todo:
@@ -442,6 +496,8 @@ class Recipe:
             if validation.is_file():
                 row["validation"] = json.loads(validation.read_text())
             components[part] = row
+        if self.options.codec is not None:
+            components["codec"]["checkpoint"] = str(Path(self.options.codec).resolve())
         report = self.root / "mulan" / "report.json"
         if report.is_file():
             figures = json.loads(report.read_text())
@@ -453,6 +509,7 @@ class Recipe:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "started": self.state.get("started"),
             "preset": self.preset,
+            "options": dataclasses.asdict(self.options),
             "budget_minutes": self.minutes,
             "spent_minutes": round(self.spent, 2),
             "machine": self.state.get("plan"),
@@ -505,6 +562,26 @@ def register(sub, train) -> None:
         default="auto",
         help="train the components (and the LMs) side by side: auto = on a GPU",
     )
+    p.add_argument(
+        "--codec",
+        default=None,
+        help="a trained codec checkpoint to use as it is (the codec phase is skipped)",
+    )
+    p.add_argument(
+        "--text-tower",
+        choices=["own", "minilm"],
+        default=None,
+        help="MuLaN's text tower (default: the preset's)",
+    )
+    p.add_argument(
+        "--mulan-levels", type=int, default=0, help="MuLaN RVQ levels the LMs read (default 0: all)"
+    )
+    p.add_argument(
+        "--text-token-prob",
+        type=float,
+        default=0.0,
+        help="share of LM training windows conditioned on caption text tokens (default 0, as the paper)",
+    )
     p.set_defaults(func=_train_bundle)
 
 
@@ -517,6 +594,12 @@ def _train_bundle(args) -> int:
         preset=args.preset,
         max_memory_gb=args.max_memory_gb,
         parallel={"auto": None, "yes": True, "no": False}[args.parallel],
+        options=Options(
+            text_tower=args.text_tower,
+            mulan_levels=args.mulan_levels,
+            text_token_prob=args.text_token_prob,
+            codec=args.codec,
+        ),
     )
 
     def terminate(signum, frame):

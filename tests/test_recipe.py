@@ -176,3 +176,73 @@ def test_every_trainer_command_parses(tmp_path):
     assert parser.parse_args(recipe._command("semantic-lm", 3.0, plan)[3:]).sample_fine_lm.endswith(
         str(Path("fine-lm") / "best")
     )
+
+
+def test_options_reach_the_trainers_and_a_given_codec_is_used_as_it_is(tmp_path):
+    from musiclm.checkpoint import save_model
+    from musiclm.cli import build_parser
+    from musiclm.codec.soundstream import SoundStream
+    from musiclm.config import CodecConfig, get_preset
+    from musiclm.recipe import Options
+
+    data = _data(tmp_path)
+    codec = save_model(SoundStream(get_preset("tiny").codec), tmp_path / "codec")
+    options = Options(text_tower="minilm", mulan_levels=2, text_token_prob=0.5, codec=str(codec))
+    recipe = Recipe(data, tmp_path / "run", minutes=30, name="mine", options=options)
+    plan, parser = Plan.for_machine("tiny"), build_parser()
+    parse = lambda phase: parser.parse_args(recipe._command(phase, 3.0, plan)[3:])  # noqa: E731
+    assert parse("mulan").text_tower == "minilm"
+    for phase in ("semantic-lm", "coarse-lm"):
+        args = parse(phase)
+        assert (args.mulan_levels, args.text_token_prob) == (2, 0.5)
+        assert Path(args.sample_codec) == codec
+    assert not hasattr(parse("fine-lm"), "mulan_levels")  # the fine LM is not conditioned
+    assert Path(parse("bundle").codec) == codec
+    assert (
+        Recipe(data, tmp_path / "plain", minutes=30, name="x")
+        ._command("mulan", 3.0, plan)
+        .count("--text-tower")
+        == 0
+    )  # default: the preset's tower
+
+    other = save_model(SoundStream(CodecConfig(channels=4, latent_dim=16, num_quantizers=4)), tmp_path / "c4")
+    for bad, match in [
+        (Options(codec=str(other)), "LMs need"),
+        (Options(codec=str(tmp_path / "none")), "does not exist"),
+        (Options(mulan_levels=13), "--mulan-levels"),
+        (Options(text_token_prob=-0.1), "--text-token-prob"),
+    ]:
+        with pytest.raises(Exception, match=match):
+            Recipe(data, tmp_path / "bad", minutes=30, name="x", options=bad)
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
+    recipe._save_state()
+    with pytest.raises(ConfigError, match="other settings"):  # a run keeps the options it started with
+        Recipe(data, tmp_path / "run", minutes=30, name="mine", options=Options(mulan_levels=3))
+
+
+def test_a_given_codec_skips_the_codec_phase(tmp_path):
+    from musiclm.checkpoint import save_model
+    from musiclm.codec.soundstream import SoundStream
+    from musiclm.config import get_preset
+
+    data, log = _data(tmp_path), tmp_path / "phases.txt"
+    codec = save_model(SoundStream(get_preset("tiny").codec), tmp_path / "codec")
+    proc = subprocess.run(
+        [sys.executable, "-c", (
+            "import sys, musiclm.recipe as r\n"
+            "r.Recipe._commands = lambda self, phase, minutes, plan: [[sys.executable, '-c', "
+            "'import os, sys; open(os.environ[\"PHASE_LOG\"], \"a\").write(sys.argv[1] + chr(10))', phase]]\n"
+            "r.Recipe._write_card = lambda self: None\n"
+            "from musiclm.cli import main\n"
+            f"sys.exit(main(['train', 'bundle', '--data', {data!r}, '--out', {str(tmp_path / 'run')!r}, "
+            f"'--minutes', '5', '--codec', {str(codec)!r}]))"
+        )],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "PHASE_LOG": str(log)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ran = log.read_text().split()
+    assert "codec" not in ran and {"semantic", "mulan", "tokenize", "coarse-lm", "bundle"} <= set(ran)
+    state = json.loads((tmp_path / "run" / "recipe.json").read_text())
+    assert state["phases"]["codec"] == {"done": True, "minutes": 0.0}
+    assert state["settings"]["codec"] == str(codec.resolve())
