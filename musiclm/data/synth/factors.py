@@ -71,7 +71,7 @@ def factor_prompts(wording: str) -> dict[str, dict[str, str]]:
                 else f"the tune is carried by a {FAMILY_WORDS[f]} instrument"
             )
             for f in families
-        },  # fmt: skip
+        },
         "tempo": {b: f"{TEMPO_WORDS[split][b][0]} music" for b in ("slow", "medium", "fast")},
         "mode": {m: (f"The key is {m}." if train else f"a piece in a {m} mode") for m in ("major", "minor")},
         "drums": {
