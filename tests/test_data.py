@@ -216,3 +216,20 @@ def test_tokenize_writes_caption_text_tokens_for_captioned_clips(tmp_path):
     for i in range(2):
         assert torch.equal(cache[i]["mulan_text_tokens"].long(), mulan.tokens_from_text([PROMPTS[i]])[0])
     assert cache[2]["mulan_text_tokens"].numel() == 0  # no caption: no text tokens
+
+
+def test_mulan_data_keeps_only_captioned_clips(tmp_path, capsys):
+    from musiclm.data.datasets import training_dataset
+
+    entries = []
+    for i in range(4):
+        _write(tmp_path / f"{i}.wav", 1.0)
+        entries.append(ManifestEntry(str(tmp_path / f"{i}.wav"), "a tone" if i % 2 else ""))
+    mixed = str(write_manifest(tmp_path / "mixed.jsonl", entries))
+    assert len(training_dataset(mixed, SR, 0.5)) == 4  # audio-only trainers: every clip
+    ds = training_dataset(mixed, SR, 0.5, captioned=True)
+    assert len(ds) == 2 and all(ds[i]["caption"] == "a tone" for i in range(2))
+    assert "2 captioned clips of 4" in capsys.readouterr().out
+    bare = str(write_manifest(tmp_path / "bare.jsonl", [ManifestEntry(e.path) for e in entries]))
+    with pytest.raises(DataError, match="no captioned clips"):
+        training_dataset(bare, SR, 0.5, captioned=True)

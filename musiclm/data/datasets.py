@@ -130,19 +130,32 @@ def training_dataset(
     seed: int = 0,
     preload: bool = False,
     max_bad_fraction: float = 0.2,
+    captioned: bool = False,
 ):
     """The audio a codec (or any audio model) trains on: a folder/manifest, or procedural music.
 
     Unusable files are listed (path and reason); above ``max_bad_fraction`` of them nothing trains.
+    ``captioned``: only the clips with a caption (MuLaN; a corpus may mix captioned and bare audio).
     """
     if data == PROCEDURAL:
         from musiclm.data.procedural import ProceduralMusic
 
         return ProceduralMusic(procedural_clips, sample_rate, crop_seconds, seed=seed)
     from musiclm.data.datasets import AudioCropDataset
+    from musiclm.data.manifest import load_entries
     from musiclm.errors import DataError
 
-    dataset = AudioCropDataset(data, sample_rate, crop_seconds, seed=seed, preload=preload, progress=preload)
+    source = data
+    if captioned:
+        entries = load_entries(data)
+        source = [e for e in entries if e.caption.strip()]
+        if not source:
+            raise DataError(f"{data}: no captioned clips (of {len(entries)}); MuLaN learns from captions")
+        if len(source) < len(entries):
+            print(f"{data}: {len(source)} captioned clips of {len(entries)} (the others have no caption)")
+    dataset = AudioCropDataset(
+        source, sample_rate, crop_seconds, seed=seed, preload=preload, progress=preload
+    )
     if dataset.report:
         print(dataset.report_text())
         skipped = len(dict(dataset.report))

@@ -55,10 +55,13 @@ def _train(args: argparse.Namespace) -> None:
         procedural_clips=args.procedural_clips,
         seed=args.seed,
         max_bad_fraction=args.max_bad_fraction,
+        captioned=True,
     )
     valid = None
     if args.valid:
-        valid = training_dataset(args.valid, config.sample_rate, args.crop_seconds, seed=args.seed + 1)
+        valid = training_dataset(
+            args.valid, config.sample_rate, args.crop_seconds, seed=args.seed + 1, captioned=True
+        )
     trainer = train_mulan(
         dataset, MuLaN(config), train_config, quantizer_clips=args.quantizer_clips, valid=valid
     )
