@@ -308,3 +308,28 @@ def test_token_agreement_per_level_and_prefix():
     agree = token_agreement(audio, torch.tensor([[1, 2, 0], [4, 0, 6]]))
     assert agree["level"] == [1.0, 0.5, 0.5] and agree["prefix"] == [1.0, 0.5, 0.0]
     assert agree["level_mismatched"] == [0.0, 0.0, 0.0]  # each clip against the other's caption
+
+
+def test_the_conditioning_rvq_is_fitted_on_several_crops_of_each_clip(tmp_path):
+    import soundfile as sf
+
+    from musiclm.data.datasets import AudioCropDataset
+    from musiclm.data.manifest import ManifestEntry
+    from musiclm.mulan.train import quantizer_vectors
+    from tests._tiny_bundle import components
+
+    mulan, sr = components(melody=False)["mulan"], 16000
+    entries = []
+    for i in range(3):
+        t = np.arange(4 * sr) / sr
+        sf.write(
+            tmp_path / f"{i}.wav",
+            (0.3 * np.sin(2 * np.pi * 100 * (i + 1) * t * (1 + t))).astype(np.float32),
+            sr,
+        )
+        entries.append(ManifestEntry(str(tmp_path / f"{i}.wav"), "a sweep"))
+    crops = AudioCropDataset(entries, sr, 1.0, seed=0)
+    vectors = quantizer_vectors(mulan, crops, clips=2, crops=4)
+    assert vectors.shape == (8, mulan.config.embed_dim)  # 4 crops of the first 2 clips
+    first_clip = vectors[0::2]  # its 4 crops: different places in the sweep, different embeddings
+    assert torch.cdist(first_clip, first_clip).fill_diagonal_(1).min() > 1e-4

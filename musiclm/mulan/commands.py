@@ -18,7 +18,10 @@ def register(sub, train) -> None:
     )
     p.add_argument("--crop-seconds", type=float, default=10.0)
     p.add_argument("--procedural-clips", type=int, default=4000)
-    p.add_argument("--quantizer-clips", type=int, default=2000)
+    p.add_argument(
+        "--quantizer-clips", type=int, default=2000, help="clips the conditioning RVQ is fitted on"
+    )
+    p.add_argument("--quantizer-crops", type=int, default=8, help="random crops of each of those clips")
     p.add_argument("--valid", default=None, help="held-out captioned audio: val/loss while training")
     add_train_arguments(p, out_dir="runs/mulan", max_steps=20000, batch_size=32, lr=3e-4)
     p.set_defaults(func=_train)
@@ -38,6 +41,7 @@ def register(sub, train) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from musiclm import checks
     from musiclm.config import get_preset
     from musiclm.data.datasets import training_dataset
     from musiclm.mulan.model import MuLaN
@@ -45,6 +49,8 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.train.args import train_config_from_args
 
     train_config = train_config_from_args(args)  # checks every setting before any work
+    checks.positive_int(args.quantizer_clips, "--quantizer-clips")
+    checks.positive_int(args.quantizer_crops, "--quantizer-crops")
     config = get_preset(args.preset).mulan
     if args.text_tower:
         config.text_tower = args.text_tower
@@ -63,7 +69,12 @@ def _train(args: argparse.Namespace) -> None:
             args.valid, config.sample_rate, args.crop_seconds, seed=args.seed + 1, captioned=True
         )
     trainer = train_mulan(
-        dataset, MuLaN(config), train_config, quantizer_clips=args.quantizer_clips, valid=valid
+        dataset,
+        MuLaN(config),
+        train_config,
+        quantizer_clips=args.quantizer_clips,
+        quantizer_crops=args.quantizer_crops,
+        valid=valid,
     )
     print(f"MuLaN written to {trainer.model_dir}")
 

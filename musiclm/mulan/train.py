@@ -48,8 +48,22 @@ def audio_embeddings(model: MuLaN, dataset, clips: int, *, batch_size: int = 16)
     return torch.cat(out)
 
 
+def quantizer_vectors(model: MuLaN, dataset, clips: int, crops: int) -> torch.Tensor:
+    """What the conditioning RVQ is fitted on: audio embeddings of ``crops`` random crops of each of
+    up to ``clips`` clips. One vector per clip is not enough: with no more clips than codes, level 1
+    gives every clip its own code and leaves the later levels nothing to quantize (constant codes;
+    ``benchmarks/mulan_tokens.py`` measured 8 of 12 such levels with 500 clips, none with 8 crops)."""
+    return torch.cat([audio_embeddings(model, dataset, clips) for _ in range(crops)])
+
+
 def train_mulan(
-    dataset, model: MuLaN, config: TrainConfig, *, quantizer_clips: int = 2000, valid=None
+    dataset,
+    model: MuLaN,
+    config: TrainConfig,
+    *,
+    quantizer_clips: int = 2000,
+    quantizer_crops: int = 8,
+    valid=None,
 ) -> Trainer:
     """Fit the text tokenizer (own tower), train both towers, fit the RVQ on audio embeddings, export.
     ``valid``: a held-out captioned dataset whose contrastive loss is logged as ``val/loss``."""
@@ -62,9 +76,10 @@ def train_mulan(
     trainer.fit()
     task = trainer.unwrapped
     with trainer.ema.swapped_in(task) if trainer.ema is not None else nullcontext():
-        task.model.quantizer.fit(audio_embeddings(task.model, dataset, quantizer_clips))
+        task.model.quantizer.fit(quantizer_vectors(task.model, dataset, quantizer_clips, quantizer_crops))
         save_model(task.model, Path(config.out_dir) / "model")
     trainer.finish_best(
-        lambda best: best.quantizer.fit(audio_embeddings(best, dataset, quantizer_clips)), kind="mulan"
+        lambda best: best.quantizer.fit(quantizer_vectors(best, dataset, quantizer_clips, quantizer_crops)),
+        kind="mulan",
     )
     return trainer
