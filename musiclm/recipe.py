@@ -101,10 +101,11 @@ class Options:
             want = json.loads(json.dumps(dataclasses.asdict(config.codec)))  # tuples as JSON lists
             keys = ("sample_rate", "strides", "num_quantizers", "codebook_size", "num_coarse_quantizers")
             got = {k: meta["config"].get(k) for k in keys}
-            if meta["kind"] != "codec" or any(got[k] != want[k] for k in keys):
+            need = {k: want[k] for k in keys}
+            if meta["kind"] != "codec" or got != need:
                 raise ConfigError(
-                    f"--codec {self.codec}: a {meta['kind']} checkpoint with {got}; the {preset} preset's "
-                    f"LMs need { ({k: want[k] for k in keys}) }"
+                    f"--codec {self.codec}: a {meta['kind']} checkpoint with {got}; "
+                    f"the {preset} preset's LMs need {need}"
                 )
 
     def settings(self) -> dict:
