@@ -333,3 +333,22 @@ def test_the_conditioning_rvq_is_fitted_on_several_crops_of_each_clip(tmp_path):
     assert vectors.shape == (8, mulan.config.embed_dim)  # 4 crops of the first 2 clips
     first_clip = vectors[0::2]  # its 4 crops: different places in the sweep, different embeddings
     assert torch.cdist(first_clip, first_clip).fill_diagonal_(1).min() > 1e-4
+
+
+def test_report_of_a_real_mulan_has_token_agreement_and_perplexity(tmp_path):
+    import soundfile as sf
+
+    from musiclm.data.manifest import ManifestEntry, write_manifest
+    from musiclm.mulan.report import report_text, retrieval_report
+    from tests._tiny_bundle import PROMPTS, components
+
+    mulan, sr, entries = components(melody=False)["mulan"], 16000, []
+    for i, prompt in enumerate(PROMPTS):
+        t = np.arange(2 * sr) / sr
+        sf.write(tmp_path / f"{i}.wav", (0.3 * np.sin(2 * np.pi * 150 * (i + 1) * t)).astype(np.float32), sr)
+        entries.append(ManifestEntry(str(tmp_path / f"{i}.wav"), prompt))
+    report = retrieval_report(mulan, str(write_manifest(tmp_path / "v.jsonl", entries)), seconds=2.0)
+    q = mulan.config.num_quantizers
+    assert len(report["token_agreement"]["level"]) == q and len(report["token_perplexity"]) == q
+    assert all(1.0 <= p <= len(PROMPTS) + 1e-4 for p in report["token_perplexity"])
+    assert "perplexity per RVQ level" in report_text(report)

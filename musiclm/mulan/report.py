@@ -16,6 +16,7 @@ from musiclm.audio import load_audio
 from musiclm.data.manifest import load_entries
 from musiclm.data.synth.factors import FACTORS, WORDINGS, factor_prompts, factor_value
 from musiclm.errors import DataError
+from musiclm.modules.quantization import codebook_perplexity
 
 
 @torch.no_grad()
@@ -47,9 +48,11 @@ def retrieval_report(model, data: str, *, clips: int = 200, seconds: float = 10.
         for k in (1, 10):
             report[f"{name}_r@{k}"] = float((rank < k).float().mean())
     if hasattr(model, "tokens_from_embedding"):
-        report["token_agreement"] = token_agreement(
-            model.tokens_from_embedding(a), model.tokens_from_embedding(t)
-        )
+        audio_tokens = model.tokens_from_embedding(a)
+        report["token_agreement"] = token_agreement(audio_tokens, model.tokens_from_embedding(t))
+        codebook = getattr(getattr(model, "quantizer", None), "codebook_size", None)
+        if codebook:  # codes in use per level; 1 = a dead level (the same code for every clip)
+            report["token_perplexity"] = codebook_perplexity(audio_tokens[..., None], codebook).tolist()
     labels = [e.labels for e in entries]
     if any("genre" in x for x in labels):
         report["zero_shot"] = zero_shot(model, a, labels)
@@ -118,6 +121,9 @@ def report_text(report: dict) -> str:
         lines.append("  audio tokens = caption's text tokens, per RVQ level (own caption / another clip's):")
         lines.append(f"    level:  {fmt(agree['level'])}  /  {fmt(agree['level_mismatched'])}")
         lines.append(f"    prefix: {fmt(agree['prefix'])}  /  {fmt(agree['prefix_mismatched'])}")
+    if report.get("token_perplexity"):
+        ppl = " ".join(f"{x:.0f}" for x in report["token_perplexity"])
+        lines.append(f"  audio token perplexity per RVQ level (1 = a dead level): {ppl}")
     if report.get("zero_shot"):
         lines.append("  zero-shot accuracy per factor (prompts in the captions' words / in held-out words):")
         for factor, row in report["zero_shot"].items():
