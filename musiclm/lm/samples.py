@@ -27,12 +27,14 @@ from musiclm.lm.stages import StageLM
 
 
 def _conditioning(stage: StageLM, record: dict) -> Conditioning | None:
+    """The held-out clip's own conditioning, as the stage reads it in training."""
     if not stage.conditioned:
         return None
-    melody = record.get("melody_tokens") if stage.config.melody_quantizers else None
-    return Conditioning.constant(
-        record["mulan_tokens"][None].long(), None if melody is None else melody[None].long()
-    )
+    return Conditioning.from_record(record, melody=stage.config.melody_quantizers > 0)
+
+
+def _sampling(lm: StageLM) -> SamplingConfig:
+    return SamplingConfig(temperature=lm.config.lm.temperature)  # the paper's per stage
 
 
 @torch.no_grad()
@@ -60,9 +62,8 @@ def write_samples(
             s = min(s, record["semantic"].shape[-1])
         frames = 2 * s
         cond = _conditioning(stage, record)
-        sampling = lambda lm: SamplingConfig(temperature=lm.config.lm.temperature)  # noqa: E731 the paper's
         if stage.stage == "semantic":
-            semantic = stage.generate(cond, s, sampling=sampling(stage), generator=generator)
+            semantic = stage.generate(cond, s, sampling=_sampling(stage), generator=generator)
             if coarse_lm is None or fine_lm is None:
                 path = folder / f"clip{i}-semantic.json"
                 folder.mkdir(parents=True, exist_ok=True)
@@ -71,21 +72,21 @@ def write_samples(
                 continue
             coarse_cond = _conditioning(coarse_lm, record)
             coarse = coarse_lm.generate(
-                coarse_cond, frames, inputs=semantic, sampling=sampling(coarse_lm), generator=generator
+                coarse_cond, frames, inputs=semantic, sampling=_sampling(coarse_lm), generator=generator
             )
             fine = fine_lm.generate(
-                None, frames, inputs=coarse, sampling=sampling(fine_lm), generator=generator
+                None, frames, inputs=coarse, sampling=_sampling(fine_lm), generator=generator
             )
             codes, levels = torch.cat([coarse, fine], dim=1), c.codec_levels
         elif stage.stage == "coarse":
             semantic = record["semantic"][None, :s].long()
             codes = stage.generate(
-                cond, frames, inputs=semantic, sampling=sampling(stage), generator=generator
+                cond, frames, inputs=semantic, sampling=_sampling(stage), generator=generator
             )
             levels = c.coarse_levels
         else:
             coarse = record["codec"][None, : c.coarse_levels, :frames].long()
-            fine = stage.generate(None, frames, inputs=coarse, sampling=sampling(stage), generator=generator)
+            fine = stage.generate(None, frames, inputs=coarse, sampling=_sampling(stage), generator=generator)
             codes, levels = torch.cat([coarse, fine], dim=1), c.codec_levels
         reference = record["codec"][None, :levels, :frames].long()
         for name, tokens in (("generated", codes), ("reference", reference)):

@@ -17,6 +17,7 @@ from musiclm.data.manifest import load_entries
 from musiclm.data.synth.factors import FACTORS, WORDINGS, factor_prompts, factor_value
 from musiclm.errors import DataError
 from musiclm.modules.quantization import codebook_perplexity
+from musiclm.mulan.train import text_embeddings
 
 
 @torch.no_grad()
@@ -34,9 +35,7 @@ def retrieval_report(model, data: str, *, clips: int = 200, seconds: float = 10.
         wav, _ = load_audio(e.path, model.sample_rate, offset=e.start or 0.0, duration=seconds)
         audio.append(model.embed_audio(wav[None]))
     a = torch.cat(audio)
-    t = torch.cat(
-        [model.embed_text([e.caption for e in entries[i : i + 32]]) for i in range(0, len(entries), 32)]
-    )
+    t = text_embeddings(model, [e.caption for e in entries])
     sim = t @ a.T  # [captions, clips]
     own = sim.diagonal()
     # clips scored at least as high as a caption's own clip (ties count against it), and vice versa
@@ -86,7 +85,7 @@ def zero_shot(model, audio: torch.Tensor, labels: list[dict]) -> dict:
     """Per factor: the share of clips whose audio embedding is closest to the prompt of their own
     value, among the values present in these clips, for each wording; ``majority`` is the share of
     the most frequent value (what always guessing it would score)."""
-    out = {}
+    out, prompts = {}, {wording: factor_prompts(wording) for wording in WORDINGS}
     for factor in FACTORS:
         values = [factor_value(factor, x) for x in labels]
         present = sorted({v for v in values if v is not None})
@@ -100,8 +99,7 @@ def zero_shot(model, audio: torch.Tensor, labels: list[dict]) -> dict:
             "majority": float(truth.bincount().max() / len(rows)),
         }
         for wording in WORDINGS:
-            prompts = factor_prompts(wording)[factor]
-            text = model.embed_text([prompts[v] for v in present])
+            text = model.embed_text([prompts[wording][factor][v] for v in present])
             row[wording] = float(((audio[rows] @ text.T).argmax(1) == truth).float().mean())
         out[factor] = row
     return out

@@ -48,6 +48,11 @@ def audio_embeddings(model: MuLaN, dataset, clips: int, *, batch_size: int = 16)
     return torch.cat(out)
 
 
+@torch.no_grad()
+def text_embeddings(model: MuLaN, texts: list[str], *, batch_size: int = 32) -> torch.Tensor:
+    return torch.cat([model.embed_text(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
+
+
 def quantizer_vectors(model: MuLaN, dataset, clips: int, crops: int) -> torch.Tensor:
     """What the conditioning RVQ is fitted on: audio embeddings of ``crops`` random crops of each of
     up to ``clips`` clips. One vector per clip is not enough: with no more clips than codes, level 1
