@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.machinery
-import os
 import statistics
 import sys
 import time
@@ -71,8 +70,6 @@ def ours(stage: str, batch: int, n_tokens: int, cfg):
 
 
 def _import_audiolm():
-    os.environ.setdefault("TQDM_DISABLE", "1")
-
     def placeholder(name: str) -> types.ModuleType:
         m = types.ModuleType(name)
         m.__path__ = []
@@ -99,8 +96,10 @@ def _import_audiolm():
 
 def audiolm(batch: int, n_tokens: int, lm):
     alm = _import_audiolm()
+    module = sys.modules["audiolm_pytorch.audiolm_pytorch"]
     # its constructor looks up the T5 text encoder's width online even when no text is used
-    sys.modules["audiolm_pytorch.audiolm_pytorch"].get_encoded_dim = lambda name: lm.dim
+    module.get_encoded_dim = lambda name: lm.dim
+    module.tqdm = lambda steps, **kw: steps  # no progress bar, as ours runs without one
     transformer = alm.SemanticTransformer(
         num_semantic_tokens=256,
         dim=lm.dim,

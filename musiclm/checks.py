@@ -42,6 +42,16 @@ def mulan_levels(value: int, levels: int) -> int:
     return value
 
 
+def kv_heads(value: int, heads: int) -> int | None:
+    """Key/value heads of a stage LM: 0 (one per query head) or a divisor of ``heads``."""
+    if value == 0:
+        return None
+    if value < 0 or heads % value:
+        divisors = ", ".join(str(d) for d in range(1, heads + 1) if heads % d == 0)
+        raise ConfigError(f"--kv-heads must be 0 (one per query head) or one of {divisors}, got {value}")
+    return value
+
+
 def share(value: float, what: str) -> float:
     """A probability-like share in [0, 1] (NaN refused)."""
     if not 0 <= value <= 1:

@@ -149,6 +149,10 @@ class LMConfig:
     dim: int = 256
     depth: int = 4
     heads: int = 4
+    # key/value heads: fewer than ``heads`` is grouped-query attention (a group of query heads
+    # shares one key/value head), which divides the KV cache that every decoding step reads;
+    # None = one per query head, as in the paper
+    kv_heads: int | None = None
     ff_dim: int = 1024
     dropout: float = 0.1
     window_seconds: float = 10.0  # training crop of the generated stream (paper 30 / 10 / 3 s)

@@ -110,6 +110,8 @@ def test_lm_conditioning_flags_fail_before_the_cache_is_read(capsys, tmp_path):
         (["--mulan-levels", "-1"], "--mulan-levels"),
         (["--text-token-prob", "1.5"], "--text-token-prob"),
         (["--text-token-prob", "nan"], "--text-token-prob"),
+        (["--kv-heads", "3"], "--kv-heads"),
+        (["--kv-heads", "-1"], "--kv-heads"),
     ]:
         _one_line_error(capsys, base + extra, match)
     assert not (tmp_path / "run" / "model").exists()

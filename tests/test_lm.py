@@ -9,7 +9,7 @@ from musiclm.config import LMConfig, get_preset
 from musiclm.errors import DataError
 from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.guidance import guide
-from musiclm.lm.sampling import SamplingConfig, sample
+from musiclm.lm.sampling import SamplingConfig, categorical, sample
 from musiclm.lm.stages import CoarseStage, FineStage, SemanticStage, StageConfig
 from musiclm.lm.train import StageDataset, StageTask
 from musiclm.train import TrainConfig, Trainer
@@ -56,6 +56,50 @@ def test_kv_cache_matches_full_forward():
     parts += [model.transformer(tokens[:, i : i + 1], cache) for i in range(9, 13)]
     parts.append(model.transformer(tokens[:, 13:], cache))  # a multi-token chunk on a filled cache
     assert torch.allclose(torch.cat(parts, dim=1), full, atol=1e-5)
+
+
+def test_decode_step_equals_the_general_path_bit_for_bit():
+    model = CoarseStage(stage_config("coarse", 0.4, dropout=0.1)).eval()  # dropout must not apply
+    tf = model.transformer
+    tokens = torch.randint(3, model.layout.vocab_size, (3, 12))
+    general, fast = tf.new_cache(3, 12), tf.new_cache(3, 12)
+    tf.hidden(tokens[:, :5], general), tf.hidden(tokens[:, :5], fast)
+    for i in range(5, 12):
+        assert torch.equal(tf.decode(tokens[:, i], fast), tf.hidden(tokens[:, i : i + 1], general)[:, -1])
+    assert fast.length == general.length == 12
+    with pytest.raises(ValueError, match="full"):
+        tf.decode(tokens[:, 0], fast)
+
+
+def test_grouped_query_attention_caches_one_head_and_matches_the_full_forward(tmp_path):
+    model = SemanticStage(stage_config("semantic", 1.0, heads=4, kv_heads=1)).eval()
+    tf = model.transformer
+    assert tf.blocks[0].attn.qkv.weight.shape == (32 + 2 * 8, 32)  # queries 4 heads, keys/values 1
+    tokens = torch.randint(3, model.layout.vocab_size, (2, 17))
+    full = tf(tokens)
+    cache = tf.new_cache(2, 17)
+    assert cache.k[0].shape == (2, 1, 17, 8)
+    parts = [tf(tokens[:, :9], cache)]
+    parts += [tf.logits(tf.decode(tokens[:, i], cache))[:, None] for i in range(9, 13)]
+    parts.append(tf(tokens[:, 13:], cache))
+    assert torch.allclose(torch.cat(parts, dim=1), full, atol=1e-5)
+    # a different model from multi-head attention, and the setting survives save / load
+    mha = SemanticStage(stage_config("semantic", 1.0, heads=4)).eval()
+    assert mha.transformer.blocks[0].attn.qkv.weight.shape == (96, 32)
+    save_model(model, tmp_path / "lm")
+    loaded = load_model(tmp_path / "lm")
+    assert loaded.config.lm.kv_heads == 1 and torch.equal(loaded.transformer(tokens), full)
+    with pytest.raises(ValueError, match="kv_heads"):
+        SemanticStage(stage_config("semantic", 1.0, heads=4, kv_heads=3))
+
+
+def test_categorical_draws_what_multinomial_draws():
+    probs = torch.randn(4, 50).mul(3).softmax(-1)
+    a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    ours = torch.stack([categorical(probs, generator=a) for _ in range(200)])
+    theirs = torch.stack([torch.multinomial(probs, 1, generator=b).squeeze(-1) for _ in range(200)])
+    assert torch.equal(ours, theirs)
+    assert len(ours.unique()) > 10  # really random
 
 
 def test_sampling_respects_range_top_k_and_seed():

@@ -37,6 +37,13 @@ def register(sub, train) -> None:
                 help="share of windows conditioned on their caption's MuLaN text tokens instead of "
                 "the audio tokens (cache field mulan_text_tokens; default 0: audio tokens, as the paper)",
             )
+        p.add_argument(
+            "--kv-heads",
+            type=int,
+            default=0,
+            help="key/value heads, fewer than the preset's heads for grouped-query attention: a "
+            "KV cache that many times smaller, faster sampling (default 0: one per query head)",
+        )
         p.add_argument("--valid-tokens", default=None, help="held-out token cache: val/loss while training")
         p.add_argument(
             "--sample-codec",
@@ -78,6 +85,7 @@ def _train(args: argparse.Namespace) -> None:
     config = StageConfig.from_musiclm(args.stage, get_preset(args.preset), melody=melody)
     config.mulan_levels = checks.mulan_levels(getattr(args, "mulan_levels", 0), config.mulan_quantizers)
     config.text_token_prob = checks.share(getattr(args, "text_token_prob", 0.0), "--text-token-prob")
+    config.lm.kv_heads = checks.kv_heads(args.kv_heads, config.lm.heads)
     if config.text_token_prob > 0:
         fields.append("mulan_text_tokens")
     cache = TokenCache(args.tokens, fields=fields)

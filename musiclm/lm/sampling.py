@@ -41,7 +41,8 @@ def sample(
     x = logits[:, lo:hi].float()
     if config.temperature == 0:
         return x.argmax(dim=-1) + lo
-    x = x / config.temperature
+    if config.temperature != 1:
+        x = x / config.temperature
     if config.top_k is not None and config.top_k < x.shape[-1]:
         kth = torch.topk(x, config.top_k, dim=-1).values[:, -1:]
         x = x.masked_fill(x < kth, float("-inf"))
@@ -50,5 +51,16 @@ def sample(
         cum = sorted_x.softmax(-1).cumsum(-1)
         drop = cum - sorted_x.softmax(-1) > config.top_p  # keep the smallest set whose mass reaches top_p
         x = x.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    probs = x.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1) + lo
+    ids = categorical(x.softmax(dim=-1), generator=generator)
+    return ids + lo if lo else ids
+
+
+def categorical(probs: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw ``[B]`` from each row of ``[B, V]`` probabilities: ``argmax(p / q)``, q ~ Exp(1).
+
+    The same draws as ``torch.multinomial(probs, 1, generator=generator)`` for the same generator
+    state (it takes this path for a single draw), without its input checks, whose reductions and
+    host syncs cost more than the draw itself at every decoding step.
+    """
+    q = torch.empty_like(probs).exponential_(1, generator=generator)
+    return torch.div(probs, q, out=q).argmax(dim=-1)

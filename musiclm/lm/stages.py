@@ -391,7 +391,7 @@ class StageLM(nn.Module):
             ids = sample(step_logits, sampling, 0, hi=hi - lo, generator=generator) + lo
             out[:, j] = ids
             if j + 1 < n_new:
-                hidden = tf.hidden((torch.cat([ids, ids]) if use_cfg else ids)[:, None], cache)[:, -1]
+                hidden = tf.decode(ids.repeat(2) if use_cfg else ids, cache)
             if progress is not None:
                 progress(done + j + 1, total)
         return out

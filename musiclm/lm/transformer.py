@@ -4,9 +4,14 @@ Pre-norm blocks, ``F.scaled_dot_product_attention``, GELU feed-forward, dropout.
 relative through RoPE (rotary embeddings): they need no learned table, cost nothing per decoding
 step (unlike a T5 bias, which needs a fresh bias row for every new query), and let a sliding
 window restart at any absolute offset.
+
+Two paths share the weights: :meth:`Transformer.hidden` for training and for a prompt's prefill,
+and :meth:`Transformer.decode`, one new id per row against the KV cache, for sampling.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -15,15 +20,44 @@ from torch import nn
 from musiclm.config import LMConfig
 
 
+class LayerWeights(NamedTuple):
+    """One block's weights as :meth:`Transformer.decode` uses them: linear weights as transposed
+    views, so each step calls ``mm`` / ``addmm`` directly (what ``F.linear`` calls, same results)."""
+
+    norm1_weight: torch.Tensor
+    norm1_bias: torch.Tensor
+    qkv: torch.Tensor  # [dim, dim + 2 * kv_heads * head_dim]
+    out: torch.Tensor  # [dim, dim]
+    norm2_weight: torch.Tensor
+    norm2_bias: torch.Tensor
+    up: torch.Tensor  # [dim, ff_dim]
+    up_bias: torch.Tensor
+    down: torch.Tensor  # [ff_dim, dim]
+    down_bias: torch.Tensor
+
+
 class KVCache:
     """Keys and values of every layer, ``[B, heads, max_len, head_dim]``, filled up to ``length``,
-    and the rotary factors of all ``max_len`` positions (computed once, not per decoding step)."""
+    the rotary factors of all ``max_len`` positions and the decoding step's weight views (both
+    computed once per cache, not per decoding step)."""
 
-    def __init__(self, layers: int, batch: int, heads: int, *, max_len: int, head_dim: int, device, dtype):
+    def __init__(
+        self,
+        layers: int,
+        batch: int,
+        heads: int,
+        *,
+        max_len: int,
+        head_dim: int,
+        device,
+        dtype,
+        weights: list[LayerWeights] | None = None,
+    ):
         shape = (batch, heads, max_len, head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.rope = rotary_factors(torch.arange(max_len, device=device), head_dim)
+        self.weights = weights
         self.length = 0
         self.max_len = max_len
 
@@ -39,26 +73,32 @@ def rotary_factors(positions: torch.Tensor, head_dim: int, base: float = 10000.0
 
 def rotary(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     """Rotate channel pairs ``(2i, 2i + 1)`` of ``[..., T, H, D]`` (queries and keys together as
-    ``[B, T, 2, H, D]``) by the factors ``[T, D / 2]`` of their positions: one complex product."""
+    ``[B, T, heads + kv_heads, D]``) by the factors ``[T, D / 2]`` of their positions: one complex
+    product."""
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
     factors = rope.view(rope.shape[0], *(1,) * (x.dim() - 3), rope.shape[1])
     return torch.view_as_real(pairs * factors).flatten(-2).type_as(x)
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float):
+    """Causal self-attention; ``kv_heads < heads`` is grouped-query attention."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, kv_heads: int | None = None):
         super().__init__()
-        self.heads, self.dropout = heads, dropout
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.heads, self.kv_heads, self.dropout = heads, kv_heads or heads, dropout
+        self.head_dim = dim // heads
+        self.qkv = nn.Linear(dim, dim + 2 * self.kv_heads * self.head_dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor, layer: int, cache: KVCache | None, rope) -> torch.Tensor:
-        # plain views and transposes, no einops: this runs once per layer per sampled token
+        # plain views and transposes, no einops: this runs once per layer per prefill
         b, t, dim = x.shape
-        qkv = F.linear(x, self.qkv.weight).view(b, t, 3, self.heads, dim // self.heads)
+        h, kvh = self.heads, self.kv_heads
+        qkv = F.linear(x, self.qkv.weight).view(b, t, h + 2 * kvh, self.head_dim)
         positions, factors = rope
-        q, k = rotary(qkv[:, :, :2], factors).transpose(1, 3).unbind(2)  # [B, H, T, D] each
-        v = qkv[:, :, 2].transpose(1, 2)
+        qk = rotary(qkv[:, :, : h + kvh], factors).transpose(1, 2)  # queries and keys, one product
+        q, k = qk[:, :h], qk[:, h:]  # [B, heads, T, D], [B, kv_heads, T, D]
+        v = qkv[:, :, h + kvh :].transpose(1, 2)
         start = cache.length if cache is not None else 0
         if cache is not None:
             if start + t > cache.max_len:
@@ -72,7 +112,13 @@ class Attention(nn.Module):
         elif t > 1:  # a chunk appended to a filled cache: causal within the chunk, full to the past
             mask = torch.arange(start + t, device=x.device)[None] <= positions[:, None]
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=kvh != h,
         )
         return F.linear(y.transpose(1, 2).reshape(b, t, dim), self.out.weight)
 
@@ -81,7 +127,7 @@ class Block(nn.Module):
     def __init__(self, config: LMConfig):
         super().__init__()
         self.norm1 = nn.LayerNorm(config.dim)
-        self.attn = Attention(config.dim, config.heads, config.dropout)
+        self.attn = Attention(config.dim, config.heads, config.dropout, config.kv_heads)
         self.norm2 = nn.LayerNorm(config.dim)
         self.ff = nn.Sequential(
             nn.Linear(config.dim, config.ff_dim), nn.GELU(), nn.Linear(config.ff_dim, config.dim)
@@ -98,6 +144,21 @@ class Block(nn.Module):
         h = F.linear(F.gelu(F.linear(h, up.weight, up.bias)), down.weight, down.bias)
         return x + (self.drop(h) if drop else h)
 
+    def decode_weights(self) -> LayerWeights:
+        up, _, down = self.ff
+        return LayerWeights(
+            self.norm1.weight,
+            self.norm1.bias,
+            self.attn.qkv.weight.t(),
+            self.attn.out.weight.t(),
+            self.norm2.weight,
+            self.norm2.bias,
+            up.weight.t(),
+            up.bias,
+            down.weight.t(),
+            down.bias,
+        )
+
 
 class Transformer(nn.Module):
     """Token ids ``[B, T]`` -> next-token logits ``[B, T, vocab_size]``."""
@@ -106,6 +167,8 @@ class Transformer(nn.Module):
         super().__init__()
         if config.dim % config.heads:
             raise ValueError(f"dim {config.dim} is not divisible by heads {config.heads}")
+        if config.kv_heads is not None and (config.kv_heads < 1 or config.heads % config.kv_heads):
+            raise ValueError(f"heads {config.heads} is not a multiple of kv_heads {config.kv_heads}")
         self.config = config
         self.embed = nn.Embedding(vocab_size, config.dim)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
@@ -126,11 +189,12 @@ class Transformer(nn.Module):
         return KVCache(
             c.depth,
             batch,
-            c.heads,
+            c.kv_heads or c.heads,
             max_len=max_len,
             head_dim=c.dim // c.heads,
             device=p.device,
             dtype=p.dtype,
+            weights=[block.decode_weights() for block in self.blocks],
         )
 
     def hidden(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
@@ -148,6 +212,39 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.length += tokens.shape[1]
         return self.norm(x)
+
+    def decode(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Final normalised hidden states ``[B, dim]`` after appending one id per row ``[B]``.
+
+        The same computation as ``hidden(ids[:, None], cache)[:, -1]``, bit for bit, written for
+        the one-token step that sampling repeats thousands of times: ``[B, dim]`` activations, no
+        position tensor, no dropout, weight views taken once per cache. On a CPU a small model's
+        step is bound by the number of operations, not arithmetic, so this is where time goes.
+        """
+        b, pos = ids.shape[0], cache.length
+        if pos >= cache.max_len:
+            raise ValueError(f"KV cache of {cache.max_len} positions is full")
+        c = self.config
+        heads, head_dim, shape = c.heads, c.dim // c.heads, (c.dim,)
+        kv_heads = c.kv_heads or heads
+        factors = cache.rope[pos]  # [head_dim / 2]
+        x = F.embedding(ids, self.embed.weight)
+        for i, w in enumerate(cache.weights):
+            h = F.layer_norm(x, shape, w.norm1_weight, w.norm1_bias)
+            qkv = torch.mm(h, w.qkv).view(b, heads + 2 * kv_heads, head_dim)
+            pairs = torch.view_as_complex(qkv[:, : heads + kv_heads].reshape(b, -1, head_dim // 2, 2))
+            qk = torch.view_as_real(pairs * factors).view(b, heads + kv_heads, head_dim)
+            k, v = cache.k[i], cache.v[i]
+            k[:, :, pos] = qk[:, heads:]
+            v[:, :, pos] = qkv[:, heads + kv_heads :]
+            # the query heads of a group are its kv head's queries: one query position has no mask
+            q = qk[:, :heads].view(b, kv_heads, heads // kv_heads, head_dim)
+            y = F.scaled_dot_product_attention(q, k[:, :, : pos + 1], v[:, :, : pos + 1])
+            x = x + torch.mm(y.view(b, c.dim), w.out)
+            h = F.layer_norm(x, shape, w.norm2_weight, w.norm2_bias)
+            x = x + torch.addmm(w.down_bias, F.gelu(torch.addmm(w.up_bias, h, w.up)), w.down)
+        cache.length += 1
+        return F.layer_norm(x, shape, self.norm.weight, self.norm.bias)
 
     def logits(self, hidden: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
         """Logits of the ids ``[lo, hi)`` only: sampling one RVQ level needs just its rows of the head."""
