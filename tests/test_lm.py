@@ -69,6 +69,16 @@ def test_decode_step_equals_the_general_path_bit_for_bit():
     assert fast.length == general.length == 12
     with pytest.raises(ValueError, match="full"):
         tf.decode(tokens[:, 0], fast)
+    # in bfloat16 (GPU inference) too, where the rotation runs in float32
+    tf = tf.to(torch.bfloat16)
+    general, fast = tf.new_cache(3, 12), tf.new_cache(3, 12)
+    tf.hidden(tokens[:, :5], general), tf.hidden(tokens[:, :5], fast)
+    for i in range(5, 8):
+        step = tf.decode(tokens[:, i], fast)
+        assert step.dtype == torch.bfloat16
+        assert torch.allclose(
+            step.float(), tf.hidden(tokens[:, i : i + 1], general)[:, -1].float(), atol=0.05
+        )
 
 
 def test_grouped_query_attention_caches_one_head_and_matches_the_full_forward(tmp_path):

@@ -232,8 +232,9 @@ class Transformer(nn.Module):
         for i, w in enumerate(cache.weights):
             h = F.layer_norm(x, shape, w.norm1_weight, w.norm1_bias)
             qkv = torch.mm(h, w.qkv).view(b, heads + 2 * kv_heads, head_dim)
-            pairs = torch.view_as_complex(qkv[:, : heads + kv_heads].reshape(b, -1, head_dim // 2, 2))
-            qk = torch.view_as_real(pairs * factors).view(b, heads + kv_heads, head_dim)
+            pairs = qkv[:, : heads + kv_heads].float().reshape(b, -1, head_dim // 2, 2)
+            qk = torch.view_as_real(torch.view_as_complex(pairs) * factors)
+            qk = qk.view(b, heads + kv_heads, head_dim).type_as(qkv)  # (no-ops in float32)
             k, v = cache.k[i], cache.v[i]
             k[:, :, pos] = qk[:, heads:]
             v[:, :, pos] = qkv[:, heads + kv_heads :]
