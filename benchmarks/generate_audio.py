@@ -1,7 +1,7 @@
 """Time to generate audio with a preset's three stage LMs and codec, on any device (prints numbers).
 
     python benchmarks/generate_audio.py --preset paper --device cuda [--dtype bf16] [--seconds 10]
-        [--candidates 4] [--guidance 3] [--kv-heads K] [--rounds 3]
+        [--candidates 4] [--guidance 3] [--kv-heads K] [--cuda-graphs] [--rounds 3]
 
 Random weights (speed does not depend on them): a request of ``--candidates`` sequences for
 ``--seconds`` of audio runs the semantic, coarse and fine stages as ``MusicLM.generate`` does (the
@@ -83,24 +83,30 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=4)
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--kv-heads", type=int, default=0, help="key/value heads of the LMs (0: one per head)")
+    ap.add_argument("--cuda-graphs", action="store_true", help="replay each decoding step as a CUDA graph")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    if args.cuda_graphs and device.type != "cuda":
+        ap.error("--cuda-graphs needs --device cuda")
     cfg = get_preset(args.preset)
     stages = []
     for name, cls in (("semantic", SemanticStage), ("coarse", CoarseStage), ("fine", FineStage)):
         sc = StageConfig.from_musiclm(name, cfg)
         sc.lm.kv_heads = args.kv_heads or None
-        stages.append(cls(sc).eval().to(device=device, dtype=dtype))
+        stage = cls(sc).eval().to(device=device, dtype=dtype)
+        stage.cuda_graphs = args.cuda_graphs
+        stages.append(stage)
     codec = SoundStream(cfg.codec).eval().to(device)
     params = sum(p.numel() for s in stages for p in s.parameters())
     where = (
         torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     )
-    print(f"{args.preset} preset, {params / 1e6:.0f}M LM parameters, {args.dtype}, on {where}")
+    graphs = ", CUDA graphs" if args.cuda_graphs else ""
+    print(f"{args.preset} preset, {params / 1e6:.0f}M LM parameters, {args.dtype}{graphs}, on {where}")
     kw = dict(seconds=args.seconds, candidates=args.candidates, guidance=args.guidance, device=device)
     request(stages, codec, **{**kw, "seconds": min(args.seconds, 2.0)})  # warm-up
     runs = [request(stages, codec, **kw) for _ in range(args.rounds)]

@@ -103,6 +103,34 @@ def test_grouped_query_attention_caches_one_head_and_matches_the_full_forward(tm
         SemanticStage(stage_config("semantic", 1.0, heads=4, kv_heads=3))
 
 
+def test_the_fixed_shape_step_equals_the_decoding_step():
+    for kv_heads in (None, 1):
+        model = CoarseStage(stage_config("coarse", 0.4, heads=4, kv_heads=kv_heads)).eval()
+        tf = model.transformer
+        tokens = torch.randint(3, model.layout.vocab_size, (3, 12))
+        plain, fixed = tf.new_cache(3, 12), tf.new_cache(3, 12)
+        tf.hidden(tokens[:, :4], plain), tf.hidden(tokens[:, :4], fixed)
+        for i in range(4, 12):
+            step = tf.decode(tokens[:, i], fixed, position=torch.tensor([fixed.length]))
+            fixed.length += 1  # the caller's, with a position
+            assert torch.allclose(step, tf.decode(tokens[:, i], plain), atol=1e-5)
+        assert torch.allclose(fixed.k[1], plain.k[1], atol=1e-6), (fixed.k[1] - plain.k[1]).abs().max()
+        assert torch.allclose(fixed.v[1], plain.v[1], atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_decoding_samples_what_eager_decoding_samples():
+    model = CoarseStage(stage_config("coarse", 0.4, heads=4, kv_heads=2)).eval().cuda()
+    sem = torch.randint(0, 16, (2, 10), device="cuda")
+    cond = Conditioning.constant(torch.randint(0, 16, (2, 4), device="cuda"))
+    runs = []
+    for graphs in (False, True):
+        model.cuda_graphs = graphs
+        g = torch.Generator(device="cuda").manual_seed(0)
+        runs.append(model.generate(cond, 20, inputs=sem, sampling=SamplingConfig(guidance=2.0), generator=g))
+    assert torch.equal(*runs)
+
+
 def test_categorical_draws_what_multinomial_draws():
     probs = torch.randn(4, 50).mul(3).softmax(-1)
     a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)

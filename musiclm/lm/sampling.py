@@ -60,7 +60,8 @@ def categorical(probs: torch.Tensor, *, generator: torch.Generator | None = None
 
     The same draws as ``torch.multinomial(probs, 1, generator=generator)`` for the same generator
     state (it takes this path for a single draw), without its input checks, whose reductions and
-    host syncs cost more than the draw itself at every decoding step.
+    host syncs cost more than the draw itself at every decoding step (so a row of NaN, which
+    ``multinomial`` refuses, gives an arbitrary id here).
     """
     q = torch.empty_like(probs).exponential_(1, generator=generator)
     return torch.div(probs, q, out=q).argmax(dim=-1)

@@ -19,6 +19,7 @@ as context (paper: 15 s of 30 s for the semantic stage), each window's condition
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from torch import nn
 from musiclm.checkpoint import register_model
 from musiclm.config import LMConfig, MusicLMConfig
 from musiclm.lm.conditioning import Conditioning
+from musiclm.lm.graphs import GraphDecoder
 from musiclm.lm.guidance import NULL, guide, with_unconditional
 from musiclm.lm.sampling import SamplingConfig, sample
 from musiclm.lm.transformer import Transformer
@@ -129,6 +131,9 @@ class StageLM(nn.Module):
     stage = ""
     conditioned = True  # reads a Conditioning (the fine stage sees only coarse tokens)
     align = 1  # window contexts start on multiples of this many units
+    # replay each window's decoding step as a CUDA graph (a model on a CUDA device only); a runtime
+    # switch, not part of the checkpoint
+    cuda_graphs = False
 
     def __init__(self, config: StageConfig):
         super().__init__()
@@ -383,6 +388,7 @@ class StageLM(nn.Module):
         tf = self.transformer
         cache = tf.new_cache(prefix.shape[0], prefix.shape[1] + n_new)
         hidden = tf.hidden(prefix, cache)[:, -1]
+        decode = GraphDecoder(tf, cache) if self.cuda_graphs else functools.partial(tf.decode, cache=cache)
         out = torch.empty(b, n_new, dtype=torch.long, device=prefix.device)
         for j in range(n_new):
             lo, hi = self.target_span(j)
@@ -391,7 +397,7 @@ class StageLM(nn.Module):
             ids = sample(step_logits, sampling, 0, hi=hi - lo, generator=generator) + lo
             out[:, j] = ids
             if j + 1 < n_new:
-                hidden = tf.decode(ids.repeat(2) if use_cfg else ids, cache)
+                hidden = decode(ids.repeat(2) if use_cfg else ids)
             if progress is not None:
                 progress(done + j + 1, total)
         return out

@@ -57,6 +57,7 @@ class KVCache:
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.rope = rotary_factors(torch.arange(max_len, device=device), head_dim)
+        self.slots = torch.arange(max_len, device=device)[None]  # for the fixed-shape step's mask
         self.weights = weights
         self.length = 0
         self.max_len = max_len
@@ -213,13 +214,19 @@ class Transformer(nn.Module):
             cache.length += tokens.shape[1]
         return self.norm(x)
 
-    def decode(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def decode(self, ids: torch.Tensor, cache: KVCache, position: torch.Tensor | None = None) -> torch.Tensor:
         """Final normalised hidden states ``[B, dim]`` after appending one id per row ``[B]``.
 
         The same computation as ``hidden(ids[:, None], cache)[:, -1]`` (bit for bit with one kv
-        head per query head in float32), written for the one-token step that sampling repeats thousands of times: ``[B, dim]`` activations, no
-        position tensor, no dropout, weight views taken once per cache. On a CPU a small model's
-        step is bound by the number of operations, not arithmetic, so this is where time goes.
+        head per query head in float32), written for the one-token step that sampling repeats
+        thousands of times: ``[B, dim]`` activations, no position tensor, no dropout, weight views
+        taken once per cache. On a CPU a small model's step is bound by the number of operations,
+        not arithmetic, so this is where time goes.
+
+        With ``position`` (``[1]`` on the cache's device, equal to ``cache.length``) every shape is
+        fixed: the step attends to the whole cache under a mask and writes its keys at
+        ``position``, and advancing ``cache.length`` is left to the caller. That is the form a
+        CUDA graph can replay (:class:`musiclm.lm.graphs.GraphDecoder`).
         """
         b, pos = ids.shape[0], cache.length
         if pos >= cache.max_len:
@@ -227,7 +234,9 @@ class Transformer(nn.Module):
         c = self.config
         heads, head_dim, shape = c.heads, c.dim // c.heads, (c.dim,)
         kv_heads = c.kv_heads or heads
-        factors = cache.rope[pos]  # [head_dim / 2]
+        fixed = position is not None
+        factors = cache.rope.index_select(0, position) if fixed else cache.rope[pos]  # [(1,) head_dim / 2]
+        mask = cache.slots <= position if fixed else None
         x = F.embedding(ids, self.embed.weight)
         for i, w in enumerate(cache.weights):
             h = F.layer_norm(x, shape, w.norm1_weight, w.norm1_bias)
@@ -236,15 +245,21 @@ class Transformer(nn.Module):
             qk = torch.view_as_real(torch.view_as_complex(pairs) * factors)
             qk = qk.view(b, heads + kv_heads, head_dim).type_as(qkv)  # (no-ops in float32)
             k, v = cache.k[i], cache.v[i]
-            k[:, :, pos] = qk[:, heads:]
-            v[:, :, pos] = qkv[:, heads + kv_heads :]
             # the query heads of a group are its kv head's queries: one query position has no mask
             q = qk[:, :heads].view(b, kv_heads, heads // kv_heads, head_dim)
-            y = F.scaled_dot_product_attention(q, k[:, :, : pos + 1], v[:, :, : pos + 1])
+            if fixed:
+                k.index_copy_(2, position, qk[:, heads:, None])
+                v.index_copy_(2, position, qkv[:, heads + kv_heads :, None])
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            else:
+                k[:, :, pos] = qk[:, heads:]
+                v[:, :, pos] = qkv[:, heads + kv_heads :]
+                y = F.scaled_dot_product_attention(q, k[:, :, : pos + 1], v[:, :, : pos + 1])
             x = x + torch.mm(y.view(b, c.dim), w.out)
             h = F.layer_norm(x, shape, w.norm2_weight, w.norm2_bias)
             x = x + torch.addmm(w.down_bias, F.gelu(torch.addmm(w.up_bias, h, w.up)), w.down)
-        cache.length += 1
+        if not fixed:
+            cache.length += 1
         return F.layer_norm(x, shape, self.norm.weight, self.norm.bias)
 
     def logits(self, hidden: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
