@@ -49,24 +49,24 @@ def request(stages, codec, *, seconds: float, candidates: int, guidance: float, 
         times[name] = time.perf_counter() - t0
         return out
 
-    temps = {s: s.config.lm.temperature for s in stages}  # each stage's default temperature
+    def sampling(stage, guidance: float = 1.0) -> SamplingConfig:  # the stage's own temperature
+        return SamplingConfig(stage.config.lm.temperature, guidance=guidance)
+
     sem = timed(
         "semantic",
         lambda: semantic.generate(
-            cond, round(seconds * c.semantic_rate), sampling=SamplingConfig(temps[semantic], guidance=guidance),
+            cond, round(seconds * c.semantic_rate), sampling=sampling(semantic, guidance),
             generator=g,
         ),
     )  # fmt: skip
     frames = 2 * sem.shape[-1]
     crs = timed(
         "coarse",
-        lambda: coarse.generate(
-            cond, frames, inputs=sem, sampling=SamplingConfig(temps[coarse], guidance=guidance), generator=g
-        ),
+        lambda: coarse.generate(cond, frames, inputs=sem, sampling=sampling(coarse, guidance), generator=g),
     )
     fin = timed(
         "fine",
-        lambda: fine.generate(None, frames, inputs=crs, sampling=SamplingConfig(temps[fine]), generator=g),
+        lambda: fine.generate(None, frames, inputs=crs, sampling=sampling(fine), generator=g),
     )
     with torch.inference_mode():
         timed("decode", lambda: codec.decode(torch.cat([crs, fin], dim=1)))

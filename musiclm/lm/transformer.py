@@ -57,7 +57,6 @@ class KVCache:
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.rope = rotary_factors(torch.arange(max_len, device=device), head_dim)
-        self.slots = torch.arange(max_len, device=device)[None]  # for the fixed-shape step's mask
         self.weights = weights
         self.length = 0
         self.max_len = max_len
@@ -74,8 +73,9 @@ def rotary_factors(positions: torch.Tensor, head_dim: int, base: float = 10000.0
 
 def rotary(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     """Rotate channel pairs ``(2i, 2i + 1)`` of ``[..., T, H, D]`` (queries and keys together as
-    ``[B, T, heads + kv_heads, D]``) by the factors ``[T, D / 2]`` of their positions: one complex
-    product."""
+    ``[B, T, heads + kv_heads, D]``; the decoding step's ``[B, heads + kv_heads, D]`` with the
+    factors ``[1, D / 2]`` of its one position) by the factors ``[T, D / 2]`` of their positions:
+    one complex product."""
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
     factors = rope.view(rope.shape[0], *(1,) * (x.dim() - 3), rope.shape[1])
     return torch.view_as_real(pairs * factors).flatten(-2).type_as(x)
@@ -235,15 +235,13 @@ class Transformer(nn.Module):
         heads, head_dim, shape = c.heads, c.dim // c.heads, (c.dim,)
         kv_heads = c.kv_heads or heads
         fixed = position is not None
-        factors = cache.rope.index_select(0, position) if fixed else cache.rope[pos]  # [(1,) head_dim / 2]
-        mask = cache.slots <= position if fixed else None
+        factors = cache.rope.index_select(0, position) if fixed else cache.rope[pos : pos + 1]
+        mask = torch.arange(cache.max_len, device=ids.device)[None] <= position if fixed else None
         x = F.embedding(ids, self.embed.weight)
         for i, w in enumerate(cache.weights):
             h = F.layer_norm(x, shape, w.norm1_weight, w.norm1_bias)
             qkv = torch.mm(h, w.qkv).view(b, heads + 2 * kv_heads, head_dim)
-            pairs = qkv[:, : heads + kv_heads].float().reshape(b, -1, head_dim // 2, 2)
-            qk = torch.view_as_real(torch.view_as_complex(pairs) * factors)
-            qk = qk.view(b, heads + kv_heads, head_dim).type_as(qkv)  # (no-ops in float32)
+            qk = rotary(qkv[:, : heads + kv_heads], factors)
             k, v = cache.k[i], cache.v[i]
             # the query heads of a group are its kv head's queries: one query position has no mask
             q = qk[:, :heads].view(b, kv_heads, heads // kv_heads, head_dim)
