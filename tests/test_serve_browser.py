@@ -89,11 +89,13 @@ def test_generate_in_the_browser(url, browser):
     prompt = _until(lambda: browser.find_elements(By.CSS_SELECTOR, "#prompt textarea"), 60, "the prompt box")[
         0
     ]
+    # the page renders its components one by one: the button may come after the prompt box
+    generate = _until(lambda: browser.find_elements(By.CSS_SELECTOR, "button#generate"), 60, "the button")[0]
     # bad input first: an empty prompt is refused with the one-line message, nothing is queued
-    browser.find_element(By.CSS_SELECTOR, "button#generate").click()
+    generate.click()
     _until(lambda: "prompt 0 is empty" in browser.find_element(By.TAG_NAME, "body").text, 30, "the error")
     prompt.send_keys(PROMPTS[0])
-    browser.find_element(By.CSS_SELECTOR, "button#generate").click()
+    generate.click()
     # the result player gets a download link once the job is done: the file the player plays
     link = _until(
         lambda: browser.execute_script(
