@@ -76,7 +76,12 @@ def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any]
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700: give the checkpoint the usual permissions
     try:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        packaged = packaged_weights(model)
+        state = {
+            k: v.detach().contiguous().cpu()
+            for k, v in model.state_dict().items()
+            if not k.startswith(packaged)
+        }
         save_file(dedupe_shared(state), str(tmp / WEIGHTS_FILE), metadata={"kind": kind})
         meta = {
             "kind": kind,
@@ -182,7 +187,8 @@ def load_weights(model: nn.Module, path: str | Path, map_location: str | torch.d
     except Exception as e:
         raise CheckpointError(f"{path}: cannot read weights ({str(e).splitlines()[0]})") from None
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+    from_package = {k for k in set(own) - set(state) if k.startswith(packaged_weights(model))}
+    missing = sorted(set(own) - set(state) - from_package)
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise CheckpointError(
@@ -197,7 +203,13 @@ def load_weights(model: nn.Module, path: str | Path, map_location: str | torch.d
             )
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise CheckpointError(f"{path}: {k} holds NaN or infinite weights (a corrupt checkpoint)")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not from_package)
+
+
+def packaged_weights(model: nn.Module) -> tuple[str, ...]:
+    """State-dict prefixes of weights the model loads from an installed package when it is built (a
+    frozen pretrained encoder): checkpoints leave them out, so a bundle does not carry a copy."""
+    return tuple(getattr(model, "packaged_weights", ()))
 
 
 def _import_builtin_models() -> None:

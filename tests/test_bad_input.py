@@ -8,6 +8,7 @@ import soundfile as sf
 import torch
 
 from musiclm.cli import main
+from musiclm.pretrained import default_component
 
 SR = 16000
 
@@ -112,6 +113,8 @@ def test_lm_conditioning_flags_fail_before_the_cache_is_read(capsys, tmp_path):
         (["--text-token-prob", "nan"], "--text-token-prob"),
         (["--kv-heads", "3"], "--kv-heads"),
         (["--kv-heads", "-1"], "--kv-heads"),
+        (["--init", str(tmp_path / "no-lm")], "no-lm"),
+        (["--init", str(default_component("fine_lm"))], "'fine_lm' model, expected 'coarse_lm'"),
     ]:
         _one_line_error(capsys, base + extra, match)
     assert not (tmp_path / "run" / "model").exists()

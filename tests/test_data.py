@@ -157,6 +157,10 @@ def test_tokenize_builds_resumes_and_feeds_the_fine_lm(tmp_path):
         == 0
     )
     assert (out / "model" / "model.safetensors").is_file()
+    warm = ["train", "fine-lm", "--tokens", str(tmp_path / "cache"), "--out", str(tmp_path / "warm")]
+    assert (
+        main(warm + ["--steps", "1", "--batch-size", "2", "--no-progress", "--init", str(out / "model")]) == 0
+    )
     assert (
         main(["train", "coarse-lm", "--tokens", str(tmp_path / "cache"), "--out", str(out)]) == 1
     )  # no semantic
@@ -233,3 +237,34 @@ def test_mulan_data_keeps_only_captioned_clips(tmp_path, capsys):
     bare = str(write_manifest(tmp_path / "bare.jsonl", [ManifestEntry(e.path) for e in entries]))
     with pytest.raises(DataError, match="no captioned clips"):
         training_dataset(bare, SR, 0.5, captioned=True)
+
+
+def test_recaption_writes_the_same_clips_in_other_wordings(tmp_path, capsys):
+    from musiclm.cli import main
+    from musiclm.data.manifest import ManifestEntry, read_manifest, write_manifest
+    from musiclm.data.synth.styles import STYLES
+
+    labels = {"genre": "trap", "bpm": 140, "key": "G", "mode": "minor", "instruments": ["synth bass", "drum kit"],
+              "dynamics": "loud", "mood": "dark", "register": "low", "drums": True}  # fmt: skip
+    source = tmp_path / "test.jsonl"
+    held_out = "Here we have a dark trap song with synth bass."
+    write_manifest(
+        source, [ManifestEntry(path=f"clip{i}.flac", caption=held_out, labels=labels) for i in range(6)]
+    )
+    out = tmp_path / "train-words.jsonl"
+    assert main(["data", "recaption", str(source), "--wording", "train", "-o", str(out)]) in (0, None)
+    before, after = read_manifest(source), read_manifest(out)
+    assert [e.path for e in after] == [e.path for e in before] and after[0].labels == labels
+    captions = [e.caption for e in after]
+    train_words = STYLES["trap"].words[:-1]
+    assert all(any(w in c for w in train_words) and "dark trap" not in c for c in captions)
+    assert len(set(captions)) > 1 and held_out not in captions
+    again = tmp_path / "again.jsonl"
+    main(["data", "recaption", str(source), "--wording", "train", "-o", str(again)])
+    assert [e.caption for e in read_manifest(again)] == captions  # the seed decides
+    capsys.readouterr()
+    write_manifest(tmp_path / "bare.jsonl", [ManifestEntry(path="x.flac", caption="piano")])
+    assert (
+        main(["data", "recaption", str(tmp_path / "bare.jsonl"), "--wording", "test", "-o", str(again)]) == 1
+    )
+    assert "entry 1 (x) has no synthetic style label" in capsys.readouterr().err

@@ -377,3 +377,48 @@ def test_text_token_prob_conditions_windows_on_caption_tokens():
     config.text_token_prob = 1.0
     with pytest.raises(DataError, match="mulan_text_tokens"):
         cond_of(SemanticStage(config), record(0))  # a cache without text tokens
+
+
+def test_warm_start_copies_weights_and_adapts_levels_and_kv_heads():
+    from musiclm.errors import ConfigError
+    from musiclm.lm.warm_start import warm_start
+
+    torch.manual_seed(0)
+    source = SemanticStage(stage_config("semantic", 1.0, heads=4)).eval()
+    tokens = torch.randint(3, source.layout.vocab_size, (2, 11))
+    same = SemanticStage(stage_config("semantic", 1.0, heads=4)).eval()
+    warm_start(same, source)
+    assert torch.equal(same.transformer(tokens), source.transformer(tokens))
+
+    # fewer MuLaN levels: the semantic rows move down to their new ids, the read levels keep theirs
+    config = stage_config("semantic", 1.0, heads=4)
+    config.mulan_levels = 1
+    fewer = SemanticStage(config).eval()
+    warm_start(fewer, source)
+    lo, hi = source.layout.span("semantic")
+    new_lo, new_hi = fewer.layout.span("semantic")
+    assert new_lo < lo and torch.equal(
+        fewer.transformer.embed.weight[new_lo:new_hi], source.transformer.embed.weight[lo:hi]
+    )
+    assert torch.equal(fewer.transformer.head.weight[new_lo:new_hi], source.transformer.head.weight[lo:hi])
+    m_lo, m_hi = source.layout.span("mulan0")
+    assert torch.equal(fewer.transformer.embed.weight[m_lo:m_hi], source.transformer.embed.weight[m_lo:m_hi])
+
+    # one kv head: each key / value head the mean of the four. Where the four heads are equal, the
+    # grouped model computes exactly what the source does
+    for block in source.transformer.blocks:
+        w = block.attn.qkv.weight.data
+        for part in (slice(32, 64), slice(64, 96)):
+            heads = w[part].view(4, 8, 32)
+            heads[:] = heads[0]
+    gqa = SemanticStage(stage_config("semantic", 1.0, heads=4, kv_heads=1)).eval()
+    warm_start(gqa, source)
+    assert gqa.transformer.blocks[0].attn.qkv.weight.shape == (48, 32)
+    assert torch.allclose(gqa.transformer(tokens), source.transformer(tokens), atol=1e-5)
+
+    with pytest.raises(ConfigError, match="holds a semantic LM"):
+        warm_start(CoarseStage(stage_config("coarse", 1.0, heads=4)), source)
+    with pytest.raises(ConfigError, match="different preset"):
+        warm_start(SemanticStage(stage_config("semantic", 1.0, heads=4, ff_dim=48)), source)
+    with pytest.raises(ConfigError, match="cannot be grouped"):
+        warm_start(SemanticStage(stage_config("semantic", 1.0, heads=4, kv_heads=2)), gqa)

@@ -158,28 +158,48 @@ def test_training_separates_captions_and_tokens_share_a_codebook(tmp_path):
     )
 
 
-def test_pretrained_text_tower_with_a_small_random_bert():
+def small_random_bert():
+    """A stand-in for the packaged MiniLM: a one-layer BERT with a fixed initialisation."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    from musiclm.mulan.text import PretrainedTextTower
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "calm", "piano", "loud", "rock", "music"]
     path = __import__("tempfile").mkdtemp()
     (__import__("pathlib").Path(path) / "vocab.txt").write_text("\n".join(vocab))
     tok = BertTokenizerFast(vocab_file=f"{path}/vocab.txt")
-    bert = BertModel(
-        BertConfig(
-            vocab_size=len(vocab),
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=32,
-        )
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
     )
+    return BertModel(config), tok
+
+
+def test_pretrained_text_tower_with_a_small_random_bert():
+    from musiclm.mulan.text import PretrainedTextTower
+
+    bert, tok = small_random_bert()
     tower = PretrainedTextTower(tiny_config(text_tower="minilm"), bert, tok)
     out = tower(["calm piano", "loud rock music"])
     assert out.shape == (2, 32)
     assert all(not p.requires_grad for p in tower.encoder.parameters())
+
+
+def test_checkpoints_leave_the_packaged_text_encoder_out(tmp_path, monkeypatch):
+    from safetensors import safe_open
+
+    monkeypatch.setattr("musiclm.mulan.text.load_minilm", small_random_bert)
+    model = MuLaN(tiny_config(text_tower="minilm")).eval()
+    save_model(model, tmp_path / "mulan")
+    with safe_open(str(tmp_path / "mulan" / "model.safetensors"), "pt") as f:
+        stored = set(f.keys())
+    assert stored and not any(k.startswith("text.encoder.") for k in stored)
+    assert "text.proj.0.weight" in stored  # the trained projection is kept
+    loaded = load_model(tmp_path / "mulan")
+    prompts = ["calm piano", "loud rock music"]
+    assert torch.equal(loaded.embed_text(prompts), model.embed_text(prompts))
 
 
 def test_clap_adapter_offline(tmp_path):

@@ -72,6 +72,17 @@ def register(sub, train) -> None:
     m.add_argument("-o", "--output", required=True, help="the merged .jsonl manifest")
     m.set_defaults(func=_merge)
 
+    c = data.add_parser(
+        "recaption",
+        help="caption a labelled synthetic manifest anew from its labels, in the training or held-out "
+        "wordings (the same prompts paraphrased, for an adherence evaluation)",
+    )
+    c.add_argument("source", help=".jsonl manifest from 'musiclm data synth'")
+    c.add_argument("--wording", choices=["train", "test"], required=True, help="which wordings to use")
+    c.add_argument("--seed", type=int, default=1)
+    c.add_argument("-o", "--output", required=True, help="the new .jsonl manifest")
+    c.set_defaults(func=_recaption)
+
     u = data.add_parser("summary", help="hours, clips, captions and unusable files of a dataset")
     u.add_argument("source", help="folder, .jsonl manifest or .csv")
     u.set_defaults(func=_summary)
@@ -100,6 +111,37 @@ def _merge(args: argparse.Namespace) -> None:
     tmp.replace(out)
     captioned = sum(bool(e.caption) for e in entries)
     print(f"{out}: {len(entries)} entries ({captioned} captioned) from {len(args.sources)} sources")
+
+
+def _recaption(args: argparse.Namespace) -> None:
+    import dataclasses
+    from pathlib import Path
+
+    import numpy as np
+
+    from musiclm import checks
+    from musiclm.data.manifest import read_manifest, write_manifest
+    from musiclm.data.synth.captions import caption_for
+    from musiclm.data.synth.styles import STYLES
+    from musiclm.errors import DataError
+
+    out = Path(args.output)
+    if out.suffix != ".jsonl":
+        raise DataError(f"{out}: the new manifest must be a .jsonl file")
+    checks.not_same_file(out, [args.source])
+    checks.writable_file(out)
+    entries = read_manifest(args.source)
+    for n, e in enumerate(entries, 1):
+        if e.labels.get("genre") not in STYLES:
+            raise DataError(f"{args.source}: entry {n} ({e.id}) has no synthetic style label to caption from")
+    new = []
+    for n, e in enumerate(entries):
+        rng = np.random.default_rng([args.seed, n])
+        caption = caption_for(e.labels, rng, args.wording, style_words=STYLES[e.labels["genre"]].words)
+        new.append(dataclasses.replace(e, caption=caption))
+    tmp = write_manifest(out.with_name(f".{out.name}.tmp"), new)
+    tmp.replace(out)
+    print(f"{out}: {len(new)} entries captioned in the {args.wording} wordings")
 
 
 def _summary(args: argparse.Namespace) -> None:

@@ -44,6 +44,12 @@ def register(sub, train) -> None:
             help="key/value heads, fewer than the preset's heads for grouped-query attention: a "
             "KV cache that many times smaller, faster sampling (default 0: one per query head)",
         )
+        p.add_argument(
+            "--init",
+            default=None,
+            help=f"warm-start from this {stage} LM checkpoint ('default': the shipped one); it may read "
+            "more MuLaN levels or have more key/value heads than this run",
+        )
         p.add_argument("--valid-tokens", default=None, help="held-out token cache: val/loss while training")
         p.add_argument(
             "--sample-codec",
@@ -67,6 +73,7 @@ def register(sub, train) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from musiclm import checks
+    from musiclm.checkpoint import load_model
     from musiclm.config import get_preset
     from musiclm.data.cache import TokenCache
     from musiclm.errors import ConfigError, DataError
@@ -88,9 +95,15 @@ def _train(args: argparse.Namespace) -> None:
     config.lm.kv_heads = checks.kv_heads(args.kv_heads, config.lm.heads)
     if config.text_token_prob > 0:
         fields.append("mulan_text_tokens")
-    cache = TokenCache(args.tokens, fields=fields)
     model = STAGES[args.stage](config)
     check_batch_memory(model, args.batch_size)
+    if args.init:
+        from musiclm.lm.warm_start import warm_start
+        from musiclm.pretrained import default_component
+
+        path = default_component(f"{args.stage}_lm") if args.init == "default" else args.init
+        warm_start(model, load_model(path, kind=f"{args.stage}_lm"), where=f"--init {args.init}")
+    cache = TokenCache(args.tokens, fields=fields)
     c = model.config
     first = cache[0]
     if "codec" in first and first["codec"].shape[0] != c.codec_levels:
@@ -111,8 +124,6 @@ def _train(args: argparse.Namespace) -> None:
         held_out = StageDataset(valid_cache, model, seed=args.seed + 1)
         task.valid_batches = held_out_batches(held_out, args.batch_size)
         if args.sample_codec:
-            from musiclm.checkpoint import load_model
-
             task.samples["codec"] = load_model(args.sample_codec, ("codec", "hf_encodec"))
             task.samples["records"] = [
                 valid_cache[i] for i in range(min(args.sample_clips, len(valid_cache)))

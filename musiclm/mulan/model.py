@@ -77,6 +77,11 @@ class MuLaN(nn.Module):
         )
 
     @property
+    def packaged_weights(self) -> tuple[str, ...]:
+        """The frozen MiniLM comes from its package (musiclm.checkpoint leaves it out of checkpoints)."""
+        return ("text.encoder.",) if self.config.text_tower == "minilm" else ()
+
+    @property
     def sample_rate(self) -> int:
         return self.config.sample_rate
 

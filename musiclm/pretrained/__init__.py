@@ -12,6 +12,9 @@ DEFAULT_COMPONENTS = {
     "semantic": "musiclm-tiny/semantic",
     "mulan": "musiclm-tiny/mulan",
     "melody": "musiclm-tiny/melody",
+    "semantic_lm": "musiclm-tiny/semantic_lm",
+    "coarse_lm": "musiclm-tiny/coarse_lm",
+    "fine_lm": "musiclm-tiny/fine_lm",
 }
 BUNDLES = {"default": "musiclm-tiny", "musiclm-tiny": "musiclm-tiny"}
 

@@ -1,0 +1,81 @@
+"""Warm-starting a stage LM from a trained one, so that training runs add up.
+
+A new run may read fewer MuLaN levels (``mulan_levels``) or use fewer key/value heads
+(``kv_heads``) than the checkpoint it starts from; both change parameter shapes, so weights are
+carried over by meaning, not by position:
+
+- embedding and output rows by token kind (the layouts' named id ranges): a model that reads
+  fewer MuLaN levels keeps the rows of the levels it reads, and kinds the source lacks (melody
+  ids when the source had no melody conditioning) keep their fresh initialisation;
+- key and value projections averaged over each group of heads that will share one (the
+  checkpoint conversion of grouped-query attention, Ainslie et al. 2023, "GQA").
+
+Anything else that differs (width, depth, codebook sizes) is an error naming it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from musiclm.errors import ConfigError
+from musiclm.lm.stages import NUM_SPECIALS, StageLM
+
+ROWS = ("transformer.embed.weight", "transformer.head.weight")  # one row per token id
+
+
+def warm_start(model: StageLM, source: StageLM, *, where: str = "--init") -> None:
+    """Copy ``source``'s weights into ``model`` (in place), adapting the layout and the kv heads."""
+    if source.stage != model.stage:
+        raise ConfigError(f"{where}: holds a {source.stage} LM, this run trains a {model.stage} LM")
+    new, old = model.state_dict(), source.state_dict()
+    if set(new) != set(old):
+        missing = sorted(set(new) ^ set(old))[0]
+        raise ConfigError(f"{where}: parameter {missing} exists in only one of the two models")
+    ranges = _row_map(model, source, where=where)
+    with torch.no_grad():
+        for name, target in new.items():
+            weight = old[name]
+            if name in ROWS:
+                for (lo, hi), (src_lo, _) in ranges:
+                    target[lo:hi] = weight[src_lo : src_lo + hi - lo]
+            elif name.endswith("attn.qkv.weight") and weight.shape != target.shape:
+                target.copy_(_pool_kv_heads(weight, model, source, where=where))
+            elif weight.shape != target.shape:
+                raise ConfigError(
+                    f"{where}: {name} is {list(weight.shape)} there and {list(target.shape)} here "
+                    "(a different preset?)"
+                )
+            else:
+                target.copy_(weight)
+
+
+def _row_map(model: StageLM, source: StageLM, *, where: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """``((lo, hi) in model, (lo, hi) in source)`` for the special ids and every token kind both have."""
+    pairs = [((0, NUM_SPECIALS), (0, NUM_SPECIALS))]
+    for kind, (lo, hi) in model.layout.ranges.items():
+        if kind not in source.layout.ranges:
+            continue  # e.g. melody ids the source was trained without: they keep their initialisation
+        src_lo, src_hi = source.layout.ranges[kind]
+        if src_hi - src_lo != hi - lo:
+            raise ConfigError(f"{where}: {kind} has {src_hi - src_lo} ids there and {hi - lo} here")
+        pairs.append(((lo, hi), (src_lo, src_hi)))
+    return pairs
+
+
+def _pool_kv_heads(weight: torch.Tensor, model: StageLM, source: StageLM, *, where: str) -> torch.Tensor:
+    """A fused ``[q; k; v]`` projection with ``source``'s kv heads -> one with ``model``'s, each new
+    key / value head the mean of the heads of its group."""
+    lm, src = model.config.lm, source.config.lm
+    heads, head_dim = lm.heads, lm.dim // lm.heads
+    kv_new, kv_old = lm.kv_heads or heads, src.kv_heads or src.heads
+    if (src.dim, src.heads) != (lm.dim, lm.heads) or kv_old % kv_new:
+        raise ConfigError(
+            f"{where}: {kv_old} key/value heads of {src.heads} there cannot be grouped into "
+            f"{kv_new} of {heads} here"
+        )
+    q, k, v = weight.split([lm.dim, kv_old * head_dim, kv_old * head_dim])
+
+    def pool(w: torch.Tensor) -> torch.Tensor:
+        return w.view(kv_new, kv_old // kv_new, head_dim, lm.dim).mean(1).reshape(-1, lm.dim)
+
+    return torch.cat([q, pool(k), pool(v)])
