@@ -264,6 +264,19 @@ def test_overfits_and_greedy_decoding_reproduces(stage, window, tmp_path):
     else:
         out = model.generate(None, n, inputs=torch.stack([r["codec"][:2] for r in recs]), sampling=greedy)
         assert torch.equal(out, torch.stack([r["codec"][2:] for r in recs]))
+    # the validation's conditioning gain: large for an LM that reads its conditioning, ~0 untrained
+    keys = ("tokens", "loss_mask", "cond_mask", "melody_mask")
+    examples = [model.training_example(r, random.Random(0)) for r in recs]
+    batches = [{k: torch.stack([e[k] for e in examples]) for k in keys}]
+    trained, untrained = StageTask(model), StageTask(cls(model.config).eval())
+    trained.valid_batches = untrained.valid_batches = batches
+    figures = trained.validate(tmp_path / "valid", 150)
+    if stage == "fine":
+        assert "val/cond_gain" not in figures
+    else:
+        # (the coarse LM also tells the two records apart by their semantic tokens: a smaller gain)
+        assert figures["val/cond_gain"] > 0.1, figures
+        assert abs(untrained.validate(tmp_path / "valid", 0)["val/cond_gain"]) < 0.05
     save_model(model, tmp_path / stage)
     again = load_model(tmp_path / stage)
     assert type(again) is cls and torch.equal(again.transformer(batch), model.transformer(batch))

@@ -48,6 +48,8 @@ class StageTask(TrainTask):
 
     def validate(self, samples_dir: Path, step: int) -> dict[str, float]:
         figures = super().validate(samples_dir, step)
+        if self.model.conditioned and self.valid_batches:
+            figures["val/cond_gain"] = self.conditioning_gain()
         s = self.samples
         if s["records"] and s["codec"] is not None:
             from musiclm.checkpoint import load_model
@@ -63,6 +65,22 @@ class StageTask(TrainTask):
                 seconds=s["seconds"], coarse_lm=later.get("coarse_lm"), fine_lm=later.get("fine_lm"),
             )  # fmt: skip
         return figures
+
+    @torch.no_grad()
+    def conditioning_gain(self) -> float:
+        """Held-out loss with another clip's conditioning minus the loss with its own (nats per target
+        token, no conditioning dropped): how much the LM reads its MuLaN (and melody) tokens. A low
+        validation loss with a gain near 0 is an LM that ignores its prompt."""
+        device = next(self.parameters()).device
+        gains = []
+        for batch in self.valid_batches:
+            tokens, target = batch["tokens"].to(device), batch["loss_mask"].to(device)
+            if len(tokens) < 2:
+                continue  # no other clip in the batch to borrow from
+            # conditioning sits at the same positions in every example: the next row's is another clip's
+            other = torch.where(batch["cond_mask"].to(device), tokens.roll(1, dims=0), tokens)
+            gains.append(float(self.model.loss(other, target) - self.model.loss(tokens, target)))
+        return sum(gains) / max(len(gains), 1)
 
     def forward(self, batch, phase: str, step: int):
         config = self.model.config
