@@ -185,9 +185,7 @@ def split_data(data: str, out: Path, *, valid_share: float = VALID_SHARE) -> dic
     valid = [e for e in entries if e.path in valid_files]
     out.mkdir(parents=True, exist_ok=True)
     for name, part in (("train", train), ("valid", valid)):
-        tmp = out / f".{name}.jsonl.tmp"
-        write_manifest(tmp, part)
-        os.replace(tmp, out / f"{name}.jsonl")
+        write_manifest(out / f"{name}.jsonl", part)
     return {
         "source": str(data),
         "clips": len(entries),

@@ -107,8 +107,7 @@ def _merge(args: argparse.Namespace) -> None:
             if key not in seen:  # the same clip listed twice counts once
                 seen.add(key)
                 entries.append(e)
-    tmp = write_manifest(out.with_name(f".{out.name}.tmp"), entries)
-    tmp.replace(out)
+    write_manifest(out, entries)
     captioned = sum(bool(e.caption) for e in entries)
     print(f"{out}: {len(entries)} entries ({captioned} captioned) from {len(args.sources)} sources")
 
@@ -139,8 +138,7 @@ def _recaption(args: argparse.Namespace) -> None:
         rng = np.random.default_rng([args.seed, n])
         caption = caption_for(e.labels, rng, args.wording, style_words=STYLES[e.labels["genre"]].words)
         new.append(dataclasses.replace(e, caption=caption))
-    tmp = write_manifest(out.with_name(f".{out.name}.tmp"), new)
-    tmp.replace(out)
+    write_manifest(out, new)
     print(f"{out}: {len(new)} entries captioned in the {args.wording} wordings")
 
 

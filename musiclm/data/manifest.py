@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from musiclm.audio import AUDIO_EXTENSIONS, find_audio_files
+from musiclm.audio import AUDIO_EXTENSIONS, find_audio_files, write_text_atomic
 from musiclm.errors import DataError
 
 
@@ -52,17 +52,17 @@ def read_manifest(path: str | Path) -> list[ManifestEntry]:
 
 
 def write_manifest(path: str | Path, entries: list[ManifestEntry]) -> Path:
-    """Write entries as JSONL (paths under the manifest's folder are stored relative to it)."""
+    """Write entries as JSONL (paths under the manifest's folder are stored relative to it), through a
+    temporary name and a rename, so a manifest is never half-written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     root = path.parent.resolve()
-    with open(path, "w") as f:
-        for e in entries:
-            obj = asdict(e)
-            p = Path(e.path).resolve()
-            obj["path"] = str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
-            f.write(json.dumps(obj) + "\n")
-    return path
+    lines = []
+    for e in entries:
+        obj = asdict(e)
+        p = Path(e.path).resolve()
+        obj["path"] = str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+        lines.append(json.dumps(obj) + "\n")
+    return write_text_atomic(path, "".join(lines))
 
 
 def from_folder(root: str | Path) -> list[ManifestEntry]:

@@ -329,8 +329,7 @@ def _write_manifests(out: Path, records: list[dict], config: RealCorpusConfig) -
             by_split[r["split"]].append(entry)
             seconds[r["package"]][r["split"]] += config.clip_seconds
     for split, entries in by_split.items():
-        tmp = write_manifest(out / f"{split}.jsonl.tmp", entries)
-        os.replace(tmp, out / f"{split}.jsonl")
+        write_manifest(out / f"{split}.jsonl", entries)
     summary = {
         "hours": {s: round(sum(p[s] for p in seconds.values()) / 3600, 3) for s in SPLITS},
         "clips": {s: len(e) for s, e in by_split.items()},
