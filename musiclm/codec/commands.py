@@ -117,9 +117,9 @@ def _train(args: argparse.Namespace) -> None:
 def load_codec(model: str | None):
     """A codec checkpoint by directory, or the shipped default."""
     from musiclm.checkpoint import load_model
-    from musiclm.pretrained import default_component
+    from musiclm.pretrained import component_path
 
-    return load_model(default_component("codec") if model in (None, "default") else model, kind="codec")
+    return load_model(component_path(model, "codec"), kind="codec")
 
 
 def _encode(args: argparse.Namespace) -> None:

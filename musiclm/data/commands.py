@@ -210,7 +210,7 @@ def _tokenize(args: argparse.Namespace) -> None:
     from musiclm.checkpoint import component_kinds, load_model
     from musiclm.data.tokenize import FIELD_EXTRACTORS, tokenize
     from musiclm.errors import MusicLMError
-    from musiclm.pretrained import default_component
+    from musiclm.pretrained import component_path
 
     wanted = {
         "codec": args.codec,
@@ -222,8 +222,7 @@ def _tokenize(args: argparse.Namespace) -> None:
     for field, path in wanted.items():
         if path:
             kind = FIELD_EXTRACTORS[field][0]
-            path = default_component(kind) if path == "default" else path
-            model = load_model(path, kind=component_kinds(kind))
+            model = load_model(component_path(path, kind), kind=component_kinds(kind))
             models[field] = model.to("cuda" if torch.cuda.is_available() else "cpu")
     if "mulan_tokens" in models:
         models["mulan_text_tokens"] = models["mulan_tokens"]

@@ -99,10 +99,10 @@ def _train(args: argparse.Namespace) -> None:
     check_batch_memory(model, args.batch_size)
     if args.init:
         from musiclm.lm.warm_start import warm_start
-        from musiclm.pretrained import default_component
+        from musiclm.pretrained import component_path
 
-        path = default_component(f"{args.stage}_lm") if args.init == "default" else args.init
-        warm_start(model, load_model(path, kind=f"{args.stage}_lm"), where=f"--init {args.init}")
+        source = load_model(component_path(args.init, f"{args.stage}_lm"), kind=f"{args.stage}_lm")
+        warm_start(model, source, where=f"--init {args.init}")
     cache = TokenCache(args.tokens, fields=fields)
     c = model.config
     first = cache[0]

@@ -86,12 +86,12 @@ def _report(args: argparse.Namespace) -> None:
     from musiclm.checkpoint import component_kinds, load_model
     from musiclm.checks import positive_int, writable_file
     from musiclm.mulan.report import report_text, retrieval_report
-    from musiclm.pretrained import default_component
+    from musiclm.pretrained import component_path
 
     positive_int(args.clips, "--clips")
     if args.json:
         writable_file(args.json, "report")
-    path = default_component("mulan") if args.model == "default" else args.model
+    path = component_path(args.model, "mulan")
     report = retrieval_report(load_model(path, kind=component_kinds("mulan")), args.data, clips=args.clips)
     print(report_text(report))
     if args.json:
@@ -105,13 +105,13 @@ def _embed(args: argparse.Namespace) -> None:
     from musiclm.checkpoint import load_model
     from musiclm.checks import prompts as check_prompts
     from musiclm.errors import MusicLMError
-    from musiclm.pretrained import default_component
+    from musiclm.pretrained import component_path
 
     if not args.text and not args.audio:
         raise MusicLMError("nothing to embed: give --text PROMPT... and/or --audio FILE...")
     if args.text:
         check_prompts(args.text)
-    model = load_model(default_component("mulan") if args.model == "default" else args.model, kind="mulan")
+    model = load_model(component_path(args.model, "mulan"), kind="mulan")
     if args.text:
         emb = model.embed_text(args.text)
         for t, e, tok in zip(args.text, emb, model.tokens_from_embedding(emb)):

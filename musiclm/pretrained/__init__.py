@@ -29,6 +29,11 @@ def default_component(name: str) -> Path:
     return path
 
 
+def component_path(path: str | Path | None, name: str) -> str | Path:
+    """``path`` as given, or the shipped checkpoint of component ``name`` for ``'default'`` (or none)."""
+    return default_component(name) if path in (None, "default") else path
+
+
 def shipped_bundles() -> list[str]:
     """Names of the MusicLM bundles that ship with the package."""
     return sorted(k for k in BUNDLES if k != "default")
