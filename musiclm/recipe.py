@@ -80,6 +80,7 @@ class Options:
     text_token_prob: float = 0.0  # share of LM windows conditioned on caption text tokens
     codec: str | None = None  # a trained codec checkpoint used as it is instead of training one
     kv_heads: int = 0  # key/value heads of the three LMs (0 = one per query head; fewer decode faster)
+    codebook_embedding: bool = False  # the LMs also embed MuLaN ids through the run's MuLaN codebooks
 
     def check(self, preset: str) -> None:
         """One line for an option that cannot work with ``preset``, before anything is written."""
@@ -305,6 +306,8 @@ class Recipe:
             "--melody", "--mulan-levels", str(self.options.mulan_levels),
             "--text-token-prob", f"{self.options.text_token_prob:g}",
         ]  # fmt: skip
+        if self.options.codebook_embedding and phase != "fine-lm":
+            conditioning += ["--mulan-codebooks", str(self._model_dir("mulan"))]
         # each validation renders a held-out clip: the semantic LM through the coarse and fine LMs' best
         samples = [
             "--sample-codec",
@@ -590,6 +593,12 @@ def register(sub, train) -> None:
         default=0,
         help="key/value heads of the LMs: fewer than the preset's heads samples faster (default 0: one per head)",
     )
+    p.add_argument(
+        "--codebook-embedding",
+        action="store_true",
+        help="the semantic and coarse LMs also embed each MuLaN id through its codebook vector, so "
+        "what one code teaches carries to its neighbours (a departure from the paper)",
+    )
     p.set_defaults(func=_train_bundle)
 
 
@@ -608,6 +617,7 @@ def _train_bundle(args) -> int:
             text_token_prob=args.text_token_prob,
             codec=args.codec,
             kv_heads=args.kv_heads,
+            codebook_embedding=args.codebook_embedding,
         ),
     )
 

@@ -111,6 +111,8 @@ def test_lm_conditioning_flags_fail_before_the_cache_is_read(capsys, tmp_path):
         (["--mulan-levels", "-1"], "--mulan-levels"),
         (["--text-token-prob", "1.5"], "--text-token-prob"),
         (["--text-token-prob", "nan"], "--text-token-prob"),
+        (["--cond-drop-prob", "1.2"], "--cond-drop-prob"),
+        (["--melody-drop-prob", "-0.5"], "--melody-drop-prob"),
         (["--kv-heads", "3"], "--kv-heads"),
         (["--kv-heads", "-1"], "--kv-heads"),
         (["--init", str(tmp_path / "no-lm")], "no-lm"),

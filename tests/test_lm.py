@@ -435,3 +435,51 @@ def test_warm_start_copies_weights_and_adapts_levels_and_kv_heads():
         warm_start(SemanticStage(stage_config("semantic", 1.0, heads=4, ff_dim=48)), source)
     with pytest.raises(ConfigError, match="cannot be grouped"):
         warm_start(SemanticStage(stage_config("semantic", 1.0, heads=4, kv_heads=2)), gqa)
+
+
+def test_codebook_embedding_carries_what_a_code_taught_to_its_unseen_neighbours(tmp_path):
+    """Codes 0-5 and 8-13 train the LM on two kinds of music; codes 6-7 and 14-15, never seen, lie
+    next to their kind in the MuLaN space. Embedded through their codebook vectors they make that
+    kind's music; their own table rows were never trained."""
+    from musiclm.lm.warm_start import warm_start
+
+    torch.manual_seed(0)
+    config = stage_config("semantic", 0.4)
+    config.mulan_levels, config.mulan_dim = 1, 8
+    model = SemanticStage(config)
+    g = torch.Generator().manual_seed(0)
+    kinds = torch.randn(2, 8, generator=g)
+    codebook = kinds.repeat_interleave(8, dim=0) + 0.05 * torch.randn(16, 8, generator=g)
+    model.mulan_embedding.set_codebooks(codebook[None])
+    n = model.window_units
+    patterns = [torch.arange(n) % 4, 8 + torch.arange(n) % 4]  # kind 0: ids 0-3, kind 1: ids 8-11
+
+    def rec(code):
+        mulan = torch.tensor([code, 0, 0, 0])
+        return {"semantic": patterns[code // 8], "mulan_tokens": mulan, "codec": torch.zeros(4, 2 * n)}
+
+    recs = [rec(c) for c in (*range(6), *range(8, 14))]
+    cfg = TrainConfig(out_dir=str(tmp_path), max_steps=120, batch_size=12, lr=3e-3, warmup_steps=10,
+                      progress=False, checkpoint_every=1000, log_every=50, ema_decay=None)  # fmt: skip
+    Trainer(StageTask(model), StageDataset(recs, model), cfg).fit()
+    model.eval()
+    unseen = torch.tensor([[6, 0, 0, 0], [7, 0, 0, 0], [14, 0, 0, 0], [15, 0, 0, 0]])
+    out = model.generate(Conditioning.constant(unseen), n, sampling=SamplingConfig(temperature=0.0))
+    assert torch.equal(out, torch.stack([patterns[0], patterns[0], patterns[1], patterns[1]]))
+
+    # saved with its codebooks, it loads alone; a warm start without the embedding keeps the rest
+    save_model(model, tmp_path / "lm")
+    again = load_model(tmp_path / "lm")
+    assert torch.equal(
+        again.generate(Conditioning.constant(unseen), n, sampling=SamplingConfig(temperature=0.0)), out
+    )
+    plain = stage_config("semantic", 0.4)
+    plain.mulan_levels = 1
+    source = SemanticStage(plain).eval()
+    warmed = SemanticStage(config).eval()
+    warm_start(warmed, source)
+    assert not warmed.mulan_embedding.proj.weight.any()  # starts at zero: the source's model exactly
+    tokens = torch.cat([unseen[:, :1] + warmed.layout.offset("mulan0"), torch.full((4, 3), 5)], dim=1)
+    assert torch.equal(
+        warmed.transformer(tokens, extra=warmed.extra_embeddings(tokens)), source.transformer(tokens)
+    )

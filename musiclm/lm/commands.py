@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 NEEDS = {
     "semantic": ["semantic", "mulan_tokens"],
     "coarse": ["codec", "semantic", "mulan_tokens"],
@@ -29,6 +31,27 @@ def register(sub, train) -> None:
                 type=int,
                 default=0,
                 help="condition on the first K MuLaN RVQ levels only (default 0: all)",
+            )
+            p.add_argument(
+                "--mulan-codebooks",
+                default=None,
+                help="the MuLaN checkpoint that made the cache's tokens ('default': the shipped one): the "
+                "LM also embeds each MuLaN id through its codebook vector, so what it learns of one code "
+                "carries to its neighbours (default: one learned row per id, as the paper)",
+            )
+            p.add_argument(
+                "--cond-drop-prob",
+                type=float,
+                default=None,
+                help="share of training windows whose conditioning is dropped (NULL), what classifier-free "
+                "guidance amplifies against (default: the preset's, 0.1)",
+            )
+            p.add_argument(
+                "--melody-drop-prob",
+                type=float,
+                default=None,
+                help="share of windows whose melody tokens alone are dropped, so the LM also follows text "
+                "without a melody (with --melody; default 0.5)",
             )
             p.add_argument(
                 "--text-token-prob",
@@ -93,8 +116,16 @@ def _train(args: argparse.Namespace) -> None:
     config.mulan_levels = checks.mulan_levels(getattr(args, "mulan_levels", 0), config.mulan_quantizers)
     config.text_token_prob = checks.share(getattr(args, "text_token_prob", 0.0), "--text-token-prob")
     config.lm.kv_heads = checks.kv_heads(args.kv_heads, config.lm.heads)
+    if getattr(args, "cond_drop_prob", None) is not None:
+        config.lm.cond_drop_prob = checks.share(args.cond_drop_prob, "--cond-drop-prob")
+    if getattr(args, "melody_drop_prob", None) is not None:
+        config.melody_drop_prob = checks.share(args.melody_drop_prob, "--melody-drop-prob")
     if config.text_token_prob > 0:
         fields.append("mulan_text_tokens")
+    quantizer = None
+    if getattr(args, "mulan_codebooks", None):
+        quantizer = _mulan_quantizer(args.mulan_codebooks, config)
+        config.mulan_dim = quantizer.dim
     model = STAGES[args.stage](config)
     check_batch_memory(model, args.batch_size)
     if args.init:
@@ -103,6 +134,10 @@ def _train(args: argparse.Namespace) -> None:
 
         source = load_model(component_path(args.init, f"{args.stage}_lm"), kind=f"{args.stage}_lm")
         warm_start(model, source, where=f"--init {args.init}")
+    if quantizer is not None:
+        model.mulan_embedding.set_codebooks(
+            torch.stack([vq.codebook for vq in quantizer.levels[: config.mulan_read]])
+        )
     cache = TokenCache(args.tokens, fields=fields)
     c = model.config
     first = cache[0]
@@ -137,3 +172,21 @@ def _train(args: argparse.Namespace) -> None:
     trainer = Trainer(task, StageDataset(cache, model, seed=args.seed), train_config)
     trainer.fit()
     print(f"{args.stage} LM written to {trainer.model_dir}")
+
+
+def _mulan_quantizer(path: str, config):
+    """The RVQ of the MuLaN checkpoint at ``path``, checked against the stage's MuLaN token shape."""
+    from musiclm.checkpoint import component_kinds, load_model
+    from musiclm.errors import ConfigError
+    from musiclm.pretrained import component_path
+
+    quantizer = load_model(component_path(path, "mulan"), kind=component_kinds("mulan")).quantizer
+    if (quantizer.num_quantizers, quantizer.codebook_size) != (
+        config.mulan_quantizers,
+        config.mulan_codebook,
+    ):
+        raise ConfigError(
+            f"--mulan-codebooks {path}: {quantizer.num_quantizers} levels of {quantizer.codebook_size} "
+            f"codes, the LM reads {config.mulan_quantizers} of {config.mulan_codebook}"
+        )
+    return quantizer

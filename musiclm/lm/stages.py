@@ -32,6 +32,7 @@ from torch import nn
 
 from musiclm.checkpoint import register_model
 from musiclm.config import LMConfig, MusicLMConfig
+from musiclm.lm.codebook_embedding import CodebookEmbedding
 from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.graphs import GraphDecoder
 from musiclm.lm.guidance import NULL, guide, with_unconditional
@@ -81,6 +82,10 @@ class StageConfig:
     # field mulan_text_tokens) instead of its audio tokens, where it has a caption: the tokens a prompt
     # gives at generation. 0 = the paper (audio tokens only).
     text_token_prob: float = 0.0
+    # > 0: the MuLaN embedding width; the LM then also embeds each MuLaN id through its RVQ codebook
+    # vector (musiclm.lm.codebook_embedding), shared knowledge across neighbouring codes. 0 = the
+    # paper (one learned row per id).
+    mulan_dim: int = 0
     melody_quantizers: int = 0  # 0 = no melody conditioning
     melody_codebook: int = 0
     melody_window_seconds: float = 4.0  # one melody embedding per window (paper: 4 s at a 3 s hop)
@@ -152,6 +157,15 @@ class StageLM(nn.Module):
         self.config = config
         self.layout = self.token_layout()
         self.transformer = Transformer(config.lm, self.layout.vocab_size)
+        self.mulan_embedding = None
+        if config.mulan_dim and self.conditioned:
+            self.mulan_embedding = CodebookEmbedding(
+                levels=config.mulan_read,
+                codebook_size=config.mulan_codebook,
+                mulan_dim=config.mulan_dim,
+                dim=config.lm.dim,
+                offset=self.layout.offset("mulan0"),
+            )
 
     # ---------------------------------------------------------------- what each stage defines
 
@@ -304,9 +318,19 @@ class StageLM(nn.Module):
             "melody_mask": F.pad(melody, (0, pad), value=False),
         }
 
+    def extra_embeddings(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """What the transformer adds to the embeddings of ``tokens`` (None without codebook embedding):
+        the conditioning ids come first in every sequence, so only those positions are looked at."""
+        if self.mulan_embedding is None:
+            return None
+        n = min(self.config.mulan_read, tokens.shape[1])
+        extra = self.mulan_embedding(tokens[:, :n])
+        return F.pad(extra, (0, 0, 0, tokens.shape[1] - n))
+
     def loss(self, tokens: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
         """Next-token cross-entropy on target positions only."""
-        logits = self.transformer(tokens[:, :-1])
+        inputs = tokens[:, :-1]
+        logits = self.transformer(inputs, extra=self.extra_embeddings(inputs))
         target = tokens[:, 1:].masked_fill(~loss_mask[:, 1:], -100)
         return F.cross_entropy(
             rearrange(logits, "b t v -> (b t) v").float(), target.reshape(-1), ignore_index=-100
@@ -387,7 +411,7 @@ class StageLM(nn.Module):
             prefix = with_unconditional(prefix, cond_len)
         tf = self.transformer
         cache = tf.new_cache(prefix.shape[0], prefix.shape[1] + n_new)
-        hidden = tf.hidden(prefix, cache)[:, -1]
+        hidden = tf.hidden(prefix, cache, self.extra_embeddings(prefix))[:, -1]
         decode = GraphDecoder(tf, cache) if self.cuda_graphs else functools.partial(tf.decode, cache=cache)
         out = torch.empty(b, n_new, dtype=torch.long, device=prefix.device)
         for j in range(n_new):

@@ -198,8 +198,12 @@ class Transformer(nn.Module):
             weights=[block.decode_weights() for block in self.blocks],
         )
 
-    def hidden(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Final normalised hidden states ``[B, T, dim]`` (appends to ``cache`` when given)."""
+    def hidden(
+        self, tokens: torch.Tensor, cache: KVCache | None = None, extra: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Final normalised hidden states ``[B, T, dim]`` (appends to ``cache`` when given);
+        ``extra`` ``[B, T, dim]`` is added to the token embeddings (the conditioning's codebook
+        embeddings, :mod:`musiclm.lm.codebook_embedding`)."""
         start, t = (cache.length if cache is not None else 0), tokens.shape[1]
         positions = torch.arange(start, start + t, device=tokens.device)
         if cache is not None:
@@ -208,6 +212,8 @@ class Transformer(nn.Module):
             factors = rotary_factors(positions, self.config.dim // self.config.heads)
         rope = (positions, factors)
         x = F.embedding(tokens, self.embed.weight)
+        if extra is not None:
+            x = x + extra
         for i, block in enumerate(self.blocks):
             x = block(x, i, cache, rope)
         if cache is not None:
@@ -264,5 +270,7 @@ class Transformer(nn.Module):
         """Logits of the ids ``[lo, hi)`` only: sampling one RVQ level needs just its rows of the head."""
         return F.linear(hidden, self.head.weight[lo:hi])
 
-    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        return self.logits(self.hidden(tokens, cache))
+    def forward(
+        self, tokens: torch.Tensor, cache: KVCache | None = None, extra: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.logits(self.hidden(tokens, cache, extra))

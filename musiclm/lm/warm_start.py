@@ -8,7 +8,9 @@ carried over by meaning, not by position:
   fewer MuLaN levels keeps the rows of the levels it reads, and kinds the source lacks (melody
   ids when the source had no melody conditioning) keep their fresh initialisation;
 - key and value projections averaged over each group of heads that will share one (the
-  checkpoint conversion of grouped-query attention, Ainslie et al. 2023, "GQA").
+  checkpoint conversion of grouped-query attention, Ainslie et al. 2023, "GQA");
+- a codebook embedding of the MuLaN ids (``--mulan-codebooks``) that the source lacks starts at
+  zero, so the new run starts where the source was.
 
 Anything else that differs (width, depth, codebook sizes) is an error naming it.
 """
@@ -21,6 +23,7 @@ from musiclm.errors import ConfigError
 from musiclm.lm.stages import NUM_SPECIALS, StageLM
 
 ROWS = ("transformer.embed.weight", "transformer.head.weight")  # one row per token id
+CODEBOOK_EMBEDDING = "mulan_embedding."
 
 
 def warm_start(model: StageLM, source: StageLM, *, where: str = "--init") -> None:
@@ -28,12 +31,20 @@ def warm_start(model: StageLM, source: StageLM, *, where: str = "--init") -> Non
     if source.stage != model.stage:
         raise ConfigError(f"{where}: holds a {source.stage} LM, this run trains a {model.stage} LM")
     new, old = model.state_dict(), source.state_dict()
-    if set(new) != set(old):
-        missing = sorted(set(new) ^ set(old))[0]
+    # a codebook embedding the source lacks stays at zero, and its codebooks always come from the
+    # MuLaN the run names, never from the source
+    fresh = {
+        n for n in new if n.startswith(CODEBOOK_EMBEDDING) and (n not in old or n.endswith(".codebooks"))
+    }
+    ignored = {n for n in old if n.startswith(CODEBOOK_EMBEDDING) and n.endswith(".codebooks")}
+    if set(new) - fresh != set(old) - ignored:
+        missing = sorted((set(new) - fresh) ^ (set(old) - ignored))[0]
         raise ConfigError(f"{where}: parameter {missing} exists in only one of the two models")
     ranges = _row_map(model, source, where=where)
     with torch.no_grad():
         for name, target in new.items():
+            if name in fresh:
+                continue
             weight = old[name]
             if name in ROWS:
                 for (lo, hi), (src_lo, _) in ranges:
