@@ -441,6 +441,7 @@ def test_codebook_embedding_carries_what_a_code_taught_to_its_unseen_neighbours(
     """Codes 0-5 and 8-13 train the LM on two kinds of music; codes 6-7 and 14-15, never seen, lie
     next to their kind in the MuLaN space. Embedded through their codebook vectors they make that
     kind's music; their own table rows were never trained."""
+    from musiclm.errors import ConfigError
     from musiclm.lm.warm_start import warm_start
 
     torch.manual_seed(0)
@@ -479,6 +480,8 @@ def test_codebook_embedding_carries_what_a_code_taught_to_its_unseen_neighbours(
     warmed = SemanticStage(config).eval()
     warm_start(warmed, source)
     assert not warmed.mulan_embedding.proj.weight.any()  # starts at zero: the source's model exactly
+    with pytest.raises(ConfigError, match="--mulan-codebooks"):
+        warm_start(source, model)
     tokens = torch.cat([unseen[:, :1] + warmed.layout.offset("mulan0"), torch.full((4, 3), 5)], dim=1)
     assert torch.equal(
         warmed.transformer(tokens, extra=warmed.extra_embeddings(tokens)), source.transformer(tokens)

@@ -37,6 +37,10 @@ def warm_start(model: StageLM, source: StageLM, *, where: str = "--init") -> Non
         n for n in new if n.startswith(CODEBOOK_EMBEDDING) and (n not in old or n.endswith(".codebooks"))
     }
     ignored = {n for n in old if n.startswith(CODEBOOK_EMBEDDING) and n.endswith(".codebooks")}
+    if source.mulan_embedding is not None and model.mulan_embedding is None:
+        raise ConfigError(
+            f"{where}: embeds MuLaN ids by codebook vector; this run needs --mulan-codebooks too"
+        )
     if set(new) - fresh != set(old) - ignored:
         missing = sorted((set(new) - fresh) ^ (set(old) - ignored))[0]
         raise ConfigError(f"{where}: parameter {missing} exists in only one of the two models")
