@@ -52,7 +52,7 @@ def _eval(args: argparse.Namespace) -> None:
 
     model = MusicLM.from_pretrained(args.model, device=args.device)
     classifier = LabelClassifier.load(args.classifier) if args.classifier else None
-    baselines = ("reference", "shuffled") + (() if args.no_unconditional else ("unconditional",))
+    baselines = ("reference", "codec", "shuffled") + (() if args.no_unconditional else ("unconditional",))
     config = EvalConfig(
         seconds=args.seconds,
         candidates=args.candidates,

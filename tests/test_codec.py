@@ -409,3 +409,19 @@ def test_silence_augmentation_leaves_the_batch_alone_and_pairs_the_discriminator
     assert 0 < int(silent.sum()) < 16 and torch.equal(real[~silent], wav[~silent])
     loss, _ = task(wav, phase="discriminator", step=1)
     assert torch.isfinite(loss) and wav.data_ptr() not in task._fakes
+
+
+def test_train_codec_warm_starts_with_the_checkpoints_config(tmp_path):
+    """``--init`` continues that codec: the shipped one differs from the current preset (decoder,
+    dead-code threshold) and still warm-starts, and the run keeps its config."""
+    from musiclm.checkpoint import load_model, read_checkpoint_config
+    from musiclm.cli import main
+    from musiclm.pretrained import default_component
+
+    out = tmp_path / "run"
+    args = ["train", "codec", "--data", "procedural", "--procedural-clips", "2", "--init", "default", "--steps", "1",
+            "--batch-size", "1", "--crop-seconds", "0.5", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    trained = load_model(out / "model")
+    assert trained.config == load_model(default_component("codec")).config
+    assert trained.config.decoder == "seanet" and read_checkpoint_config(out / "model")["kind"] == "codec"

@@ -50,8 +50,8 @@ def test_eval_cli_writes_report_and_resumes(tmp_path):
     assert main(args) == 0
     report = json.loads((out / "report.json").read_text())
     systems = report["systems"]
-    assert set(systems) == {"model", "unconditional", "reference", "shuffled prompts"}
-    for name in ("model", "unconditional", "reference"):
+    assert set(systems) == {"model", "unconditional", "reference", "codec round trip", "shuffled prompts"}
+    for name in ("model", "unconditional", "reference", "codec round trip"):
         assert {"tempo", "key", "mode", "genre"} <= set(systems[name]["adherence"])
     assert systems["reference"]["adherence"]["tempo_octave"] >= 0.5  # the click tracks carry their tempo
     # every figure is what the metric gives on the files the report names, prompt i with clip i
@@ -62,6 +62,11 @@ def test_eval_cli_writes_report_and_resumes(tmp_path):
         "unconditional": [load_clip(str(p), SR, 3.0) for p in sorted((out / "unconditional").glob("*.wav"))],
         "reference": [load_clip(e.path, SR, 3.0) for e in entries],
     }
+    with torch.inference_mode():  # each reference through the bundle's codec, one at a time
+        clips["codec round trip"] = [
+            model.codec.decode(model.codec.encode(w[None]), w.shape[-1]).reshape(-1).clamp(-1, 1)
+            for w in clips["reference"]
+        ]
     captions = [e.caption for e in entries]
     for name, wavs in clips.items():
         mcc, _ = mulan_cycle_consistency(model.mulan, captions, wavs, sample_rate=SR)
@@ -70,7 +75,7 @@ def test_eval_cli_writes_report_and_resumes(tmp_path):
     probs = {
         k: LabelClassifier.load(tmp_path / "clf").predict_proba(torch.stack(w), SR) for k, w in clips.items()
     }
-    for name in ("model", "unconditional"):
+    for name in ("model", "unconditional", "codec round trip"):
         assert systems[name]["fad_mulan"] == pytest.approx(fad(emb["reference"], emb[name]), rel=1e-4)
         kld = kl_divergence(probs["reference"]["genre"], probs[name]["genre"])
         assert systems[name]["kld_genre"] == pytest.approx(kld, rel=1e-4)

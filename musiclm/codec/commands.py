@@ -21,7 +21,11 @@ def register(sub, train) -> None:
     p.add_argument(
         "--decoder", choices=["seanet", "istft"], default=None, help="decoder (default: the preset's)"
     )
-    p.add_argument("--init", default=None, help="warm-start from this codec checkpoint (same config)")
+    p.add_argument(
+        "--init",
+        default=None,
+        help="warm-start from this codec checkpoint ('default': the shipped one; same config)",
+    )
     p.add_argument("--valid", default=None, help="held-out audio (folder/manifest) validated while training")
     p.add_argument("--valid-clips", type=int, default=32, help="validation clips (spread over --valid)")
     p.add_argument("--valid-seconds", type=float, default=5.0, help="seconds of each validation clip")
@@ -75,7 +79,14 @@ def _train(args: argparse.Namespace) -> None:
 
     phase_lr = {"discriminator": args.disc_lr} if args.disc_lr else {}
     train_config = train_config_from_args(args, phase_lr=phase_lr)  # checks every setting before any work
-    config = get_preset(args.preset).codec
+    init = None
+    if args.init:  # the run continues that codec: its config, not the preset's
+        from musiclm.pretrained import component_path
+
+        init = load_model(component_path(args.init, "codec"), kind="codec")
+        if args.decoder and args.decoder != init.config.decoder:
+            raise ConfigError(f"--init {args.init} has a {init.config.decoder} decoder, not {args.decoder}")
+    config = init.config if init is not None else get_preset(args.preset).codec
     if args.decoder:
         config = dataclasses.replace(config, decoder=args.decoder)
     valid = (
@@ -100,8 +111,7 @@ def _train(args: argparse.Namespace) -> None:
         silence_prob=args.silence_prob,
     )
     model = SoundStream(config)
-    if args.init:
-        init = load_model(args.init, kind="codec", expected_config=config)
+    if init is not None:
         model.load_state_dict(init.state_dict())
     task = CodecTask(model, losses, valid_clips=valid)
     trainer = Trainer(task, dataset, train_config)

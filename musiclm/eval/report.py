@@ -1,7 +1,7 @@
 """``evaluate``: generate for a captioned benchmark and score it as the paper does (section 5).
 
-For each system (the model, its unconditional baseline, and the real reference audio as an upper
-bound) it computes FAD (and FAD-inf) against the references in MuLaN embedding space, the KL
+For each system (the model, its unconditional baseline, the real reference audio as an upper bound,
+and the references through the model's codec, the bound of any LM over that codec) it computes FAD (and FAD-inf) against the references in MuLaN embedding space, the KL
 divergence of a label classifier's outputs between paired reference and generated clips, MuLaN cycle
 consistency (MCC), and, where the benchmark has labels, attribute adherence (tempo, key, mode, and
 classifier-predicted factors). A prompts-shuffled MCC is the chance level. Generated clips are kept
@@ -42,7 +42,7 @@ class EvalConfig:
     seed: int = 0
     batch_size: int = 4
     limit: int | None = None
-    baselines: tuple[str, ...] = ("reference", "shuffled", "unconditional")
+    baselines: tuple[str, ...] = ("reference", "codec", "shuffled", "unconditional")
     guidance: float = 1.0
     extra: dict = field(default_factory=dict)
 
@@ -130,6 +130,18 @@ def _attributes(wavs: list[torch.Tensor], sample_rate: int, entries, *, classifi
     return out
 
 
+@torch.inference_mode()
+def codec_round_trip(codec, wavs: list[torch.Tensor], batch_size: int = 8) -> list[torch.Tensor]:
+    """The references encoded and decoded by the model's codec: the most any token LM over that
+    codec can reach, so a figure of the model is read against it as well as against the references."""
+    device = next(codec.parameters()).device
+    out = []
+    for batch in torch.stack(wavs).split(batch_size):
+        audio = codec.decode(codec.encode(batch.to(device)), batch.shape[-1])
+        out += list(audio.float().clamp(-1, 1).reshape(len(batch), -1).cpu())
+    return out
+
+
 def evaluate(
     model,
     source: str | Path,
@@ -162,6 +174,8 @@ def evaluate(
         systems["unconditional"] = [load_clip(str(p), sr, config.seconds) for p in paths]
     if has_reference:
         systems["reference"] = [load_clip(e.path, sr, config.seconds, start=e.start) for e in entries]
+        if "codec" in config.baselines:
+            systems["codec round trip"] = codec_round_trip(model.codec, systems["reference"])
     generation_seconds = time.perf_counter() - t0
 
     captions = [e.caption for e in entries]
