@@ -70,6 +70,20 @@ def load_bundle(name_or_path: str | Path) -> tuple[str, dict[str, nn.Module]]:
     return meta.get("name", root.name), components
 
 
+def _same_codebooks(lm_codebooks, mulan: nn.Module, levels: int) -> bool:
+    """Whether an LM's codebook embedding holds ``mulan``'s first ``levels`` RVQ codebooks (within
+    float16 storage)."""
+    import torch
+
+    quantizer = getattr(mulan, "quantizer", None)
+    if quantizer is None:
+        return False
+    theirs = torch.cat([vq.codebook for vq in quantizer.levels[:levels]]).float()
+    return theirs.shape == lm_codebooks.shape and torch.allclose(
+        lm_codebooks.float(), theirs, rtol=1e-2, atol=1e-3
+    )
+
+
 def check_compatible(components: dict[str, nn.Module], name: str = "musiclm") -> None:
     """Refuse, in one line, components that were not made for each other."""
     codec, semantic, mulan, melody = (components.get(k) for k in ("codec", "semantic", "mulan", "melody"))
@@ -98,6 +112,9 @@ def check_compatible(components: dict[str, nn.Module], name: str = "musiclm") ->
     for stage, cfg in (("semantic", sem), ("coarse", coarse)):
         expect(f"{stage} LM MuLaN tokens", cfg.mulan_quantizers, mulan.config.num_quantizers)
         expect(f"{stage} LM MuLaN codebook", cfg.mulan_codebook, mulan.config.codebook_size)
+        lm_codebooks = getattr(components[f"{stage}_lm"], "mulan_embedding", None)
+        if lm_codebooks is not None and not _same_codebooks(lm_codebooks.codebooks, mulan, cfg.mulan_read):
+            problems.append(f"the {stage} LM embeds the codebooks of another MuLaN than the bundle's")
         if not cfg.melody_quantizers:
             continue
         if melody is None:

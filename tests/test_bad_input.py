@@ -114,6 +114,7 @@ def test_lm_conditioning_flags_fail_before_the_cache_is_read(capsys, tmp_path):
         (["--text-token-prob", "nan"], "--text-token-prob"),
         (["--cond-drop-prob", "1.2"], "--cond-drop-prob"),
         (["--melody-drop-prob", "-0.5"], "--melody-drop-prob"),
+        (["--mulan-codebooks", str(tmp_path / "no-mulan")], "no-mulan"),
         (["--kv-heads", "3"], "--kv-heads"),
         (["--kv-heads", "-1"], "--kv-heads"),
         (["--init", str(tmp_path / "no-lm")], "no-lm"),

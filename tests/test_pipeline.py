@@ -10,7 +10,7 @@ import torch
 from musiclm.bundle import make_bundle
 from musiclm.config import LMConfig
 from musiclm.errors import AudioError, CheckpointError, PromptError
-from musiclm.lm.stages import NULL, FineStage, StageConfig
+from musiclm.lm.stages import NULL, FineStage, SemanticStage, StageConfig
 from musiclm.pipeline import MusicLM
 from tests._tiny_bundle import PROMPTS, SR, components, save_parts
 
@@ -193,6 +193,17 @@ def test_mismatched_components_are_refused(tmp_path):
         make_bundle(tmp_path / "bad", dirs)
     with pytest.raises(CheckpointError, match="melody"):
         MusicLM({**components(melody=True), "melody": None})
+
+    # an LM that embeds MuLaN codebooks must sit beside the MuLaN they came from
+    parts = components(melody=False)
+    config = parts["semantic_lm"].config
+    config.mulan_levels, config.mulan_dim = 1, parts["mulan"].quantizer.dim
+    parts["semantic_lm"] = SemanticStage(config)
+    parts["semantic_lm"].mulan_embedding.set_codebooks(parts["mulan"].quantizer.levels[0].codebook[None])
+    MusicLM(parts)
+    parts["semantic_lm"].mulan_embedding.set_codebooks(torch.randn(1, 16, config.mulan_dim))
+    with pytest.raises(CheckpointError, match="codebooks of another MuLaN"):
+        MusicLM(parts)
 
 
 def test_requests_beyond_the_memory_cap_are_refused_before_sampling(model, monkeypatch):

@@ -1,9 +1,10 @@
 """``evaluate``: generate for a captioned benchmark and score it as the paper does (section 5).
 
 For each system (the model, its unconditional baseline, the real reference audio as an upper bound,
-and the references through the model's codec, the bound of any LM over that codec) it computes FAD (and FAD-inf) against the references in MuLaN embedding space, the KL
-divergence of a label classifier's outputs between paired reference and generated clips, MuLaN cycle
-consistency (MCC), and, where the benchmark has labels, attribute adherence (tempo, key, mode, and
+and the references through the model's codec, the bound of any LM over that codec) it computes FAD
+(and FAD-inf) against the references in MuLaN embedding space, the KL divergence of a label
+classifier's outputs between paired reference and generated clips, MuLaN cycle consistency (MCC),
+and, where the benchmark has labels, attribute adherence (tempo, key, mode, and
 classifier-predicted factors). A prompts-shuffled MCC is the chance level. Generated clips are kept
 on disk, so an interrupted evaluation resumes where it stopped.
 """
