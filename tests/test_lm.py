@@ -468,7 +468,7 @@ def test_codebook_embedding_carries_what_a_code_taught_to_its_unseen_neighbours(
     out = model.generate(Conditioning.constant(unseen), n, sampling=SamplingConfig(temperature=0.0))
     assert torch.equal(out, torch.stack([patterns[0], patterns[0], patterns[1], patterns[1]]))
 
-    # saved with its codebooks, it loads alone; a warm start without the embedding keeps the rest
+    # saved with its codebooks, it loads alone; warm-started from an LM without one, it starts as that LM
     save_model(model, tmp_path / "lm")
     again = load_model(tmp_path / "lm")
     assert torch.equal(
