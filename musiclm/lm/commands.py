@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 NEEDS = {
     "semantic": ["semantic", "mulan_tokens"],
     "coarse": ["codec", "semantic", "mulan_tokens"],
@@ -135,6 +133,8 @@ def _train(args: argparse.Namespace) -> None:
         source = load_model(component_path(args.init, f"{args.stage}_lm"), kind=f"{args.stage}_lm")
         warm_start(model, source, where=f"--init {args.init}")
     if quantizer is not None:
+        import torch
+
         model.mulan_embedding.set_codebooks(
             torch.stack([vq.codebook for vq in quantizer.levels[: config.mulan_read]])
         )
