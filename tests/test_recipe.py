@@ -63,12 +63,19 @@ def test_a_too_large_lm_batch_is_refused_in_one_line():
         check_batch_memory(model, 64, max_memory_gb=4)
 
 
+def _default_sigint():
+    # a suite started in the background (nohup, `&` without job control) ignores SIGINT, and a child
+    # inherits an ignored signal: the recipe under test must get Ctrl-C as a terminal would send it
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run(tmp_path, data, minutes="30", *extra):
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), data, str(tmp_path / "run"), minutes, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=_default_sigint,
     )
 
 
