@@ -16,7 +16,6 @@ the audio classifier of `musiclm eval` are out of the loop.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -41,10 +40,9 @@ def load_split(cache_dir: str, manifest: str, label: str, field: str) -> tuple[l
     """Semantic tokens, conditioning tokens (``field``) and labels of the cache's clips."""
     labels = {str(Path(e.path).resolve()): e.labels.get(label) for e in read_manifest(manifest)}
     cache = TokenCache(cache_dir, fields=["semantic", field])
-    items = json.loads((Path(cache_dir) / "index.json").read_text())["items"]
     semantic, cond, y = [], [], []
-    for i, item in enumerate(items):
-        record = cache[i]
+    for i in range(len(cache)):
+        record, item = cache[i], cache.items[cache.positions[i]]  # positions: the items not skipped
         value = labels.get(str(Path(item["path"]).resolve()))
         if value is None or not record[field].numel():
             continue
