@@ -75,10 +75,12 @@ def _same_codebooks(lm_codebooks, mulan: nn.Module, levels: int) -> bool:
     float16 storage)."""
     import torch
 
+    from musiclm.lm.codebook_embedding import quantizer_codebooks
+
     quantizer = getattr(mulan, "quantizer", None)
     if quantizer is None:
         return False
-    theirs = torch.cat([vq.codebook for vq in quantizer.levels[:levels]]).float()
+    theirs = quantizer_codebooks(quantizer, levels).float()
     return theirs.shape == lm_codebooks.shape and torch.allclose(
         lm_codebooks.float(), theirs, rtol=1e-2, atol=1e-3
     )

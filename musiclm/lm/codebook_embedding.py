@@ -17,6 +17,12 @@ import torch
 from torch import nn
 
 
+def quantizer_codebooks(quantizer, levels: int) -> torch.Tensor:
+    """The first ``levels`` codebooks of a residual quantizer, level-major ``[levels * codebook_size,
+    dim]``: what a :class:`CodebookEmbedding` of those levels holds."""
+    return torch.cat([vq.codebook for vq in quantizer.levels[:levels]])
+
+
 class CodebookEmbedding(nn.Module):
     """``[B, n]`` ids -> ``[B, n, dim]``: a projection of each MuLaN id's codebook vector, zero for
     every other id (NULL, melody, the stage's own tokens)."""
@@ -30,7 +36,8 @@ class CodebookEmbedding(nn.Module):
 
     @torch.no_grad()
     def set_codebooks(self, codebooks: torch.Tensor) -> None:
-        """Copy ``[levels, codebook_size, mulan_dim]`` codebooks (the first levels of a MuLaN RVQ)."""
+        """Copy the first levels of a MuLaN RVQ (:func:`quantizer_codebooks`; ``[levels, codebook_size,
+        mulan_dim]`` also fits)."""
         if codebooks.numel() != self.codebooks.numel() or codebooks.shape[-1] != self.codebooks.shape[1]:
             raise ValueError(
                 f"expected codebooks of {self.size} vectors of {self.codebooks.shape[1]} values in all, "

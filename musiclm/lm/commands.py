@@ -133,11 +133,9 @@ def _train(args: argparse.Namespace) -> None:
         source = load_model(component_path(args.init, f"{args.stage}_lm"), kind=f"{args.stage}_lm")
         warm_start(model, source, where=f"--init {args.init}")
     if quantizer is not None:
-        import torch
+        from musiclm.lm.codebook_embedding import quantizer_codebooks
 
-        model.mulan_embedding.set_codebooks(
-            torch.stack([vq.codebook for vq in quantizer.levels[: config.mulan_read]])
-        )
+        model.mulan_embedding.set_codebooks(quantizer_codebooks(quantizer, config.mulan_read))
     cache = TokenCache(args.tokens, fields=fields)
     c = model.config
     first = cache[0]
