@@ -30,24 +30,24 @@ def warm_start(model: StageLM, source: StageLM, *, where: str = "--init") -> Non
     """Copy ``source``'s weights into ``model`` (in place), adapting the layout and the kv heads."""
     if source.stage != model.stage:
         raise ConfigError(f"{where}: holds a {source.stage} LM, this run trains a {model.stage} LM")
-    new, old = model.state_dict(), source.state_dict()
-    # a codebook embedding the source lacks stays at zero, and its codebooks always come from the
-    # MuLaN the run names, never from the source
-    fresh = {
-        n for n in new if n.startswith(CODEBOOK_EMBEDDING) and (n not in old or n.endswith(".codebooks"))
-    }
-    ignored = {n for n in old if n.startswith(CODEBOOK_EMBEDDING) and n.endswith(".codebooks")}
     if source.mulan_embedding is not None and model.mulan_embedding is None:
         raise ConfigError(
             f"{where}: embeds MuLaN ids by codebook vector; this run needs --mulan-codebooks too"
         )
-    if set(new) - fresh != set(old) - ignored:
-        missing = sorted((set(new) - fresh) ^ (set(old) - ignored))[0]
+    new, old = model.state_dict(), source.state_dict()
+
+    def shared(names) -> set[str]:  # the codebook embedding is compared apart: the source may lack it
+        return {n for n in names if not n.startswith(CODEBOOK_EMBEDDING)}
+
+    if shared(new) != shared(old):
+        missing = sorted(shared(new) ^ shared(old))[0]
         raise ConfigError(f"{where}: parameter {missing} exists in only one of the two models")
     ranges = _row_map(model, source, where=where)
     with torch.no_grad():
         for name, target in new.items():
-            if name in fresh:
+            # a codebook embedding the source lacks stays at zero, and its codebooks always come
+            # from the MuLaN the run names, never from the source
+            if name.startswith(CODEBOOK_EMBEDDING) and (name not in old or name.endswith(".codebooks")):
                 continue
             weight = old[name]
             if name in ROWS:
