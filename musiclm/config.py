@@ -39,6 +39,9 @@ class CodecConfig:
     commitment_weight: float = 1.0
     codebook_decay: float = 0.99
     dead_code_threshold: float = 0.1  # a code is revived when used < this x the uniform share
+    encoder: str = "seanet"  # "seanet" (strided convs) or "stft" (ConvNeXt at 50 Hz on spectra, faster)
+    stft_dim: int = 256  # width of the STFT encoder's ConvNeXt blocks
+    stft_depth: int = 4
     decoder: str = "seanet"  # "seanet" (transposed convs, causal) or "istft" (Vocos-style, faster)
     istft_dim: int = 256  # width of the iSTFT decoder's ConvNeXt blocks
     istft_depth: int = 8

@@ -100,6 +100,7 @@ def test_train_settings_fail_with_one_line(capsys, tmp_path):
         (["--lr", "nan"], "lr"),
         (["--steps", "0"], "steps"),
         (["--init", "default", "--decoder", "istft"], "has a seanet decoder, not istft"),
+        (["--init", "default", "--encoder", "stft"], "has a seanet encoder, not stft"),
     ]:
         _one_line_error(capsys, base + extra, match)
     assert not (tmp_path / "run" / "model").exists()

@@ -321,10 +321,15 @@ def test_dead_codes_are_revived_at_small_batches():
     assert codebook_perplexity(codes[None, None], 128) > 60
 
 
-@pytest.mark.parametrize("decoder", ["seanet", "istft"])
-def test_decoders_train_and_keep_lengths(decoder):
+@pytest.mark.parametrize(
+    ("encoder", "decoder"), [("seanet", "seanet"), ("seanet", "istft"), ("stft", "istft")]
+)
+def test_encoders_and_decoders_train_and_keep_lengths(encoder, decoder):
     torch.manual_seed(0)
-    model = SoundStream(fast_config(decoder=decoder, istft_dim=32, istft_depth=2))
+    config = fast_config(
+        encoder=encoder, decoder=decoder, istft_dim=32, istft_depth=2, stft_dim=32, stft_depth=2
+    )
+    model = SoundStream(config)
     wav = ProceduralMusic(4, SR, 0.32, seed=3)
     batch = torch.stack([wav[i]["wav"] for i in range(4)])
     task = CodecTask(model, CodecLossConfig(adversarial_start=10_000, mel_ffts=(128, 512), silence_prob=0.0))
@@ -394,6 +399,19 @@ def test_istft_decoder_chunks_match_one_pass():
     model = SoundStream(fast_config(decoder="istft", istft_dim=32, istft_depth=2)).eval()
     latent = torch.randint(0, 64, (1, 4, 300))
     assert torch.allclose(model.decode(latent), model.decode(latent, chunk_frames=50), atol=1e-5)
+
+
+def test_stft_encoder_is_causal_and_chunks_match_one_pass():
+    """Codes never depend on later audio, so long audio encoded in chunks equals one pass."""
+    torch.manual_seed(0)
+    model = SoundStream(fast_config(encoder="stft", stft_dim=32, stft_depth=3)).eval()
+    wav = torch.randn(1, 300 * 320) * 0.1
+    codes = model.encode(wav)
+    later = wav.clone()
+    later[:, 150 * 320 :] = torch.randn(1, 150 * 320)  # change everything from frame 150 on
+    changed = (model.encode(later) != codes).any(1)[0]
+    assert not changed[:150].any() and changed[150:].any()
+    assert torch.equal(model.encode(wav, chunk_frames=40), codes)
 
 
 def test_silence_augmentation_leaves_the_batch_alone_and_pairs_the_discriminator():

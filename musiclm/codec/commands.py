@@ -19,6 +19,9 @@ def register(sub, train) -> None:
         "--procedural-clips", type=int, default=4000, help=f"clips per epoch with --data {PROCEDURAL}"
     )
     p.add_argument(
+        "--encoder", choices=["seanet", "stft"], default=None, help="encoder (default: the preset's)"
+    )
+    p.add_argument(
         "--decoder", choices=["seanet", "istft"], default=None, help="decoder (default: the preset's)"
     )
     p.add_argument(
@@ -84,11 +87,14 @@ def _train(args: argparse.Namespace) -> None:
         from musiclm.pretrained import component_path
 
         init = load_model(component_path(args.init, "codec"), kind="codec")
-        if args.decoder and args.decoder != init.config.decoder:
-            raise ConfigError(f"--init {args.init} has a {init.config.decoder} decoder, not {args.decoder}")
+        for part in ("encoder", "decoder"):
+            asked, has = getattr(args, part), getattr(init.config, part)
+            if asked and asked != has:
+                raise ConfigError(f"--init {args.init} has a {has} {part}, not {asked}")
     config = init.config if init is not None else get_preset(args.preset).codec
-    if args.decoder:
-        config = dataclasses.replace(config, decoder=args.decoder)
+    config = dataclasses.replace(
+        config, encoder=args.encoder or config.encoder, decoder=args.decoder or config.decoder
+    )
     valid = (
         validation_clips(args.valid, config.sample_rate, args.valid_clips, seconds=args.valid_seconds)
         if args.valid

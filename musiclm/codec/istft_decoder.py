@@ -17,17 +17,22 @@ from torch import nn
 
 
 class ConvNeXtBlock(nn.Module):
-    """Depthwise conv (k=7) -> LayerNorm -> pointwise MLP (x3) -> layer scale, residual."""
+    """Depthwise conv (k=7) -> LayerNorm -> pointwise MLP (x3) -> layer scale, residual.
 
-    def __init__(self, dim: int, mult: int = 3, layer_scale: float = 0.1):
+    ``causal``: the convolution sees the current and the 6 previous frames only (for an encoder
+    whose codes must not depend on the future).
+    """
+
+    def __init__(self, dim: int, mult: int = 3, layer_scale: float = 0.1, *, causal: bool = False):
         super().__init__()
-        self.dwconv = nn.Conv1d(dim, dim, 7, padding=3, groups=dim)
+        self.pad = (6, 0) if causal else (3, 3)
+        self.dwconv = nn.Conv1d(dim, dim, 7, groups=dim)
         self.norm = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, mult * dim), nn.GELU(), nn.Linear(mult * dim, dim))
         self.scale = nn.Parameter(torch.full((dim,), layer_scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, dim, T]
-        y = rearrange(self.dwconv(x), "b d t -> b t d")
+        y = rearrange(self.dwconv(F.pad(x, self.pad)), "b d t -> b t d")
         y = self.mlp(self.norm(y)) * self.scale
         return x + rearrange(y, "b t d -> b d t")
 

@@ -18,6 +18,7 @@ from torch import nn
 from musiclm.checkpoint import register_model
 from musiclm.codec.istft_decoder import ISTFTDecoder
 from musiclm.codec.seanet import SEANetDecoder, SEANetEncoder
+from musiclm.codec.stft_encoder import STFTEncoder
 from musiclm.config import CodecConfig
 from musiclm.errors import AudioError, ConfigError
 from musiclm.modules.quantization import ResidualVectorQuantizer
@@ -34,12 +35,17 @@ class CodecOutput:
 
 @register_model("codec")
 class SoundStream(nn.Module):
-    """Causal SEANet encoder -> residual VQ -> causal SEANet decoder (or a Vocos-style iSTFT one)."""
+    """Causal encoder (SEANet or STFT) -> residual VQ -> causal SEANet decoder or Vocos-style iSTFT one."""
 
     def __init__(self, config: CodecConfig):
         super().__init__()
         self.config = c = config
-        self.encoder = SEANetEncoder(c.channels, tuple(c.strides), c.latent_dim)
+        if c.encoder == "seanet":
+            self.encoder = SEANetEncoder(c.channels, tuple(c.strides), c.latent_dim)
+        elif c.encoder == "stft":
+            self.encoder = STFTEncoder(c.latent_dim, c.hop_length, c.stft_dim, depth=c.stft_depth)
+        else:
+            raise ConfigError(f"codec encoder must be 'seanet' or 'stft', got {c.encoder!r}")
         self.quantizer = ResidualVectorQuantizer(
             c.latent_dim,
             c.num_quantizers,
@@ -147,10 +153,12 @@ class SoundStream(nn.Module):
     @functools.cached_property
     def encoder_context_frames(self) -> int:
         """Frames of past audio that reach one latent frame (measured: the causal encoder's reach)."""
-        hop, n = self.hop_length, 64
+        hop, n = self.hop_length, 256
         x = torch.randn(1, 1, n * hop, device=self._device) * 0.1
-        p = n * hop // 2
+        p = n * hop // 4
         changed = self._changed(self.encoder, x, p)  # latent frames that sample p reaches
+        if int(changed.max()) >= n - 1:
+            raise ConfigError(f"the codec encoder reaches over {n - p // hop} frames: too far to chunk")
         return int(changed.max()) - p // hop + 2
 
     @functools.cached_property
