@@ -292,7 +292,7 @@ class Recipe:
         ]  # fmt: skip
         if phase == "codec":
             return [*ml, "train", "codec", "--data", data, "--valid", valid, "--valid-clips", "8", "--valid-seconds",
-                    "4", "--crop-seconds", "1.0", "--waveform-l1", "20", *common]  # fmt: skip
+                    "4", "--crop-seconds", "1.0", *common]  # fmt: skip
         if phase == "semantic":
             return [*ml, "train", "semantic", "--data", data, "--valid", valid, "--kmeans-clips", "64",
                     *common]  # fmt: skip

@@ -34,7 +34,12 @@ def register(sub, train) -> None:
     p.add_argument("--valid-seconds", type=float, default=5.0, help="seconds of each validation clip")
     p.add_argument("--preload", action="store_true", help="decode the training audio into memory once")
     p.add_argument("--adversarial-start", type=int, default=2000, help="steps before the GAN losses start")
-    p.add_argument("--waveform-l1", type=float, default=0.0, help="weight of an L1 loss on the waveform")
+    p.add_argument(
+        "--waveform-l1",
+        type=float,
+        default=100.0,
+        help="weight of an L1 loss on the waveform (keeps the phase)",
+    )
     p.add_argument(
         "--silence-prob",
         type=float,
