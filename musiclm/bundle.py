@@ -130,11 +130,17 @@ def check_compatible(components: dict[str, nn.Module], name: str = "musiclm") ->
 
 
 def make_bundle(
-    out: str | Path, components: dict[str, str | Path], *, name: str = "musiclm", half: bool = False
+    out: str | Path,
+    components: dict[str, str | Path],
+    *,
+    name: str = "musiclm",
+    half: bool = False,
+    guidance: float | None = None,
 ) -> Path:
     """Copy component checkpoint directories into a bundle at ``out`` and write ``musiclm.json``.
     The components are loaded together first, so an incompatible set is refused. ``half`` stores
-    floating-point weights as float16 (half the size; they load back into float32 models)."""
+    floating-point weights as float16 (half the size; they load back into float32 models);
+    ``guidance`` becomes the semantic and coarse LMs' default guidance scale."""
     _check_names(components, str(out))
     from musiclm.checkpoint import component_kinds, load_model
 
@@ -151,6 +157,11 @@ def make_bundle(
             weights = tmp / key / "model.safetensors"
             state = load_file(str(weights))
             save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(weights))
+        if guidance is not None and key in ("semantic_lm", "coarse_lm"):
+            config = tmp / key / "config.json"
+            meta = json.loads(config.read_text())
+            meta["config"]["lm"]["guidance"] = float(guidance)
+            config.write_text(json.dumps(meta, indent=2) + "\n")
     (tmp / BUNDLE_FILE).write_text(
         json.dumps({"name": name, "components": {k: k for k in components}}, indent=2) + "\n"
     )

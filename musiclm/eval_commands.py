@@ -26,7 +26,7 @@ def register(sub, train) -> None:
     )
     e.add_argument("--seconds", type=float, default=10.0)
     e.add_argument("--candidates", type=int, default=1)
-    e.add_argument("--guidance", type=float, default=1.0)
+    e.add_argument("--guidance", type=float, default=None, help="default: the model's own")
     e.add_argument("--limit", type=int, default=None, help="evaluate only the first N prompts")
     e.add_argument("--batch-size", type=int, default=4)
     e.add_argument("--seed", type=int, default=0)

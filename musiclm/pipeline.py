@@ -137,11 +137,13 @@ class MusicLM:
         top_k: int | None = None,
         top_p: float | None = None,
         *,
-        guidance: float = 1.0,
+        guidance: float | None = None,
     ) -> dict[str, SamplingConfig]:
-        """Per-stage sampling (paper temperatures from each stage's config unless given)."""
+        """Per-stage sampling: temperatures and guidance from each stage's config unless given (the
+        paper's temperatures; guidance as measured for the LM). The fine stage samples unguided."""
         stages = {"semantic": self.semantic_lm, "coarse": self.coarse_lm, "fine": self.fine_lm}
-        top_k, top_p, guidance = checks.top_k(top_k), checks.top_p(top_p), checks.guidance(guidance)
+        top_k, top_p = checks.top_k(top_k), checks.top_p(top_p)
+        guidance = None if guidance is None else checks.guidance(guidance)
         if isinstance(temperatures, (tuple, list)):
             temperatures = dict(zip(STAGE_NAMES, temperatures, strict=True))
         temperatures = temperatures or {}
@@ -151,11 +153,22 @@ class MusicLM:
             if not (t > 0 and math.isfinite(t)):
                 raise PromptError(f"{name} temperature must be > 0, got {t}")
             out[name] = SamplingConfig(
-                temperature=t, top_k=top_k, top_p=top_p, guidance=guidance if name != "fine" else 1.0
+                temperature=t, top_k=top_k, top_p=top_p, guidance=self._guidance(stage, guidance)
             )
         return out
 
-    def estimate_memory(self, batch: int, seconds: float, guidance: float = 1.0) -> int:
+    def _guidance(self, stage: torch.nn.Module, guidance: float | None) -> float:
+        """The guidance scale ``stage`` samples with: the given one, else its config's; 1 for fine."""
+        if stage is self.fine_lm:
+            return 1.0
+        return float(stage.config.lm.guidance if guidance is None else guidance)
+
+    @property
+    def default_guidance(self) -> float:
+        """The guidance scale a request without one gets (the semantic LM's, from its config)."""
+        return self._guidance(self.semantic_lm, None)
+
+    def estimate_memory(self, batch: int, seconds: float, guidance: float | None = None) -> int:
         """Bytes a request of ``batch`` samples (prompts x candidates) of ``seconds`` needs at its peak,
         from the model's sizes: the largest stage's KV cache and prefill activations for the whole
         batch (twice with guidance; attention runs through SDPA, without a score matrix), plus every
@@ -163,7 +176,7 @@ class MusicLM:
         peak = 0
         for stage in (self.semantic_lm, self.coarse_lm, self.fine_lm):
             c, length = stage.config.lm, stage.max_train_len
-            rows = batch * (2 if guidance != 1.0 and stage is not self.fine_lm else 1)
+            rows = batch * (2 if self._guidance(stage, guidance) != 1.0 else 1)
             kv = c.depth * 2 * length * c.dim
             activations = length * (c.ff_dim + 4 * c.dim) + stage.layout.vocab_size  # prefill, one layer
             peak = max(peak, rows * (kv + activations) * 4)
@@ -171,7 +184,7 @@ class MusicLM:
         return peak + audio + 2**28  # + workspace of the decoder and MuLaN (bounded by their batches)
 
     def check_memory(
-        self, batch: int, seconds: float, guidance: float, *, max_memory_gb: float | None
+        self, batch: int, seconds: float, guidance: float | None, *, max_memory_gb: float | None
     ) -> None:
         """Refuse a request whose estimate exceeds ``max_memory_gb`` (default: the memory free now)."""
         need = self.estimate_memory(batch, seconds, guidance)
@@ -335,7 +348,7 @@ class MusicLM:
         temperatures: dict[str, float] | tuple[float, float, float] | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
-        guidance: float = 1.0,
+        guidance: float | None = None,
         melody: str | Path | torch.Tensor | None = None,
         melody_sample_rate: int | None = None,
         progress: Progress = True,
@@ -402,7 +415,7 @@ class MusicLM:
         temperatures=None,
         top_k: int | None = None,
         top_p: float | None = None,
-        guidance: float = 1.0,
+        guidance: float | None = None,
         progress: Progress = True,
         max_memory_gb: float | None = None,
     ) -> Generation:
@@ -457,7 +470,7 @@ class MusicLM:
         temperatures=None,
         top_k: int | None = None,
         top_p: float | None = None,
-        guidance: float = 1.0,
+        guidance: float | None = None,
         progress: Progress = True,
         max_memory_gb: float | None = None,
     ) -> Generation:

@@ -28,7 +28,12 @@ def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None
     )
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale (1 = off; default: the LMs' own, 3 for the shipped bundle)",
+    )
     p.add_argument("--plot", action="store_true", help="also write a PNG mel spectrogram")
     p.add_argument(
         "--loudness",
@@ -80,6 +85,13 @@ def register(sub, train) -> None:
     b.add_argument("--out", required=True)
     b.add_argument("--name", default="musiclm")
     b.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
+    b.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="the guidance scale requests without one get (recorded in the semantic and coarse LMs' configs; "
+        "set it by measurement, e.g. musiclm eval --guidance G)",
+    )
     from musiclm.bundle import COMPONENTS, OPTIONAL
 
     for name in COMPONENTS:
@@ -100,7 +112,8 @@ def _check_args(args, outputs: list[Path], inputs: list[str | None] = ()) -> Non
     checks.seed(args.seed)
     checks.top_k(args.top_k)
     checks.top_p(args.top_p)
-    checks.guidance(args.guidance)
+    if args.guidance is not None:
+        checks.guidance(args.guidance)
     checks.candidates(args.candidates)
     if getattr(args, "seconds", None) is not None:
         checks.seconds(args.seconds)
@@ -172,7 +185,7 @@ def _write(result, row: int, path: Path, *, model, args, extra: dict) -> None:
             "temperatures": args.temperatures,
             "top_k": args.top_k,
             "top_p": args.top_p,
-            "guidance": args.guidance,
+            "guidance": model.default_guidance if args.guidance is None else args.guidance,
         },
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -262,5 +275,7 @@ def _bundle(args: argparse.Namespace) -> None:
     from musiclm.bundle import COMPONENTS, make_bundle
 
     parts = {name: getattr(args, name) for name in COMPONENTS if getattr(args, name)}
-    out = make_bundle(args.out, parts, name=args.name, half=args.half)
+    if args.guidance is not None:
+        checks.guidance(args.guidance)
+    out = make_bundle(args.out, parts, name=args.name, half=args.half, guidance=args.guidance)
     print(f"{out}: bundle {args.name} with {', '.join(sorted(parts))}")

@@ -206,6 +206,30 @@ def test_mismatched_components_are_refused(tmp_path):
         MusicLM(parts)
 
 
+def test_guidance_defaults_to_the_lms_configured_scale(tmp_path):
+    """A bundle's semantic and coarse LMs carry the guidance scale measured best for them (``musiclm
+    bundle --guidance``): requests without one sample with it (the fine stage unguided), an explicit
+    scale overrides it."""
+    from musiclm.cli import main
+
+    guided = make_bundle(tmp_path / "guided", save_parts(tmp_path, components()), name="guided", guidance=2.5)
+    model = MusicLM.from_pretrained(guided, device="cpu")
+    assert model.default_guidance == 2.5
+    assert [s.guidance for s in model.sampling_configs().values()] == [2.5, 2.5, 1.0]
+    assert [s.guidance for s in model.sampling_configs(guidance=1.0).values()] == [1.0, 1.0, 1.0]
+
+    def semantic(**kw):  # tokens: the test bundle's untrained codec decodes every code alike
+        out = model.generate("a calm piano piece", seconds=0.5, candidates=1, seed=5, progress=False, **kw)
+        return out.tokens["semantic"]
+
+    assert torch.equal(semantic(), semantic(guidance=2.5))
+    assert not torch.equal(semantic(), semantic(guidance=1.0))
+    out = tmp_path / "song.wav"
+    rc = main(["generate", "piano", "-o", str(out), "--model", str(guided), "--seconds", "0.5", "--candidates", "1",
+               "--no-progress", "--device", "cpu"])  # fmt: skip
+    assert rc == 0 and json.loads(out.with_suffix(".json").read_text())["parameters"]["guidance"] == 2.5
+
+
 def test_requests_beyond_the_memory_cap_are_refused_before_sampling(model, monkeypatch):
     fixed = model.estimate_memory(0, 1.0, 1.0)
     small = model.estimate_memory(2, 1.0, 1.0)

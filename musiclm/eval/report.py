@@ -44,7 +44,7 @@ class EvalConfig:
     batch_size: int = 4
     limit: int | None = None
     baselines: tuple[str, ...] = ("reference", "codec", "shuffled", "unconditional")
-    guidance: float = 1.0
+    guidance: float | None = None  # None: the model's default
     extra: dict = field(default_factory=dict)
 
 
@@ -187,7 +187,9 @@ def evaluate(
     probs = {}
     if classifier is not None:
         probs = {name: classifier.predict_proba(torch.stack(w), sr) for name, w in systems.items()}
-    report: dict = {"prompts": len(entries), "seconds": config.seconds, "model": model.name, "systems": {}}
+    guidance = model.default_guidance if config.guidance is None else config.guidance
+    report: dict = {"prompts": len(entries), "seconds": config.seconds, "model": model.name}
+    report.update(guidance=guidance, systems={})
     for name, wavs in systems.items():
         row: dict = {}
         row["mcc"], _ = embedding_cosines(text, emb[name])

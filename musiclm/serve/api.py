@@ -29,7 +29,9 @@ class Sampling(BaseModel):
     seconds: float = Field(10.0, description="seconds to generate (continue: seconds to add)")
     candidates: int = Field(2, description="samples drawn; the best by MuLaN score is returned")
     seed: int = 0
-    guidance: float = Field(1.0, description="classifier-free guidance scale (1 = off)")
+    guidance: float | None = Field(
+        None, description="classifier-free guidance scale (1 = off; default: the model's)"
+    )
     temperatures: Annotated[list[float], Field(min_length=3, max_length=3)] | None = Field(
         None, description="semantic, coarse, fine (default: the model's)"
     )

@@ -50,7 +50,7 @@ class Request:
     seconds: float = 10.0
     candidates: int = 2
     seed: int = 0
-    guidance: float = 1.0
+    guidance: float | None = None  # None: the model's default
     temperatures: tuple[float, float, float] | None = None
     top_k: int | None = None
     top_p: float | None = None
