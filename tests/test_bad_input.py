@@ -99,8 +99,8 @@ def test_train_settings_fail_with_one_line(capsys, tmp_path):
         (["--batch-size", "0"], "batch_size"),
         (["--lr", "nan"], "lr"),
         (["--steps", "0"], "steps"),
-        (["--init", "default", "--decoder", "istft"], "has a seanet decoder, not istft"),
-        (["--init", "default", "--encoder", "stft"], "has a seanet encoder, not stft"),
+        (["--init", "default", "--decoder", "seanet"], "has the istft decoder, not seanet"),
+        (["--init", "default", "--encoder", "seanet"], "has the stft encoder, not seanet"),
     ]:
         _one_line_error(capsys, base + extra, match)
     assert not (tmp_path / "run" / "model").exists()

