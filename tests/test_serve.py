@@ -127,6 +127,7 @@ def test_continue_and_story(server):
     assert r.status_code == 202, r.text
     job = _wait(client, r.json()["id"])
     assert job["state"] == "done" and job["mode"] == "continue"
+    assert job["parameters"]["guidance"] == 1.0  # none given: the test bundle's own default, recorded
     wav, _ = sf.read(io.BytesIO(client.get(job["result"]["audio_url"]).content))
     assert abs(len(wav) / SR - 2.5) < 0.1  # the clip, re-synthesised, then one more second
     r = client.post(

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -122,7 +122,8 @@ class Job:
 
 
 def check_request(model, request: Request, limits: Limits) -> Request:
-    """Every check a request can fail, before it is queued: the CLI's checks and the server limits."""
+    """Every check a request can fail, before it is queued: the CLI's checks and the server limits.
+    Returns the request with the model's default guidance filled in, so the job records the scale."""
     mode = request.mode
     if mode not in ("generate", "continue", "story"):
         raise PromptError(f"unknown mode {mode!r}")
@@ -162,7 +163,7 @@ def check_request(model, request: Request, limits: Limits) -> Request:
         checks.loudness(request.loudness)
     model.sampling_configs(request.temperatures, request.top_k, request.top_p, guidance=request.guidance)
     model.check_memory(request.candidates, total, request.guidance, max_memory_gb=limits.max_memory_gb)
-    return request
+    return request if request.guidance is not None else replace(request, guidance=model.default_guidance)
 
 
 def load_upload(path: str | Path, sample_rate: int, limits: Limits, *, what: str) -> torch.Tensor:
@@ -201,7 +202,7 @@ class JobQueue:
 
     def submit(self, request: Request) -> Job:
         """Check ``request`` and queue it; raises a :class:`MusicLMError` (:class:`QueueFull` too)."""
-        check_request(self.model, request, self.limits)
+        request = check_request(self.model, request, self.limits)
         with self._cond:
             if len(self._pending) >= self.limits.max_queue:
                 raise QueueFull(f"the queue is full ({self.limits.max_queue} jobs waiting): try again later")
