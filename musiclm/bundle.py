@@ -142,7 +142,7 @@ def make_bundle(
     floating-point weights as float16 (half the size; they load back into float32 models);
     ``guidance`` becomes the semantic and coarse LMs' default guidance scale."""
     _check_names(components, str(out))
-    from musiclm.checkpoint import component_kinds, load_model
+    from musiclm.checkpoint import CONFIG_FILE, component_kinds, load_model, read_checkpoint_config
 
     check_compatible({k: load_model(v, kind=component_kinds(k)) for k, v in components.items()}, name)
     out = Path(out)
@@ -158,10 +158,9 @@ def make_bundle(
             state = load_file(str(weights))
             save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(weights))
         if guidance is not None and key in ("semantic_lm", "coarse_lm"):
-            config = tmp / key / "config.json"
-            meta = json.loads(config.read_text())
+            meta = read_checkpoint_config(tmp / key)
             meta["config"]["lm"]["guidance"] = float(guidance)
-            config.write_text(json.dumps(meta, indent=2) + "\n")
+            (tmp / key / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     (tmp / BUNDLE_FILE).write_text(
         json.dumps({"name": name, "components": {k: k for k in components}}, indent=2) + "\n"
     )

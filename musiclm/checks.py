@@ -71,7 +71,10 @@ def top_p(value: float | None) -> float | None:
     return float(value)
 
 
-def guidance(value: float) -> float:
+def guidance(value: float | None) -> float | None:
+    """A guidance scale; None (the model's default) passes."""
+    if value is None:
+        return None
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))

@@ -142,8 +142,7 @@ class MusicLM:
         """Per-stage sampling: temperatures and guidance from each stage's config unless given (the
         paper's temperatures; guidance as measured for the LM). The fine stage samples unguided."""
         stages = {"semantic": self.semantic_lm, "coarse": self.coarse_lm, "fine": self.fine_lm}
-        top_k, top_p = checks.top_k(top_k), checks.top_p(top_p)
-        guidance = None if guidance is None else checks.guidance(guidance)
+        top_k, top_p, guidance = checks.top_k(top_k), checks.top_p(top_p), checks.guidance(guidance)
         if isinstance(temperatures, (tuple, list)):
             temperatures = dict(zip(STAGE_NAMES, temperatures, strict=True))
         temperatures = temperatures or {}
@@ -163,10 +162,9 @@ class MusicLM:
             return 1.0
         return float(stage.config.lm.guidance if guidance is None else guidance)
 
-    @property
-    def default_guidance(self) -> float:
-        """The guidance scale a request without one gets (the semantic LM's, from its config)."""
-        return self._guidance(self.semantic_lm, None)
+    def guidance_scale(self, given: float | None = None) -> float:
+        """The guidance scale a request samples with: ``given``, else the semantic LM's default."""
+        return self._guidance(self.semantic_lm, given)
 
     def estimate_memory(self, batch: int, seconds: float, guidance: float | None = None) -> int:
         """Bytes a request of ``batch`` samples (prompts x candidates) of ``seconds`` needs at its peak,

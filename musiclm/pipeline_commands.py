@@ -112,8 +112,7 @@ def _check_args(args, outputs: list[Path], inputs: list[str | None] = ()) -> Non
     checks.seed(args.seed)
     checks.top_k(args.top_k)
     checks.top_p(args.top_p)
-    if args.guidance is not None:
-        checks.guidance(args.guidance)
+    checks.guidance(args.guidance)
     checks.candidates(args.candidates)
     if getattr(args, "seconds", None) is not None:
         checks.seconds(args.seconds)
@@ -185,7 +184,7 @@ def _write(result, row: int, path: Path, *, model, args, extra: dict) -> None:
             "temperatures": args.temperatures,
             "top_k": args.top_k,
             "top_p": args.top_p,
-            "guidance": model.default_guidance if args.guidance is None else args.guidance,
+            "guidance": model.guidance_scale(args.guidance),
         },
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -275,7 +274,6 @@ def _bundle(args: argparse.Namespace) -> None:
     from musiclm.bundle import COMPONENTS, make_bundle
 
     parts = {name: getattr(args, name) for name in COMPONENTS if getattr(args, name)}
-    if args.guidance is not None:
-        checks.guidance(args.guidance)
+    checks.guidance(args.guidance)
     out = make_bundle(args.out, parts, name=args.name, half=args.half, guidance=args.guidance)
     print(f"{out}: bundle {args.name} with {', '.join(sorted(parts))}")

@@ -214,7 +214,7 @@ def test_guidance_defaults_to_the_lms_configured_scale(tmp_path):
 
     guided = make_bundle(tmp_path / "guided", save_parts(tmp_path, components()), name="guided", guidance=2.5)
     model = MusicLM.from_pretrained(guided, device="cpu")
-    assert model.default_guidance == 2.5
+    assert model.guidance_scale() == 2.5 and model.guidance_scale(1.0) == 1.0
     assert [s.guidance for s in model.sampling_configs().values()] == [2.5, 2.5, 1.0]
     assert [s.guidance for s in model.sampling_configs(guidance=1.0).values()] == [1.0, 1.0, 1.0]
 

@@ -187,9 +187,13 @@ def evaluate(
     probs = {}
     if classifier is not None:
         probs = {name: classifier.predict_proba(torch.stack(w), sr) for name, w in systems.items()}
-    guidance = model.default_guidance if config.guidance is None else config.guidance
-    report: dict = {"prompts": len(entries), "seconds": config.seconds, "model": model.name}
-    report.update(guidance=guidance, systems={})
+    report: dict = {
+        "prompts": len(entries),
+        "seconds": config.seconds,
+        "model": model.name,
+        "guidance": model.guidance_scale(config.guidance),
+        "systems": {},
+    }
     for name, wavs in systems.items():
         row: dict = {}
         row["mcc"], _ = embedding_cosines(text, emb[name])

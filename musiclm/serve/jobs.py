@@ -163,7 +163,7 @@ def check_request(model, request: Request, limits: Limits) -> Request:
         checks.loudness(request.loudness)
     model.sampling_configs(request.temperatures, request.top_k, request.top_p, guidance=request.guidance)
     model.check_memory(request.candidates, total, request.guidance, max_memory_gb=limits.max_memory_gb)
-    return request if request.guidance is not None else replace(request, guidance=model.default_guidance)
+    return replace(request, guidance=model.guidance_scale(request.guidance))
 
 
 def load_upload(path: str | Path, sample_rate: int, limits: Limits, *, what: str) -> torch.Tensor:

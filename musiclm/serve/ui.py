@@ -93,7 +93,7 @@ def build(queue: JobQueue) -> gr.Blocks:
                 seed = gr.Number(0, precision=0, minimum=0, label="Seed")
             with gr.Row():
                 guidance = gr.Slider(
-                    0, 10, value=model.default_guidance, step=0.5, label="Guidance (1 = off)"
+                    0, 10, value=model.guidance_scale(), step=0.5, label="Guidance (1 = off)"
                 )
                 temps = [
                     gr.Slider(0.05, 2.0, value=s.config.lm.temperature, step=0.05, label=f"{n} temperature")
