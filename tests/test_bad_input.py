@@ -118,6 +118,7 @@ def test_lm_conditioning_flags_fail_before_the_cache_is_read(capsys, tmp_path):
         (["--mulan-codebooks", str(tmp_path / "no-mulan")], "no-mulan"),
         (["--kv-heads", "3"], "--kv-heads"),
         (["--kv-heads", "-1"], "--kv-heads"),
+        (["--depth", "-2"], "--depth"),
         (["--init", str(tmp_path / "no-lm")], "no-lm"),
         (["--init", str(default_component("fine_lm"))], "'fine_lm' model, expected 'coarse_lm'"),
     ]:

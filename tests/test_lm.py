@@ -437,6 +437,27 @@ def test_warm_start_copies_weights_and_adapts_levels_and_kv_heads():
         warm_start(SemanticStage(stage_config("semantic", 1.0, heads=4, kv_heads=2)), gqa)
 
 
+def test_warm_start_into_fewer_layers_takes_every_other_block():
+    from musiclm.errors import ConfigError
+    from musiclm.lm.warm_start import block_indices, warm_start
+
+    assert (
+        block_indices(2, 4) == [0, 2]
+        and block_indices(3, 6) == [0, 2, 4]
+        and block_indices(4, 4) == [0, 1, 2, 3]
+    )
+    torch.manual_seed(0)
+    source = SemanticStage(stage_config("semantic", 1.0, depth=4)).eval()
+    shallow = SemanticStage(stage_config("semantic", 1.0, depth=2)).eval()
+    warm_start(shallow, source)
+    # the shallow model computes what the source does with its blocks 1 and 3 left out
+    tokens = torch.randint(3, source.layout.vocab_size, (2, 11))
+    source.transformer.blocks = torch.nn.ModuleList(source.transformer.blocks[i] for i in (0, 2))
+    assert torch.equal(shallow.transformer(tokens), source.transformer(tokens))
+    with pytest.raises(ConfigError, match="has 2 layers, fewer than the 4"):
+        warm_start(SemanticStage(stage_config("semantic", 1.0, depth=4)), shallow)
+
+
 def test_codebook_embedding_carries_what_a_code_taught_to_its_unseen_neighbours(tmp_path):
     """Codes 0-5 and 8-13 train the LM on two kinds of music; codes 6-7 and 14-15, never seen, lie
     next to their kind in the MuLaN space. Embedded through their codebook vectors they make that

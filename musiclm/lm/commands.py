@@ -66,10 +66,17 @@ def register(sub, train) -> None:
             "KV cache that many times smaller, faster sampling (default 0: one per query head)",
         )
         p.add_argument(
+            "--depth",
+            type=int,
+            default=0,
+            help="transformer layers, fewer than the preset's for a faster LM (default 0: the preset's); "
+            "with --init, every (its depth / depth)-th layer of that LM is the start",
+        )
+        p.add_argument(
             "--init",
             default=None,
             help=f"warm-start from this {stage} LM checkpoint ('default': the shipped one); it may read "
-            "more MuLaN levels or have more key/value heads than this run",
+            "more MuLaN levels, have more key/value heads or more layers than this run",
         )
         p.add_argument("--valid-tokens", default=None, help="held-out token cache: val/loss while training")
         p.add_argument(
@@ -114,6 +121,8 @@ def _train(args: argparse.Namespace) -> None:
     config.mulan_levels = checks.mulan_levels(getattr(args, "mulan_levels", 0), config.mulan_quantizers)
     config.text_token_prob = checks.share(getattr(args, "text_token_prob", 0.0), "--text-token-prob")
     config.lm.kv_heads = checks.kv_heads(args.kv_heads, config.lm.heads)
+    if args.depth:
+        config.lm.depth = checks.positive_int(args.depth, "--depth")
     if getattr(args, "cond_drop_prob", None) is not None:
         config.lm.cond_drop_prob = checks.share(args.cond_drop_prob, "--cond-drop-prob")
     if getattr(args, "melody_drop_prob", None) is not None:
