@@ -1,6 +1,6 @@
 """Token-generation speed of the three stage LMs on CPU (prints numbers; not a test).
 
-    python benchmarks/generate_tokens.py [--tokens 250] [--threads 2] [--rounds 5] [--demo]
+    python benchmarks/generate_tokens.py [--tokens 250] [--threads 2] [--rounds 5]
 
 1. tokens/s of each stage of the tiny preset (its transformer is d=192, 4 layers, 4 heads) at
    batch 1 and 4, untrained weights (speed does not depend on them);
@@ -10,9 +10,9 @@
    imported they are replaced by empty placeholder modules so the transformer itself can be timed.
    Ours and the peer's runs alternate for ``--rounds`` rounds and the medians are compared, so a
    slow spell of a shared machine hits both;
-3. time per generated token as the sequence grows (flat with the KV cache);
-4. with ``--demo``: ``make demo``'s request (10 s, 4 candidates) with the shipped model, without and
-   with guidance 3, and the time of each stage.
+3. time per generated token as the sequence grows (flat with the KV cache).
+
+``make demo``'s whole request, per stage: ``benchmarks/demo_request.py``.
 """
 
 from __future__ import annotations
@@ -124,30 +124,11 @@ def audiolm(batch: int, n_tokens: int, lm):
     return timed
 
 
-def demo() -> None:
-    """``make demo``'s request with the shipped model: total and stage times, guidance off and on."""
-    from musiclm.pipeline import MusicLM
-
-    model = MusicLM.from_pretrained("default", device="cpu")
-    model.generate("warm-up", seconds=1.0, candidates=4, progress=False)
-    print("\nmake demo's request (shipped model, 10 s, 4 candidates), seconds per stage:")
-    for guidance in (1.0, 3.0):
-        out = model.generate(
-            "a calm lo-fi hip hop beat with soft piano at 80 bpm", seconds=10.0, candidates=4,
-            guidance=guidance, progress=False,
-        )  # fmt: skip
-        split = ", ".join(f"{k} {v:.1f}" for k, v in out.timings.items() if k != "total")
-        print(f"  guidance {guidance:g}: {out.timings['total']:.1f} s ({split})")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=250, help="tokens generated per sequence")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=5, help="alternating runs of ours and the peer (medians)")
-    ap.add_argument(
-        "--demo", action="store_true", help="also time make demo's request with the shipped model"
-    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -188,8 +169,6 @@ def main() -> None:
         print(
             f"  tokens {lo:>4}-{hi:<4}: {1000 * (stamps[hi - 1] - stamps[lo]) / (hi - lo - 1):.2f} ms/token"
         )
-    if args.demo:
-        demo()
 
 
 if __name__ == "__main__":
