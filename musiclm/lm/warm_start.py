@@ -81,15 +81,15 @@ def _pick_blocks(state: dict, source: StageLM, model: StageLM, *, where: str) ->
     if depth > source_depth:
         raise ConfigError(f"{where}: has {source_depth} layers, fewer than the {depth} of this run")
     prefix = "transformer.blocks."
-    picked = {f"{prefix}{i}.": f"{prefix}{j}." for j, i in enumerate(block_indices(depth, source_depth))}
+    picked = {str(i): j for j, i in enumerate(block_indices(depth, source_depth))}  # source -> new index
     out = {}
     for name, weight in state.items():
-        if not name.startswith(prefix):
-            out[name] = weight
-            continue
-        old = prefix + name[len(prefix) :].split(".", 1)[0] + "."
-        if old in picked:
-            out[picked[old] + name[len(old) :]] = weight
+        if name.startswith(prefix):
+            index, rest = name[len(prefix) :].split(".", 1)
+            if index not in picked:
+                continue  # a block the shallower model leaves out
+            name = f"{prefix}{picked[index]}.{rest}"
+        out[name] = weight
     return out
 
 
