@@ -271,6 +271,11 @@ def test_overfits_and_greedy_decoding_reproduces(stage, window, tmp_path):
     trained, untrained = StageTask(model), StageTask(cls(model.config).eval())
     trained.valid_batches = untrained.valid_batches = batches
     figures = trained.validate(tmp_path / "valid", 150)
+    if stage == "semantic":
+        assert "val/input_gain" not in figures
+    else:  # the records differ in their semantic tokens / coarse codes too: the LM reads them
+        assert figures["val/input_gain"] > 0.1, figures
+        assert abs(untrained.validate(tmp_path / "valid", 0)["val/input_gain"]) < 0.05
     if stage == "fine":
         assert "val/cond_gain" not in figures
     else:

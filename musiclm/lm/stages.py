@@ -292,6 +292,12 @@ class StageLM(nn.Module):
         """Tokens the inputs and their separators take in a full window, besides the one SEP."""
         return 0
 
+    @property
+    def input_ids(self) -> tuple[int, int] | None:
+        """The id range ``[lo, hi)`` of what the stage reads besides its conditioning (semantic
+        tokens, coarse codes); None for a stage that reads none."""
+        return None
+
     def training_example(self, record: dict, rng: random.Random) -> dict:
         """A random window of a token record laid out by :meth:`sequence`, padded to :attr:`max_train_len`."""
         start, inputs, target = self.training_window(record, rng)
@@ -529,6 +535,10 @@ class CoarseStage(_AcousticStage):
     def window_inputs_len(self) -> int:
         return self.window_units // 2 + 1  # semantic tokens and their SEP
 
+    @property
+    def input_ids(self) -> tuple[int, int]:
+        return self.layout.span("semantic")
+
     def window_inputs(self, inputs, start, end):
         return inputs[:, start // 2 : (end + 1) // 2]
 
@@ -571,6 +581,10 @@ class FineStage(_AcousticStage):
     @property
     def window_inputs_len(self) -> int:
         return self.window_units * self.config.coarse_levels
+
+    @property
+    def input_ids(self) -> tuple[int, int]:
+        return self.layout.offset("level0"), self.layout.span(f"level{self.config.coarse_levels - 1}")[1]
 
     def window_inputs(self, inputs, start, end):
         return inputs[..., start:end]

@@ -50,6 +50,8 @@ class StageTask(TrainTask):
         figures = super().validate(samples_dir, step)
         if self.model.conditioned and self.valid_batches:
             figures["val/cond_gain"] = self.conditioning_gain()
+        if self.model.input_ids is not None and self.valid_batches:
+            figures["val/input_gain"] = self.input_gain()
         s = self.samples
         if s["records"] and s["codec"] is not None:
             from musiclm.checkpoint import load_model
@@ -79,6 +81,22 @@ class StageTask(TrainTask):
                 continue  # no other clip in the batch to borrow from
             # conditioning sits at the same positions in every example: the next row's is another clip's
             other = torch.where(batch["cond_mask"].to(device), tokens.roll(1, dims=0), tokens)
+            gains.append(float(self.model.loss(other, target) - self.model.loss(tokens, target)))
+        return sum(gains) / max(len(gains), 1)
+
+    @torch.no_grad()
+    def input_gain(self) -> float:
+        """The same with another clip's inputs (the coarse LM's semantic tokens, the fine LM's coarse
+        codes) in place of its own: how much the LM reads what the previous stage gave it."""
+        device = next(self.parameters()).device
+        lo, hi = self.model.input_ids
+        gains = []
+        for batch in self.valid_batches:
+            tokens, target = batch["tokens"].to(device), batch["loss_mask"].to(device)
+            if len(tokens) < 2:
+                continue
+            inputs = (tokens >= lo) & (tokens < hi)
+            other = torch.where(inputs & inputs.roll(1, dims=0), tokens.roll(1, dims=0), tokens)
             gains.append(float(self.model.loss(other, target) - self.model.loss(tokens, target)))
         return sum(gains) / max(len(gains), 1)
 
