@@ -68,35 +68,35 @@ class StageTask(TrainTask):
             )  # fmt: skip
         return figures
 
-    @torch.no_grad()
     def conditioning_gain(self) -> float:
         """Held-out loss with another clip's conditioning minus the loss with its own (nats per target
         token, no conditioning dropped): how much the LM reads its MuLaN (and melody) tokens. A low
         validation loss with a gain near 0 is an LM that ignores its prompt."""
+        # conditioning sits at the same positions in every example: the next row's is another clip's
+        return self._borrowed_gain(lambda batch, tokens: batch["cond_mask"].to(tokens.device))
+
+    def input_gain(self) -> float:
+        """The same with another clip's inputs (the coarse LM's semantic tokens, the fine LM's coarse
+        codes) in place of its own: how much the LM reads what the previous stage gave it."""
+        lo, hi = self.model.input_ids
+
+        def swapped(batch, tokens):
+            inputs = (tokens >= lo) & (tokens < hi)
+            return inputs & inputs.roll(1, dims=0)  # where both this row and the next have inputs
+
+        return self._borrowed_gain(swapped)
+
+    @torch.no_grad()
+    def _borrowed_gain(self, swapped) -> float:
+        """Mean over the held-out batches of the loss with the positions ``swapped(batch, tokens)``
+        taken from the next row (another clip) minus the loss as it is."""
         device = next(self.parameters()).device
         gains = []
         for batch in self.valid_batches:
             tokens, target = batch["tokens"].to(device), batch["loss_mask"].to(device)
             if len(tokens) < 2:
                 continue  # no other clip in the batch to borrow from
-            # conditioning sits at the same positions in every example: the next row's is another clip's
-            other = torch.where(batch["cond_mask"].to(device), tokens.roll(1, dims=0), tokens)
-            gains.append(float(self.model.loss(other, target) - self.model.loss(tokens, target)))
-        return sum(gains) / max(len(gains), 1)
-
-    @torch.no_grad()
-    def input_gain(self) -> float:
-        """The same with another clip's inputs (the coarse LM's semantic tokens, the fine LM's coarse
-        codes) in place of its own: how much the LM reads what the previous stage gave it."""
-        device = next(self.parameters()).device
-        lo, hi = self.model.input_ids
-        gains = []
-        for batch in self.valid_batches:
-            tokens, target = batch["tokens"].to(device), batch["loss_mask"].to(device)
-            if len(tokens) < 2:
-                continue
-            inputs = (tokens >= lo) & (tokens < hi)
-            other = torch.where(inputs & inputs.roll(1, dims=0), tokens.roll(1, dims=0), tokens)
+            other = torch.where(swapped(batch, tokens), tokens.roll(1, dims=0), tokens)
             gains.append(float(self.model.loss(other, target) - self.model.loss(tokens, target)))
         return sum(gains) / max(len(gains), 1)
 
