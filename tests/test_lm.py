@@ -513,3 +513,57 @@ def test_codebook_embedding_carries_what_a_code_taught_to_its_unseen_neighbours(
     assert torch.equal(
         warmed.transformer(tokens, extra=warmed.extra_embeddings(tokens)), source.transformer(tokens)
     )
+
+
+def test_aligned_semantic_embeddings_are_those_training_sees_and_start_at_zero():
+    """Greedy generation with aligned semantic embeddings picks, at every step, the argmax the training
+    layout's full forward gives for the same sequence (the decoding steps add the embedding of the
+    right semantic token); warm-started from a plain LM it starts as that LM."""
+    from musiclm.errors import ConfigError
+    from musiclm.lm.warm_start import warm_start
+
+    torch.manual_seed(0)
+    config = stage_config("coarse", 0.4)
+    config.aligned_semantic = True
+    model = CoarseStage(config).eval()
+    with torch.no_grad():
+        model.aligned_semantic_embedding.weight.normal_(std=2.0)  # large: it decides the argmax
+    n = model.window_units
+    rec = record(3, frames=n)
+    semantic = rec["semantic"][None]
+    out = model.generate(Conditioning.constant(rec["mulan_tokens"][None]), n, inputs=semantic,
+                         sampling=SamplingConfig(temperature=0.0))  # fmt: skip
+    example = model.training_example(
+        {**rec, "codec": torch.cat([out[0], rec["codec"][2:]])}, random.Random(0)
+    )
+    tokens, mask = example["tokens"][None], example["loss_mask"][None]
+    logits = model.transformer(tokens, extra=model.extra_embeddings(tokens))[:, :-1]
+    at_targets = logits[mask[:, 1:]]  # [n * levels, vocab], the j-th predicting the j-th target
+    spans = [model.target_span(j) for j in range(len(at_targets))]
+    predicted = torch.stack([row[lo:hi].argmax() + lo for row, (lo, hi) in zip(at_targets, spans)])
+    assert torch.equal(predicted, tokens[mask])
+    # the position predicting coarse id k (frame k // levels) adds its frame's semantic token
+    with torch.no_grad():
+        model.aligned_semantic_embedding.weight.copy_(torch.arange(16.0)[:, None].expand(16, 32))
+    added = model.step_embeddings(tokens, tokens.shape[1])[0, :, 0]
+    first = int(mask[0].int().argmax())  # the first target; the SEP before it predicts it
+    k = torch.arange(n * model.levels)
+    assert torch.equal(added[first - 1 + k], semantic[0, k // model.levels // 2].float())
+    assert not added[: first - 1].any()
+    # without the embedding's steps generation differs: the test above can fail
+    plain = CoarseStage(stage_config("coarse", 0.4)).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "aligned" not in k})
+    other = plain.generate(Conditioning.constant(rec["mulan_tokens"][None]), n, inputs=semantic,
+                           sampling=SamplingConfig(temperature=0.0))  # fmt: skip
+    assert not torch.equal(other, out)
+
+    warmed = CoarseStage(config).eval()
+    warm_start(warmed, plain)
+    assert not warmed.aligned_semantic_embedding.weight.any()
+    assert torch.equal(
+        warmed.transformer(tokens, extra=warmed.extra_embeddings(tokens)), plain.transformer(tokens)
+    )
+    with pytest.raises(ConfigError, match="--aligned-semantic"):
+        warm_start(plain, model)
+    with pytest.raises(ValueError, match="coarse-stage option"):
+        FineStage(StageConfig(stage="fine", aligned_semantic=True))

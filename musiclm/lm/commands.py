@@ -58,6 +58,13 @@ def register(sub, train) -> None:
                 help="share of windows conditioned on their caption's MuLaN text tokens instead of "
                 "the audio tokens (cache field mulan_text_tokens; default 0: audio tokens, as the paper)",
             )
+        if stage == "coarse":
+            p.add_argument(
+                "--aligned-semantic",
+                action="store_true",
+                help="also add to each position the embedding of the semantic token under the codec "
+                "frame it predicts (frame-aligned, as SoundStorm; default: the paper's prefix only)",
+            )
         p.add_argument(
             "--kv-heads",
             type=int,
@@ -121,6 +128,7 @@ def _train(args: argparse.Namespace) -> None:
     config.mulan_levels = checks.mulan_levels(getattr(args, "mulan_levels", 0), config.mulan_quantizers)
     config.text_token_prob = checks.share(getattr(args, "text_token_prob", 0.0), "--text-token-prob")
     config.lm.kv_heads = checks.kv_heads(args.kv_heads, config.lm.heads)
+    config.aligned_semantic = getattr(args, "aligned_semantic", False)
     if args.depth:
         config.lm.depth = checks.positive_int(args.depth, "--depth")
     if getattr(args, "cond_drop_prob", None) is not None:

@@ -14,8 +14,9 @@ from musiclm.lm.transformer import KVCache, Transformer
 
 
 class GraphDecoder:
-    """``decoder(ids) -> hidden``: :meth:`Transformer.decode` on ``cache``, captured once (the first
-    step runs eagerly as the capture's warm-up) and replayed for every later step of the cache.
+    """``decoder(ids, extra=None) -> hidden``: :meth:`Transformer.decode` on ``cache``, captured once
+    (the first step runs eagerly as the capture's warm-up) and replayed for every later step of the
+    cache. ``extra`` (per-step embeddings) is given at every step or at none.
 
     The returned hidden states are the graph's output buffer: use them before the next step.
     """
@@ -27,16 +28,23 @@ class GraphDecoder:
         device = cache.k[0].device
         self.ids = torch.zeros(cache.k[0].shape[0], dtype=torch.long, device=device)
         self.position = torch.zeros(1, dtype=torch.long, device=device)
+        self.extra: torch.Tensor | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
         self.out: torch.Tensor | None = None
 
     def _step(self) -> torch.Tensor:
-        return self.transformer.decode(self.ids, self.cache, position=self.position)
+        return self.transformer.decode(self.ids, self.cache, position=self.position, extra=self.extra)
 
-    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+    def __call__(self, ids: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         cache = self.cache
         if cache.length >= cache.max_len:
             raise ValueError(f"KV cache of {cache.max_len} positions is full")
+        if (extra is None) != (self.extra is None) and self.graph is not None:
+            raise ValueError("a captured decoding step takes extra embeddings at every step or at none")
+        if extra is not None:
+            if self.extra is None:
+                self.extra = torch.empty_like(extra)
+            self.extra.copy_(extra)
         self.ids.copy_(ids)
         self.position.fill_(cache.length)
         if self.graph is None:

@@ -91,6 +91,11 @@ class StageConfig:
     melody_window_seconds: float = 4.0  # one melody embedding per window (paper: 4 s at a 3 s hop)
     melody_hop_seconds: float = 3.0
     melody_drop_prob: float = 0.5  # melody tokens alone -> NULL in training, so text-only prompts work
+    # coarse stage only: each input position also adds a learned embedding of the semantic token
+    # under the codec frame it predicts (frame-aligned conditioning, as SoundStorm sums its semantic
+    # tokens into the acoustic ones), besides reading the semantic tokens in the prefix (the paper).
+    # Starts at zero, so a warm start begins where its source was.
+    aligned_semantic: bool = False
     semantic_clusters: int = 256
     semantic_rate: float = 25.0
     codec_levels: int = 8
@@ -154,6 +159,8 @@ class StageLM(nn.Module):
             raise ValueError(
                 f"mulan_levels must be 0 (all) to {config.mulan_quantizers}, got {config.mulan_levels}"
             )
+        if config.aligned_semantic and config.stage != "coarse":
+            raise ValueError(f"aligned_semantic is a coarse-stage option, not for the {config.stage} stage")
         self.config = config
         self.layout = self.token_layout()
         self.transformer = Transformer(config.lm, self.layout.vocab_size)
@@ -280,12 +287,15 @@ class StageLM(nn.Module):
     # ---------------------------------------------------------------- training
 
     @property
+    def cond_len(self) -> int:
+        """Conditioning ids at the start of every sequence (MuLaN, then melody windows)."""
+        c = self.config
+        return c.mulan_read + self.melody_windows * c.melody_quantizers if self.conditioned else 0
+
+    @property
     def max_train_len(self) -> int:
         """Tokens of a full training example (all examples are padded to it)."""
-        c = self.config
-        cond = c.mulan_read + self.melody_windows * c.melody_quantizers if self.conditioned else 0
-        inputs = self.window_inputs_len
-        return cond + inputs + 1 + self.window_units * self.levels
+        return self.cond_len + self.window_inputs_len + 1 + self.window_units * self.levels
 
     @property
     def window_inputs_len(self) -> int:
@@ -325,13 +335,21 @@ class StageLM(nn.Module):
         }
 
     def extra_embeddings(self, tokens: torch.Tensor) -> torch.Tensor | None:
-        """What the transformer adds to the embeddings of ``tokens`` (None without codebook embedding):
-        the conditioning ids come first in every sequence, so only those positions are looked at."""
+        """What the transformer adds to the embeddings of ``tokens`` (None if nothing): the MuLaN ids'
+        codebook embeddings (the conditioning ids come first in every sequence, so only those
+        positions are looked at) and the stage's :meth:`step_embeddings`."""
+        extra = self.step_embeddings(tokens, tokens.shape[1])
         if self.mulan_embedding is None:
-            return None
+            return extra
         n = min(self.config.mulan_read, tokens.shape[1])
-        extra = self.mulan_embedding(tokens[:, :n])
-        return F.pad(extra, (0, 0, 0, tokens.shape[1] - n))
+        mulan = F.pad(self.mulan_embedding(tokens[:, :n]), (0, 0, 0, tokens.shape[1] - n))
+        return mulan if extra is None else extra + mulan
+
+    def step_embeddings(self, tokens: torch.Tensor, length: int) -> torch.Tensor | None:
+        """Embeddings ``[B, length, dim]`` added at every position of a sequence that starts with
+        ``tokens`` (``length`` may reach past them: the positions generation will feed), or None:
+        what a decoding step adds besides its id's embedding."""
+        return None
 
     def loss(self, tokens: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
         """Next-token cross-entropy on target positions only."""
@@ -415,10 +433,11 @@ class StageLM(nn.Module):
         use_cfg = sampling.guidance != 1.0 and cond_len > 0
         if use_cfg:
             prefix = with_unconditional(prefix, cond_len)
-        tf = self.transformer
-        cache = tf.new_cache(prefix.shape[0], prefix.shape[1] + n_new)
+        tf, p = self.transformer, prefix.shape[1]
+        cache = tf.new_cache(prefix.shape[0], p + n_new)
         hidden = tf.hidden(prefix, cache, self.extra_embeddings(prefix))[:, -1]
         decode = GraphDecoder(tf, cache) if self.cuda_graphs else functools.partial(tf.decode, cache=cache)
+        steps = self.step_embeddings(prefix, p + n_new)
         out = torch.empty(b, n_new, dtype=torch.long, device=prefix.device)
         for j in range(n_new):
             lo, hi = self.target_span(j)
@@ -426,8 +445,10 @@ class StageLM(nn.Module):
             step_logits = guide(logits[:b], logits[b:], sampling.guidance) if use_cfg else logits
             ids = sample(step_logits, sampling, 0, hi=hi - lo, generator=generator) + lo
             out[:, j] = ids
-            if j + 1 < n_new:
-                hidden = decode(ids.repeat(2) if use_cfg else ids)
+            if j + 1 < n_new:  # id j is fed at position p + j
+                hidden = decode(
+                    ids.repeat(2) if use_cfg else ids, extra=None if steps is None else steps[:, p + j]
+                )
             if progress is not None:
                 progress(done + j + 1, total)
         return out
@@ -518,6 +539,13 @@ class CoarseStage(_AcousticStage):
 
     stage = "coarse"
 
+    def __init__(self, config: StageConfig):
+        super().__init__(config)
+        self.aligned_semantic_embedding = None
+        if config.aligned_semantic:
+            self.aligned_semantic_embedding = nn.Embedding(config.semantic_clusters, config.lm.dim)
+            nn.init.zeros_(self.aligned_semantic_embedding.weight)
+
     def token_layout(self) -> TokenLayout:
         layout = self.cond_layout()
         layout.add("semantic", self.config.semantic_clusters)
@@ -541,6 +569,21 @@ class CoarseStage(_AcousticStage):
 
     def window_inputs(self, inputs, start, end):
         return inputs[:, start // 2 : (end + 1) // 2]
+
+    def step_embeddings(self, tokens, length):
+        """With ``aligned_semantic``: at each position from the SEP before the coarse ids on, the
+        embedding of the semantic token under the frame of the *next* id (the one it predicts)."""
+        if self.aligned_semantic_embedding is None:
+            return None
+        lo, hi = self.layout.span("semantic")
+        first = self.cond_len + 1  # the semantic ids follow the conditioning and a SEP
+        count = ((tokens >= lo) & (tokens < hi)).sum(1, keepdim=True)  # [B, 1]; rows may be shorter
+        semantic = (tokens[:, first : first + max(int(count.max()), 1)] - lo).clamp(0, hi - lo - 1)
+        # index of the coarse id predicted at each position: 0 at the SEP after the semantic ids
+        k = torch.arange(length, device=tokens.device)[None] - (first + count)
+        frame = k.clamp(min=0) // (2 * self.levels)  # a semantic token spans two codec frames
+        ids = semantic.gather(1, frame.minimum((count - 1).clamp(min=0)).clamp(max=semantic.shape[1] - 1))
+        return self.aligned_semantic_embedding(ids) * (k >= 0).unsqueeze(-1)
 
     def sequence(self, cond, inputs, target):
         sep = cond.new_full((cond.shape[0], 1), SEP)

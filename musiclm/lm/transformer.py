@@ -203,7 +203,7 @@ class Transformer(nn.Module):
     ) -> torch.Tensor:
         """Final normalised hidden states ``[B, T, dim]`` (appends to ``cache`` when given);
         ``extra`` ``[B, T, dim]`` is added to the token embeddings (the conditioning's codebook
-        embeddings, :mod:`musiclm.lm.codebook_embedding`)."""
+        embeddings, :mod:`musiclm.lm.codebook_embedding`; the coarse LM's aligned semantic tokens)."""
         start, t = (cache.length if cache is not None else 0), tokens.shape[1]
         positions = torch.arange(start, start + t, device=tokens.device)
         if cache is not None:
@@ -220,8 +220,15 @@ class Transformer(nn.Module):
             cache.length += tokens.shape[1]
         return self.norm(x)
 
-    def decode(self, ids: torch.Tensor, cache: KVCache, position: torch.Tensor | None = None) -> torch.Tensor:
-        """Final normalised hidden states ``[B, dim]`` after appending one id per row ``[B]``.
+    def decode(
+        self,
+        ids: torch.Tensor,
+        cache: KVCache,
+        position: torch.Tensor | None = None,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final normalised hidden states ``[B, dim]`` after appending one id per row ``[B]``
+        (``extra`` ``[B, dim]``: added to their embeddings, as in :meth:`hidden`).
 
         The same computation as ``hidden(ids[:, None], cache)[:, -1]`` (bit for bit with one kv
         head per query head in float32), written for the one-token step that sampling repeats
@@ -244,6 +251,8 @@ class Transformer(nn.Module):
         factors = cache.rope.index_select(0, position) if fixed else cache.rope[pos : pos + 1]
         mask = torch.arange(cache.max_len, device=ids.device)[None] <= position if fixed else None
         x = F.embedding(ids, self.embed.weight)
+        if extra is not None:
+            x = x + extra
         for i, w in enumerate(cache.weights):
             h = F.layer_norm(x, shape, w.norm1_weight, w.norm1_bias)
             qkv = torch.mm(h, w.qkv).view(b, heads + 2 * kv_heads, head_dim)
