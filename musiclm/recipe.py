@@ -81,6 +81,7 @@ class Options:
     codec: str | None = None  # a trained codec checkpoint used as it is instead of training one
     kv_heads: int = 0  # key/value heads of the three LMs (0 = one per query head; fewer decode faster)
     codebook_embedding: bool = False  # the LMs also embed MuLaN ids through the run's MuLaN codebooks
+    aligned_semantic: bool = False  # the coarse LM also sums in each frame's semantic token
 
     def check(self, preset: str) -> None:
         """One line for an option that cannot work with ``preset``, before anything is written."""
@@ -308,6 +309,8 @@ class Recipe:
         ]  # fmt: skip
         if self.options.codebook_embedding and phase != "fine-lm":
             conditioning += ["--mulan-codebooks", str(self._model_dir("mulan"))]
+        if self.options.aligned_semantic and phase == "coarse-lm":
+            conditioning.append("--aligned-semantic")
         # each validation renders a held-out clip: the semantic LM through the coarse and fine LMs' best
         samples = [
             "--sample-codec",
@@ -599,6 +602,12 @@ def register(sub, train) -> None:
         help="the semantic and coarse LMs also embed each MuLaN id through its codebook vector, so "
         "what one code teaches carries to its neighbours (a departure from the paper)",
     )
+    p.add_argument(
+        "--aligned-semantic",
+        action="store_true",
+        help="the coarse LM also adds to each position the embedding of the semantic token under the "
+        "frame it predicts, besides reading them in its prefix (a departure from the paper)",
+    )
     p.set_defaults(func=_train_bundle)
 
 
@@ -618,6 +627,7 @@ def _train_bundle(args) -> int:
             codec=args.codec,
             kv_heads=args.kv_heads,
             codebook_embedding=args.codebook_embedding,
+            aligned_semantic=args.aligned_semantic,
         ),
     )
 

@@ -205,7 +205,7 @@ def test_options_reach_the_trainers_and_a_given_codec_is_used_as_it_is(tmp_path,
     data = _data(tmp_path)
     codec = save_model(SoundStream(get_preset("tiny").codec), tmp_path / "codec")
     options = Options(text_tower="minilm", mulan_levels=2, text_token_prob=0.5, codec=str(codec), kv_heads=2,
-                      codebook_embedding=True)  # fmt: skip
+                      codebook_embedding=True, aligned_semantic=True)  # fmt: skip
     recipe = Recipe(data, tmp_path / "run", minutes=30, name="mine", options=options)
     plan, parser = Plan.for_machine("tiny"), build_parser()
     parse = lambda phase: parser.parse_args(recipe._command(phase, 3.0, plan)[3:])  # noqa: E731
@@ -215,6 +215,7 @@ def test_options_reach_the_trainers_and_a_given_codec_is_used_as_it_is(tmp_path,
         assert (args.mulan_levels, args.text_token_prob) == (2, 0.5)
         assert Path(args.mulan_codebooks) == recipe._model_dir("mulan")
         assert Path(args.sample_codec) == codec
+    assert parse("coarse-lm").aligned_semantic
     assert not hasattr(parse("fine-lm"), "mulan_levels")  # the fine LM is not conditioned
     assert [parse(p).kv_heads for p in ("semantic-lm", "coarse-lm", "fine-lm")] == [2, 2, 2]
     assert Path(parse("bundle").codec) == codec
