@@ -582,7 +582,7 @@ class CoarseStage(_AcousticStage):
         # index of the coarse id predicted at each position: 0 at the SEP after the semantic ids
         k = torch.arange(length, device=tokens.device)[None] - (first + count)
         frame = k.clamp(min=0) // (2 * self.levels)  # a semantic token spans two codec frames
-        ids = semantic.gather(1, frame.minimum((count - 1).clamp(min=0)).clamp(max=semantic.shape[1] - 1))
+        ids = semantic.gather(1, frame.minimum((count - 1).clamp(min=0)))  # past a short row: its last
         return self.aligned_semantic_embedding(ids) * (k >= 0).unsqueeze(-1)
 
     def sequence(self, cond, inputs, target):

@@ -41,7 +41,7 @@ def warm_start(model: StageLM, source: StageLM, *, where: str = "--init") -> Non
         raise ConfigError(
             f"{where}: embeds MuLaN ids by codebook vector; this run needs --mulan-codebooks too"
         )
-    if getattr(source, "aligned_semantic_embedding", None) is not None and not model.config.aligned_semantic:
+    if source.config.aligned_semantic and not model.config.aligned_semantic:
         raise ConfigError(f"{where}: adds aligned semantic embeddings; this run needs --aligned-semantic too")
     new, old = model.state_dict(), _pick_blocks(source.state_dict(), source, model, where=where)
 
