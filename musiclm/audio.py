@@ -362,11 +362,11 @@ def _chroma_filter(sample_rate: int, n_fft: int) -> torch.Tensor:
     return torch.from_numpy(librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, tuning=0.0)).float()
 
 
-def chromagram(
+def power_chromagram(
     wav: torch.Tensor, sample_rate: int, *, n_fft: int = 4096, hop_length: int = 640
 ) -> torch.Tensor:
-    """Frame-wise pitch-class energy of ``[..., T]`` audio -> ``[..., 12, frames]``, each frame
-    L2-normalised: ``librosa.feature.chroma_stft(norm=2, tuning=0)`` computed batched in torch."""
+    """Frame-wise pitch-class power of ``[..., T]`` audio -> ``[..., 12, frames]`` (centred frames),
+    unnormalised: what :func:`chromagram` normalises, and what tells a quiet frame from a loud one."""
     shape = wav.shape
     x = wav.reshape(-1, shape[-1]).float()
     window = torch.hann_window(n_fft, device=x.device)
@@ -378,8 +378,16 @@ def chromagram(
         .pow(2)
     )
     chroma = _chroma_filter(sample_rate, n_fft).to(x.device) @ power
-    chroma = F.normalize(chroma, dim=-2, eps=1e-8)
     return chroma.reshape(*shape[:-1], 12, chroma.shape[-1])
+
+
+def chromagram(
+    wav: torch.Tensor, sample_rate: int, *, n_fft: int = 4096, hop_length: int = 640
+) -> torch.Tensor:
+    """Frame-wise pitch-class energy of ``[..., T]`` audio -> ``[..., 12, frames]``, each frame
+    L2-normalised: ``librosa.feature.chroma_stft(norm=2, tuning=0)`` computed batched in torch."""
+    chroma = power_chromagram(wav, sample_rate, n_fft=n_fft, hop_length=hop_length)
+    return F.normalize(chroma, dim=-2, eps=1e-8)
 
 
 def chroma_cosine_similarity(

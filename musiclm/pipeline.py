@@ -28,6 +28,7 @@ from musiclm.errors import AudioError, PromptError
 from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.sampling import SamplingConfig
 from musiclm.lm.stages import CoarseStage, FineStage, SemanticStage
+from musiclm.melody.chroma import ChromaTrack
 
 DECODE_BATCH = 8  # candidates decoded at once
 STAGE_NAMES = ("semantic", "coarse", "fine")
@@ -92,7 +93,15 @@ class MusicLM:
 
     @property
     def has_melody(self) -> bool:
+        return self._has_melody_tokens or self._reads_chroma
+
+    @property
+    def _has_melody_tokens(self) -> bool:
         return self.melody is not None and self.semantic_lm.config.melody_quantizers > 0
+
+    @property
+    def _reads_chroma(self) -> bool:
+        return self.semantic_lm.config.melody_chroma or self.coarse_lm.config.melody_chroma
 
     # ------------------------------------------------------------------ conditioning
 
@@ -105,11 +114,27 @@ class MusicLM:
         self, melody: str | Path | torch.Tensor, sample_rate: int | None = None
     ) -> torch.Tensor:
         """``[1, W, Qm]`` melody tokens of a file or ``[T]`` waveform (4 s windows at a 3 s hop)."""
-        if not self.has_melody:
-            raise PromptError(f"{self.name} has no melody conditioning (its LMs were trained without it)")
+        if not self._has_melody_tokens:
+            raise PromptError(f"{self.name} has no melody tokens (its LMs were trained without them)")
         wav = self._load_prompt_audio(melody, sample_rate, self.melody.sample_rate, what="melody")
         with torch.no_grad():
             return self.melody.tokens(wav[None].to(self.device), self.melody.sample_rate)
+
+    def melody_conditioning(
+        self, melody: str | Path | torch.Tensor, sample_rate: int | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """What the LMs read of a melody: its tokens ``[1, W, Qm]`` (:meth:`melody_tokens`) and its
+        pitch class per semantic frame ``[1, F]`` (``musiclm.melody.chroma``), each None where the
+        LMs were trained without it."""
+        if not self.has_melody:
+            raise PromptError(f"{self.name} has no melody conditioning (its LMs were trained without it)")
+        tokens = self.melody_tokens(melody, sample_rate) if self._has_melody_tokens else None
+        chroma = None
+        if self._reads_chroma:
+            track = ChromaTrack(frame_rate=self.semantic_lm.config.semantic_rate)
+            wav = self._load_prompt_audio(melody, sample_rate, track.sample_rate, what="melody")
+            chroma = track.ids(wav[None]).to(self.device)
+        return tokens, chroma
 
     def _load_prompt_audio(
         self, audio, sample_rate: int | None, target_rate: int, *, what: str
@@ -365,11 +390,15 @@ class MusicLM:
             top_p=top_p, guidance=guidance, seconds=seconds, max_memory_gb=max_memory_gb,
         )  # fmt: skip
         start = time.perf_counter()
-        melody_tokens = None if melody is None else self.melody_tokens(melody, melody_sample_rate)
+        melody_tokens = chroma = None
+        if melody is not None:
+            melody_tokens, chroma = self.melody_conditioning(melody, melody_sample_rate)
         mulan = self.text_tokens(prompts)  # [P, Mq]
         if melody_tokens is not None:
             melody_tokens = melody_tokens.expand(len(prompts), -1, -1)
-        cond = Conditioning.constant(mulan, melody_tokens, unconditional=unconditional)
+        if chroma is not None:
+            chroma = chroma.expand(len(prompts), -1)
+        cond = Conditioning.constant(mulan, melody_tokens, unconditional=unconditional, chroma=chroma)
         timings = {"conditioning": time.perf_counter() - start}
         tokens = self.sample_tokens(
             cond.repeat_interleave(candidates),

@@ -268,3 +268,16 @@ def test_recaption_writes_the_same_clips_in_other_wordings(tmp_path, capsys):
         main(["data", "recaption", str(tmp_path / "bare.jsonl"), "--wording", "test", "-o", str(again)]) == 1
     )
     assert "entry 1 (x) has no synthetic style label" in capsys.readouterr().err
+
+
+def test_tokenize_chroma_gives_a_pitch_class_per_semantic_frame(tmp_path):
+    from musiclm.cli import main
+    from musiclm.data.cache import TokenCache
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    t = np.arange(int(1.2 * SR)) / SR
+    sf.write(audio / "a4.wav", (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32), SR)
+    assert main(["tokenize", "--data", str(audio), "--out", str(tmp_path / "cache"), "--chroma"]) == 0
+    chroma = TokenCache(tmp_path / "cache", fields=["chroma"])[0]["chroma"]
+    assert chroma.shape == (30,) and (chroma[2:-2] == 9).all()  # 25 Hz; A is pitch class 9

@@ -10,7 +10,7 @@ import torch
 from musiclm.bundle import make_bundle
 from musiclm.config import LMConfig
 from musiclm.errors import AudioError, CheckpointError, PromptError
-from musiclm.lm.stages import NULL, FineStage, SemanticStage, StageConfig
+from musiclm.lm.stages import NULL, CoarseStage, FineStage, SemanticStage, StageConfig
 from musiclm.pipeline import MusicLM
 from tests._tiny_bundle import PROMPTS, SR, components, save_parts
 
@@ -81,6 +81,33 @@ def test_melody_tokens_reach_the_prefix(model, monkeypatch):
         model.text_tokens([PROMPTS[0]]), model.semantic_lm.melody_at(model.melody_tokens(wav, SR), 0.0)
     )
     assert torch.equal(seen[0][0, : expected.shape[1]], expected[0])
+
+
+def test_a_melody_reaches_chroma_reading_lms_as_pitch_classes(monkeypatch):
+    parts = components(melody=False)
+    for name, cls in (("semantic_lm", SemanticStage), ("coarse_lm", CoarseStage)):
+        config = parts[name].config
+        config.melody_chroma = True
+        parts[name] = cls(config)
+    model = MusicLM(parts)
+    assert model.has_melody
+    seen = {"semantic_lm": [], "coarse_lm": []}
+    for name, spied in seen.items():
+        lm = getattr(model, name)
+
+        def spy(prefix, *args, original=lm._extend, seen=spied, **kwargs):
+            seen.append(kwargs.get("chroma"))
+            return original(prefix, *args, **kwargs)
+
+        monkeypatch.setattr(lm, "_extend", spy)
+    a4 = 0.3 * torch.sin(2 * torch.pi * 440.0 * torch.arange(2 * SR) / SR)
+    model.generate(PROMPTS[0], seconds=1.0, candidates=2, melody=a4, melody_sample_rate=SR, progress=False)
+    for chroma in (seen["semantic_lm"][0], seen["coarse_lm"][0]):
+        assert chroma.shape[0] == 2 and (chroma >= 0).sum() >= 2 * 20 and (chroma[chroma >= 0] == 9).all()
+    for spied in seen.values():
+        spied.clear()
+    model.generate(PROMPTS[0], seconds=1.0, candidates=2, progress=False)
+    assert seen["semantic_lm"][0] is None and seen["coarse_lm"][0] is None
 
 
 def test_continuation_keeps_the_prompt_tokens(model):

@@ -17,6 +17,11 @@ def register(sub, train) -> None:
         help="MuLaN checkpoint (gives mulan_tokens of the audio and mulan_text_tokens of the captions)",
     )
     p.add_argument("--melody", default=None, help="melody embedder checkpoint (gives melody_tokens)")
+    p.add_argument(
+        "--chroma",
+        action="store_true",
+        help="also the pitch class of every semantic-rate frame (field chroma, for --melody-chroma LMs)",
+    )
     p.add_argument("--segment-seconds", type=float, default=30.0)
     p.add_argument("--shard-size", type=int, default=64)
     p.set_defaults(func=_tokenize)
@@ -226,8 +231,14 @@ def _tokenize(args: argparse.Namespace) -> None:
             models[field] = model.to("cuda" if torch.cuda.is_available() else "cpu")
     if "mulan_tokens" in models:
         models["mulan_text_tokens"] = models["mulan_tokens"]
+    if args.chroma:
+        from musiclm.melody.chroma import ChromaTrack
+
+        models["chroma"] = ChromaTrack()  # at 25 Hz, the semantic token rate of every preset
     if not models:
-        raise MusicLMError("nothing to compute: give at least one of --codec, --semantic, --mulan, --melody")
+        raise MusicLMError(
+            "nothing to compute: give at least one of --codec, --semantic, --mulan, --melody, --chroma"
+        )
     skipped = tokenize(
         args.data, args.out, models, segment_seconds=args.segment_seconds, shard_size=args.shard_size
     )

@@ -27,6 +27,8 @@ FIELD_EXTRACTORS: dict[str, tuple[str, Callable[[nn.Module, torch.Tensor], torch
         lambda m, wav: m.tokens_from_audio(wav[None], m.sample_rate)[0].to(torch.int16),
     ),
     "melody_tokens": ("melody", lambda m, wav: m.tokens(wav[None], m.sample_rate)[0].to(torch.int16)),
+    # no checkpoint: musiclm.melody.chroma.ChromaTrack
+    "chroma": ("chroma", lambda m, wav: m.ids(wav[None])[0].to(torch.int16)),
 }
 # fields computed from an item's caption instead of its audio (an empty tensor where it has none):
 # the MuLaN *text* tokens of a clip's caption, which an LM can train on beside the audio tokens

@@ -52,6 +52,12 @@ def register(sub, train) -> None:
                 "without a melody (with --melody; default 0.5)",
             )
             p.add_argument(
+                "--melody-chroma",
+                action="store_true",
+                help="also add to each position the embedding of the melody's pitch class at the frame "
+                "it predicts (cache needs chroma: `musiclm tokenize --chroma`; as MusicGen, not the paper)",
+            )
+            p.add_argument(
                 "--text-token-prob",
                 type=float,
                 default=0.0,
@@ -129,6 +135,7 @@ def _train(args: argparse.Namespace) -> None:
     config.text_token_prob = checks.share(getattr(args, "text_token_prob", 0.0), "--text-token-prob")
     config.lm.kv_heads = checks.kv_heads(args.kv_heads, config.lm.heads)
     config.aligned_semantic = getattr(args, "aligned_semantic", False)
+    config.melody_chroma = getattr(args, "melody_chroma", False)
     if args.depth:
         config.lm.depth = checks.positive_int(args.depth, "--depth")
     if getattr(args, "cond_drop_prob", None) is not None:
@@ -137,6 +144,8 @@ def _train(args: argparse.Namespace) -> None:
         config.melody_drop_prob = checks.share(args.melody_drop_prob, "--melody-drop-prob")
     if config.text_token_prob > 0:
         fields.append("mulan_text_tokens")
+    if config.melody_chroma:
+        fields.append("chroma")
     quantizer = None
     if getattr(args, "mulan_codebooks", None):
         quantizer = _mulan_quantizer(args.mulan_codebooks, config)

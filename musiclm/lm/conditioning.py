@@ -24,6 +24,9 @@ class Conditioning:
     starts: tuple[float, ...] = (0.0,)  # second at which each segment takes over, starts[0] = 0
     melody: torch.Tensor | None = None  # [B, W, Qm] raw melody tokens, one row per melody hop
     unconditional: bool = False  # every conditioning id NULL (the dropped conditioning of training)
+    # [B, F] the melody's pitch-class ids at the semantic token rate (musiclm.melody.chroma), read by
+    # stages trained with melody_chroma
+    chroma: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.mulan.dim() != 3 or self.mulan.shape[1] != len(self.starts):
@@ -35,15 +38,23 @@ class Conditioning:
 
     @classmethod
     def constant(
-        cls, mulan: torch.Tensor, melody: torch.Tensor | None = None, *, unconditional: bool = False
+        cls,
+        mulan: torch.Tensor,
+        melody: torch.Tensor | None = None,
+        *,
+        unconditional: bool = False,
+        chroma: torch.Tensor | None = None,
     ) -> Conditioning:
         """One segment: ``[B, Mq]`` MuLaN tokens for the whole piece."""
-        return cls(mulan[:, None], (0.0,), melody, unconditional)
+        return cls(mulan[:, None], (0.0,), melody, unconditional, chroma)
 
     @classmethod
-    def from_record(cls, record: dict, *, melody: bool, text: bool = False) -> Conditioning:
-        """A training record's own conditioning (MuLaN audio tokens, cached melody tokens); with
-        ``text``, its caption's MuLaN text tokens instead where the record has them."""
+    def from_record(
+        cls, record: dict, *, melody: bool, text: bool = False, chroma: bool = False
+    ) -> Conditioning:
+        """A training record's own conditioning (MuLaN audio tokens, cached melody tokens, with
+        ``chroma`` its pitch classes); with ``text``, its caption's MuLaN text tokens instead where
+        the record has them."""
         tokens = None
         if melody:
             if "melody_tokens" not in record:
@@ -61,12 +72,21 @@ class Conditioning:
                 )
             if record["mulan_text_tokens"].numel():  # uncaptioned clips keep their audio tokens
                 mulan = record["mulan_text_tokens"]
-        return cls.constant(mulan.long()[None], tokens)
+        pitch = None
+        if chroma:
+            if "chroma" not in record:
+                raise DataError(
+                    "this stage reads pitch classes but the token cache has no chroma field "
+                    "(run `musiclm tokenize --chroma ...`)"
+                )
+            pitch = record["chroma"].long()[None]
+        return cls.constant(mulan.long()[None], tokens, chroma=pitch)
 
     def repeat_interleave(self, n: int) -> Conditioning:
         """Each row ``n`` times in a row (the candidates of a prompt)."""
         melody = None if self.melody is None else self.melody.repeat_interleave(n, dim=0)
-        return replace(self, mulan=self.mulan.repeat_interleave(n, dim=0), melody=melody)
+        chroma = None if self.chroma is None else self.chroma.repeat_interleave(n, dim=0)
+        return replace(self, mulan=self.mulan.repeat_interleave(n, dim=0), melody=melody, chroma=chroma)
 
     def bounds(self, units_per_second: float, align: int = 1) -> list[int]:
         """Segment starts in a stage's units (on the grid of ``align`` units)."""

@@ -38,6 +38,7 @@ from musiclm.lm.graphs import GraphDecoder
 from musiclm.lm.guidance import NULL, guide, with_unconditional
 from musiclm.lm.sampling import SamplingConfig, sample
 from musiclm.lm.transformer import Transformer
+from musiclm.melody.chroma import NUM_CHROMA_IDS
 
 PAD, SEP = 0, 1  # and NULL = 2 (guidance.py): dropped conditioning
 NUM_SPECIALS = 3
@@ -96,6 +97,10 @@ class StageConfig:
     # tokens into the acoustic ones), besides reading the semantic tokens in the prefix (the paper).
     # Starts at zero, so a warm start begins where its source was.
     aligned_semantic: bool = False
+    # semantic and coarse stages: each position also adds a learned embedding of the melody's pitch
+    # class (musiclm.melody.chroma) at the frame it predicts (MusicGen's chroma conditioning, not the
+    # paper's); dropped with melody_drop_prob in training. Starts at zero, as aligned_semantic.
+    melody_chroma: bool = False
     semantic_clusters: int = 256
     semantic_rate: float = 25.0
     codec_levels: int = 8
@@ -161,6 +166,10 @@ class StageLM(nn.Module):
             )
         if config.aligned_semantic and config.stage != "coarse":
             raise ValueError(f"aligned_semantic is a coarse-stage option, not for the {config.stage} stage")
+        if config.melody_chroma and not self.conditioned:
+            raise ValueError(
+                f"melody_chroma is for the semantic and coarse stages, not the {config.stage} stage"
+            )
         self.config = config
         self.layout = self.token_layout()
         self.transformer = Transformer(config.lm, self.layout.vocab_size)
@@ -173,6 +182,10 @@ class StageLM(nn.Module):
                 dim=config.lm.dim,
                 offset=self.layout.offset("mulan0"),
             )
+        self.chroma_embedding = None
+        if config.melody_chroma:
+            self.chroma_embedding = nn.Embedding(NUM_CHROMA_IDS, config.lm.dim)
+            nn.init.zeros_(self.chroma_embedding.weight)
 
     # ---------------------------------------------------------------- what each stage defines
 
@@ -311,14 +324,23 @@ class StageLM(nn.Module):
     def training_example(self, record: dict, rng: random.Random) -> dict:
         """A random window of a token record laid out by :meth:`sequence`, padded to :attr:`max_train_len`."""
         start, inputs, target = self.training_window(record, rng)
-        cond = None
+        cond = own = None
         if self.conditioned:
             p = self.config.text_token_prob
             text = p > 0 and rng.random() < p  # no draw at 0: the same examples as without the option
-            own = Conditioning.from_record(record, melody=self.config.melody_quantizers > 0, text=text)
+            own = Conditioning.from_record(
+                record, melody=self.config.melody_quantizers > 0, text=text, chroma=self.config.melody_chroma
+            )
             cond = self.window_cond(own, start=start, new_start=start)
         parts = self.sequence(cond, self.window_inputs(inputs, start, start + target.shape[-1]), target)
-        return self._pack([(ids[0], role) for ids, role in parts])
+        example = self._pack([(ids[0], role) for ids, role in parts])
+        if self.chroma_embedding is not None:
+            n = sum(len(ids[0]) for ids, role in parts)
+            first = n - parts[-1][0].shape[1]  # the target ids come last
+            units = self.chroma_units(own.chroma, start, start + target.shape[-1])
+            ids = self.chroma_positions(units, first, n)[0]
+            example["chroma"] = F.pad(ids, (0, self.max_train_len - n), value=-1)
+        return example
 
     def _pack(self, parts: list[tuple[torch.Tensor, str]]) -> dict:
         """Concatenate ``(ids, role)`` parts and pad to a fixed length; within the cond part, the ids
@@ -334,11 +356,44 @@ class StageLM(nn.Module):
             "melody_mask": F.pad(melody, (0, pad), value=False),
         }
 
-    def extra_embeddings(self, tokens: torch.Tensor) -> torch.Tensor | None:
+    # ---------------------------------------------------------------- pitch classes (melody_chroma)
+
+    def chroma_units(self, chroma: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        """Pitch-class ids ``[B, end - start]`` of units ``start .. end`` from a track ``[B, F]`` at
+        the semantic token rate (-1, none, past its end: a melody shorter than the piece)."""
+        per = round(self.units_per_second / self.config.semantic_rate)  # 1 semantic, 2 acoustic
+        idx = torch.arange(start, end, device=chroma.device) // per
+        if chroma.shape[1] == 0:
+            return torch.full((chroma.shape[0], len(idx)), -1, dtype=torch.long, device=chroma.device)
+        ids = chroma.long()[:, idx.clamp(max=chroma.shape[1] - 1)]
+        return ids.masked_fill(idx >= chroma.shape[1], -1)
+
+    def chroma_positions(self, units: torch.Tensor, first_target: int, length: int) -> torch.Tensor:
+        """Pitch-class ids ``[B, length]`` per position of a sequence whose target ids start at
+        ``first_target``: at each position that of the unit of the *next* id (the one it predicts),
+        -1 before the targets and past ``units`` ``[B, U]``."""
+        k = torch.arange(length, device=units.device) + 1 - first_target
+        unit = k.clamp(min=0) // self.levels
+        if units.shape[1] == 0:
+            return torch.full((units.shape[0], length), -1, dtype=torch.long, device=units.device)
+        ids = units[:, unit.clamp(max=units.shape[1] - 1)]
+        return ids.masked_fill((k < 0) | (unit >= units.shape[1]), -1)
+
+    def chroma_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` pitch-class ids (-1: none) -> ``[B, T, dim]`` (zero where none)."""
+        return self.chroma_embedding(ids.clamp(min=0)) * (ids >= 0).unsqueeze(-1)
+
+    def extra_embeddings(
+        self, tokens: torch.Tensor, chroma: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """What the transformer adds to the embeddings of ``tokens`` (None if nothing): the MuLaN ids'
         codebook embeddings (the conditioning ids come first in every sequence, so only those
-        positions are looked at) and the stage's :meth:`step_embeddings`."""
+        positions are looked at), the stage's :meth:`step_embeddings` and, given ``[B, T]``
+        per-position pitch classes (:meth:`chroma_positions`), their embeddings."""
         extra = self.step_embeddings(tokens, tokens.shape[1])
+        if chroma is not None and self.chroma_embedding is not None:
+            pitch = self.chroma_embeddings(chroma)
+            extra = pitch if extra is None else extra + pitch
         if self.mulan_embedding is None:
             return extra
         n = min(self.config.mulan_read, tokens.shape[1])
@@ -351,10 +406,13 @@ class StageLM(nn.Module):
         what a decoding step adds besides its id's embedding."""
         return None
 
-    def loss(self, tokens: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
-        """Next-token cross-entropy on target positions only."""
+    def loss(
+        self, tokens: torch.Tensor, loss_mask: torch.Tensor, chroma: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Next-token cross-entropy on target positions only (``chroma``: per-position pitch classes)."""
         inputs = tokens[:, :-1]
-        logits = self.transformer(inputs, extra=self.extra_embeddings(inputs))
+        pitch = None if chroma is None else chroma[:, :-1]
+        logits = self.transformer(inputs, extra=self.extra_embeddings(inputs, pitch))
         target = tokens[:, 1:].masked_fill(~loss_mask[:, 1:], -100)
         return F.cross_entropy(
             rearrange(logits, "b t v -> (b t) v").float(), target.reshape(-1), ignore_index=-100
@@ -399,11 +457,18 @@ class StageLM(nn.Module):
                 ids, self.window_inputs(inputs, have - ctx, have + n_new), history[..., have - ctx :]
             )
             prefix = torch.cat([p for p, _ in parts], dim=1)
+            chroma = None
+            if self.chroma_embedding is not None and cond is not None and cond.chroma is not None:
+                if not cond.unconditional:
+                    units = self.chroma_units(cond.chroma, have - ctx, have + n_new)
+                    first = prefix.shape[1] - ctx * self.levels  # the context's target ids end the prefix
+                    chroma = self.chroma_positions(units, first, prefix.shape[1] + n_new * self.levels)
             new = self._extend(
                 prefix,
                 n_new * self.levels,
                 sampling,
                 cond_len=0 if ids is None else ids.shape[1],
+                chroma=chroma,
                 generator=generator,
                 progress=progress,
                 done=made * self.levels,
@@ -425,19 +490,27 @@ class StageLM(nn.Module):
         progress: Progress,
         done: int,
         total: int,
+        chroma: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sample ``n_new`` ids after ``prefix`` ``[B, P]`` with the KV cache; the j-th from
-        :meth:`target_span`. With guidance, the NULL-conditioned copy runs in the same batch;
+        :meth:`target_span`. With guidance, the NULL-conditioned copy runs in the same batch (and
+        without the pitch classes ``chroma`` ``[B, P + n_new]``, if given);
         ``progress(done + j, total)`` after each id."""
         b = prefix.shape[0]
         use_cfg = sampling.guidance != 1.0 and cond_len > 0
         if use_cfg:
             prefix = with_unconditional(prefix, cond_len)
+            if chroma is not None:
+                chroma = torch.cat([chroma, torch.full_like(chroma, -1)])
         tf, p = self.transformer, prefix.shape[1]
         cache = tf.new_cache(prefix.shape[0], p + n_new)
-        hidden = tf.hidden(prefix, cache, self.extra_embeddings(prefix))[:, -1]
+        pitch = None if chroma is None else chroma[:, :p]
+        hidden = tf.hidden(prefix, cache, self.extra_embeddings(prefix, pitch))[:, -1]
         decode = GraphDecoder(tf, cache) if self.cuda_graphs else functools.partial(tf.decode, cache=cache)
         steps = self.step_embeddings(prefix, p + n_new)
+        if chroma is not None:
+            pitch = self.chroma_embeddings(chroma)
+            steps = pitch if steps is None else steps + pitch
         out = torch.empty(b, n_new, dtype=torch.long, device=prefix.device)
         for j in range(n_new):
             lo, hi = self.target_span(j)

@@ -36,7 +36,8 @@ class StageDataset(Dataset):
 
 class StageTask(TrainTask):
     """Cross-entropy on the generated part; conditioning dropped with ``cond_drop_prob`` (for CFG),
-    melody tokens alone with ``melody_drop_prob`` (so the model also follows text without a melody)."""
+    melody tokens alone with ``melody_drop_prob`` (so the model also follows text without a melody),
+    and so are the pitch classes of ``melody_chroma``."""
 
     def __init__(self, model: StageLM):
         super().__init__()
@@ -52,6 +53,8 @@ class StageTask(TrainTask):
             figures["val/cond_gain"] = self.conditioning_gain()
         if self.model.input_ids is not None and self.valid_batches:
             figures["val/input_gain"] = self.input_gain()
+        if self.model.chroma_embedding is not None and self.valid_batches:
+            figures["val/chroma_gain"] = self.chroma_gain()
         s = self.samples
         if s["records"] and s["codec"] is not None:
             from musiclm.checkpoint import load_model
@@ -87,6 +90,17 @@ class StageTask(TrainTask):
         return self._borrowed_gain(swapped)
 
     @torch.no_grad()
+    def chroma_gain(self) -> float:
+        """Held-out loss without the pitch classes minus the loss with them (melody_chroma)."""
+        device = next(self.parameters()).device
+        gains = []
+        for batch in self.valid_batches:
+            tokens, target = batch["tokens"].to(device), batch["loss_mask"].to(device)
+            chroma = batch["chroma"].to(device)
+            gains.append(float(self.model.loss(tokens, target) - self.model.loss(tokens, target, chroma)))
+        return sum(gains) / max(len(gains), 1)
+
+    @torch.no_grad()
     def _borrowed_gain(self, swapped) -> float:
         """Mean over the held-out batches of the loss with the positions ``swapped(batch, tokens)``
         taken from the next row (another clip) minus the loss as it is."""
@@ -104,7 +118,11 @@ class StageTask(TrainTask):
         config = self.model.config
         tokens = drop_conditioning(batch["tokens"], batch["cond_mask"], config.lm.cond_drop_prob)
         tokens = drop_conditioning(tokens, batch["melody_mask"], config.melody_drop_prob)
-        loss = self.model.loss(tokens, batch["loss_mask"])
+        chroma = batch.get("chroma")
+        if chroma is not None:  # dropped on its own, so the LM also follows a prompt without a melody
+            keep = torch.rand(chroma.shape[0], 1, device=chroma.device) >= config.melody_drop_prob
+            chroma = chroma.masked_fill(~keep, -1)
+        loss = self.model.loss(tokens, batch["loss_mask"], chroma)
         return loss, {}
 
 
