@@ -82,6 +82,7 @@ class Options:
     kv_heads: int = 0  # key/value heads of the three LMs (0 = one per query head; fewer decode faster)
     codebook_embedding: bool = False  # the LMs also embed MuLaN ids through the run's MuLaN codebooks
     aligned_semantic: bool = False  # the coarse LM also sums in each frame's semantic token
+    melody_chroma: bool = False  # the semantic and coarse LMs also read the melody's pitch classes
 
     def check(self, preset: str) -> None:
         """One line for an option that cannot work with ``preset``, before anything is written."""
@@ -311,6 +312,8 @@ class Recipe:
             conditioning += ["--mulan-codebooks", str(self._model_dir("mulan"))]
         if self.options.aligned_semantic and phase == "coarse-lm":
             conditioning.append("--aligned-semantic")
+        if self.options.melody_chroma and phase != "fine-lm":
+            conditioning.append("--melody-chroma")
         # each validation renders a held-out clip: the semantic LM through the coarse and fine LMs' best
         samples = [
             "--sample-codec",
@@ -362,7 +365,7 @@ class Recipe:
         ml = [sys.executable, "-m", "musiclm", "tokenize"]
         parts = ["--codec", str(self._model_dir("codec")), "--semantic", str(self._model_dir("semantic")),
                  "--mulan", str(self._model_dir("mulan")), "--melody", str(self._model_dir("melody")),
-                 "--segment-seconds", "30"]  # fmt: skip
+                 "--segment-seconds", "30", *(["--chroma"] if self.options.melody_chroma else [])]  # fmt: skip
         return [
             [*ml, "--data", str(self.root / "data" / f"{split}.jsonl"), "--out", str(self.root / out), *parts]
             for split, out in (("train", "tokens"), ("valid", "tokens-valid"))
@@ -608,6 +611,12 @@ def register(sub, train) -> None:
         help="the coarse LM also adds to each position the embedding of the semantic token under the "
         "frame it predicts, besides reading them in its prefix (a departure from the paper)",
     )
+    p.add_argument(
+        "--melody-chroma",
+        action="store_true",
+        help="the semantic and coarse LMs also add to each position the embedding of the melody's pitch "
+        "class at the frame it predicts (MusicGen's chroma conditioning, a departure from the paper)",
+    )
     p.set_defaults(func=_train_bundle)
 
 
@@ -628,6 +637,7 @@ def _train_bundle(args) -> int:
             kv_heads=args.kv_heads,
             codebook_embedding=args.codebook_embedding,
             aligned_semantic=args.aligned_semantic,
+            melody_chroma=args.melody_chroma,
         ),
     )
 
