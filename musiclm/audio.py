@@ -390,6 +390,27 @@ def chromagram(
     return F.normalize(chroma, dim=-2, eps=1e-8)
 
 
+UNPITCHED = 12  # the pitch-class id of a quiet frame (0-11: C .. B)
+PITCH_CLASS_IDS = 13
+PITCH_CLASS_RATE = 16000  # the sample rate they are computed at, in training and generation alike
+
+
+def pitch_classes(
+    wav: torch.Tensor, sample_rate: int, *, frame_rate: float = 25.0, silence_db: float = 40.0
+) -> torch.Tensor:
+    """``[B, T]`` audio -> ``[B, F]`` the dominant pitch class of each frame at ``frame_rate``
+    (F = T * frame_rate / sample_rate, rounded), :data:`UNPITCHED` where a frame is more than
+    ``silence_db`` below the loudest of its clip: a melody as the LMs read it (``melody_chroma``)."""
+    hop = sample_rate / frame_rate
+    if abs(hop - round(hop)) > 1e-6:
+        raise ValueError(f"{sample_rate} Hz audio has no whole number of samples per {frame_rate} Hz frame")
+    chroma = power_chromagram(wav, sample_rate, hop_length=round(hop))  # centred: one frame more
+    chroma = chroma[..., : max(1, round(wav.shape[-1] / hop))]
+    energy = chroma.sum(-2)
+    quiet = (energy <= energy.amax(-1, keepdim=True) * 10 ** (-silence_db / 10)) | (energy <= 1e-10)
+    return chroma.argmax(-2).masked_fill(quiet, UNPITCHED)
+
+
 def chroma_cosine_similarity(
     reference: torch.Tensor, generated: torch.Tensor, sample_rate: int, **kwargs
 ) -> torch.Tensor:

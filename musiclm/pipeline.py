@@ -22,13 +22,12 @@ import torch
 from tqdm import tqdm
 
 from musiclm import checks
-from musiclm.audio import audio_info, check_waveform, load_audio
+from musiclm.audio import PITCH_CLASS_RATE, audio_info, check_waveform, load_audio, pitch_classes
 from musiclm.bundle import COMPONENTS, check_compatible, load_bundle
 from musiclm.errors import AudioError, PromptError
 from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.sampling import SamplingConfig
 from musiclm.lm.stages import CoarseStage, FineStage, SemanticStage
-from musiclm.melody.chroma import ChromaTrack
 
 DECODE_BATCH = 8  # candidates decoded at once
 STAGE_NAMES = ("semantic", "coarse", "fine")
@@ -124,16 +123,16 @@ class MusicLM:
         self, melody: str | Path | torch.Tensor, sample_rate: int | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """What the LMs read of a melody: its tokens ``[1, W, Qm]`` (:meth:`melody_tokens`) and its
-        pitch class per semantic frame ``[1, F]`` (``musiclm.melody.chroma``), each None where the
+        pitch class per semantic frame ``[1, F]`` (:func:`musiclm.audio.pitch_classes`), each None where the
         LMs were trained without it."""
         if not self.has_melody:
             raise PromptError(f"{self.name} has no melody conditioning (its LMs were trained without it)")
         tokens = self.melody_tokens(melody, sample_rate) if self._has_melody_tokens else None
         chroma = None
         if self._reads_chroma:
-            track = ChromaTrack(frame_rate=self.semantic_lm.config.semantic_rate)
-            wav = self._load_prompt_audio(melody, sample_rate, track.sample_rate, what="melody")
-            chroma = track.ids(wav[None]).to(self.device)
+            rate = self.semantic_lm.config.semantic_rate
+            wav = self._load_prompt_audio(melody, sample_rate, PITCH_CLASS_RATE, what="melody")
+            chroma = pitch_classes(wav[None], PITCH_CLASS_RATE, frame_rate=rate).to(self.device)
         return tokens, chroma
 
     def _load_prompt_audio(

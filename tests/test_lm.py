@@ -629,13 +629,13 @@ def test_melody_chroma_embeddings_are_those_training_sees_and_start_at_zero(stag
         FineStage(StageConfig(stage="fine", melody_chroma=True))
 
 
-def test_chroma_track_names_the_pitch_class_of_a_tone_and_marks_silence():
-    from musiclm.melody.chroma import UNPITCHED, ChromaTrack
+def test_pitch_classes_name_the_pitch_class_of_a_tone_and_mark_silence():
+    from musiclm.audio import UNPITCHED, pitch_classes
 
     sr = 16000
     t = torch.arange(sr) / sr
     a4, c4 = 0.3 * torch.sin(2 * torch.pi * 440.0 * t), 0.3 * torch.sin(2 * torch.pi * 261.63 * t)
-    ids = ChromaTrack(sr, 25.0).ids(torch.cat([a4, torch.zeros(sr), c4])[None])[0]
+    ids = pitch_classes(torch.cat([a4, torch.zeros(sr), c4])[None], sr, frame_rate=25.0)[0]
     assert ids.shape == (75,)
     assert (ids[5:20] == 9).all() and (ids[31:45] == UNPITCHED).all() and (ids[55:70] == 0).all()
 

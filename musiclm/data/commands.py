@@ -232,9 +232,9 @@ def _tokenize(args: argparse.Namespace) -> None:
     if "mulan_tokens" in models:
         models["mulan_text_tokens"] = models["mulan_tokens"]
     if args.chroma:
-        from musiclm.melody.chroma import ChromaTrack
+        from musiclm.data.tokenize import PitchClassTrack
 
-        models["chroma"] = ChromaTrack()  # at 25 Hz, the semantic token rate of every preset
+        models["chroma"] = PitchClassTrack()
     if not models:
         raise MusicLMError(
             "nothing to compute: give at least one of --codec, --semantic, --mulan, --melody, --chroma"

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from musiclm.audio import audio_info, load_audio
+from musiclm.audio import PITCH_CLASS_RATE, audio_info, load_audio, pitch_classes
 from musiclm.data.cache import fill_field, write_index
 from musiclm.data.manifest import load_entries
 from musiclm.errors import AudioError, MusicLMError
@@ -27,14 +27,24 @@ FIELD_EXTRACTORS: dict[str, tuple[str, Callable[[nn.Module, torch.Tensor], torch
         lambda m, wav: m.tokens_from_audio(wav[None], m.sample_rate)[0].to(torch.int16),
     ),
     "melody_tokens": ("melody", lambda m, wav: m.tokens(wav[None], m.sample_rate)[0].to(torch.int16)),
-    # no checkpoint: musiclm.melody.chroma.ChromaTrack
-    "chroma": ("chroma", lambda m, wav: m.ids(wav[None])[0].to(torch.int16)),
+    "chroma": ("chroma", lambda m, wav: m(wav[None])[0].to(torch.int16)),  # a PitchClassTrack
 }
 # fields computed from an item's caption instead of its audio (an empty tensor where it has none):
 # the MuLaN *text* tokens of a clip's caption, which an LM can train on beside the audio tokens
 CAPTION_EXTRACTORS: dict[str, tuple[str, Callable[[nn.Module, str], torch.Tensor]]] = {
     "mulan_text_tokens": ("mulan", lambda m, caption: m.tokens_from_text([caption])[0].to(torch.int16)),
 }
+
+
+class PitchClassTrack(nn.Module):
+    """The ``chroma`` field: each 25 Hz frame's dominant pitch class (:func:`musiclm.audio.pitch_classes`),
+    for LMs trained with ``melody_chroma``. A module without weights, so that it is computed as the
+    models' fields are."""
+
+    sample_rate = PITCH_CLASS_RATE
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return pitch_classes(wav, self.sample_rate, frame_rate=25.0)  # every preset's semantic rate
 
 
 def plan_items(

@@ -24,7 +24,7 @@ class Conditioning:
     starts: tuple[float, ...] = (0.0,)  # second at which each segment takes over, starts[0] = 0
     melody: torch.Tensor | None = None  # [B, W, Qm] raw melody tokens, one row per melody hop
     unconditional: bool = False  # every conditioning id NULL (the dropped conditioning of training)
-    # [B, F] the melody's pitch-class ids at the semantic token rate (musiclm.melody.chroma), read by
+    # [B, F] the melody's pitch-class ids at the semantic token rate (musiclm.audio.pitch_classes), read by
     # stages trained with melody_chroma
     chroma: torch.Tensor | None = None
 

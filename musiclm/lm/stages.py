@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from musiclm.audio import PITCH_CLASS_IDS
 from musiclm.checkpoint import register_model
 from musiclm.config import LMConfig, MusicLMConfig
 from musiclm.lm.codebook_embedding import CodebookEmbedding
@@ -38,7 +39,6 @@ from musiclm.lm.graphs import GraphDecoder
 from musiclm.lm.guidance import NULL, guide, with_unconditional
 from musiclm.lm.sampling import SamplingConfig, sample
 from musiclm.lm.transformer import Transformer
-from musiclm.melody.chroma import NUM_CHROMA_IDS
 
 PAD, SEP = 0, 1  # and NULL = 2 (guidance.py): dropped conditioning
 NUM_SPECIALS = 3
@@ -98,8 +98,10 @@ class StageConfig:
     # Starts at zero, so a warm start begins where its source was.
     aligned_semantic: bool = False
     # semantic and coarse stages: each position also adds a learned embedding of the melody's pitch
-    # class (musiclm.melody.chroma) at the frame it predicts (MusicGen's chroma conditioning, not the
-    # paper's); dropped with melody_drop_prob in training. Starts at zero, as aligned_semantic.
+    # class (musiclm.audio.pitch_classes) at the frame it predicts, MusicGen's chroma conditioning:
+    # the paper's melody tokens describe 4 s windows with one embedding each, which the LM has to turn
+    # back into notes. In training the pitch classes are those of the clip's own mix (on the synthetic
+    # benchmark the melody's for two frames in three), dropped with melody_drop_prob. Starts at zero.
     melody_chroma: bool = False
     semantic_clusters: int = 256
     semantic_rate: float = 25.0
@@ -184,7 +186,7 @@ class StageLM(nn.Module):
             )
         self.chroma_embedding = None
         if config.melody_chroma:
-            self.chroma_embedding = nn.Embedding(NUM_CHROMA_IDS, config.lm.dim)
+            self.chroma_embedding = nn.Embedding(PITCH_CLASS_IDS, config.lm.dim)
             nn.init.zeros_(self.chroma_embedding.weight)
 
     # ---------------------------------------------------------------- what each stage defines
