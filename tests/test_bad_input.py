@@ -1,5 +1,6 @@
 """Bad input gets one line naming what and where, before any work; outputs never half-written."""
 
+import json
 import os
 
 import numpy as np
@@ -108,6 +109,11 @@ def test_train_settings_fail_with_one_line(capsys, tmp_path):
 
 def test_lm_conditioning_flags_fail_before_the_cache_is_read(capsys, tmp_path):
     base = ["train", "coarse-lm", "--tokens", str(tmp_path / "no-cache"), "--out", str(tmp_path / "run")]
+    # --init also takes a bundle directory: its coarse_lm is the start (here a fine LM, to be refused)
+    bundle, partial = tmp_path / "bundle", tmp_path / "partial"
+    for folder, components in [(bundle, {"coarse_lm": str(default_component("fine_lm"))}), (partial, {})]:
+        folder.mkdir()
+        (folder / "musiclm.json").write_text(json.dumps({"name": "mine", "components": components}))
     for extra, match in [
         (["--mulan-levels", "13"], "--mulan-levels"),
         (["--mulan-levels", "-1"], "--mulan-levels"),
@@ -121,6 +127,8 @@ def test_lm_conditioning_flags_fail_before_the_cache_is_read(capsys, tmp_path):
         (["--depth", "-2"], "--depth"),
         (["--init", str(tmp_path / "no-lm")], "no-lm"),
         (["--init", str(default_component("fine_lm"))], "'fine_lm' model, expected 'coarse_lm'"),
+        (["--init", str(bundle)], "'fine_lm' model, expected 'coarse_lm'"),
+        (["--init", str(partial)], "the bundle has no coarse_lm"),
     ]:
         _one_line_error(capsys, base + extra, match)
     assert not (tmp_path / "run" / "model").exists()

@@ -27,7 +27,7 @@ def register(sub, train) -> None:
     p.add_argument(
         "--init",
         default=None,
-        help="warm-start from this codec checkpoint ('default': the shipped one; same config)",
+        help="warm-start from this codec checkpoint, or a bundle's ('default': the shipped one; same config)",
     )
     p.add_argument("--valid", default=None, help="held-out audio (folder/manifest) validated while training")
     p.add_argument("--valid-clips", type=int, default=32, help="validation clips (spread over --valid)")

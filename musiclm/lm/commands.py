@@ -88,7 +88,7 @@ def register(sub, train) -> None:
         p.add_argument(
             "--init",
             default=None,
-            help=f"warm-start from this {stage} LM checkpoint ('default': the shipped one); it may read "
+            help=f"warm-start from this {stage} LM checkpoint, or a bundle's ('default': the shipped one); it may read "
             "more MuLaN levels, have more key/value heads or more layers than this run",
         )
         p.add_argument("--valid-tokens", default=None, help="held-out token cache: val/loss while training")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from musiclm.errors import CheckpointError
@@ -30,8 +31,21 @@ def default_component(name: str) -> Path:
 
 
 def component_path(path: str | Path | None, name: str) -> str | Path:
-    """``path`` as given, or the shipped checkpoint of component ``name`` for ``'default'`` (or none)."""
-    return default_component(name) if path in (None, "default") else path
+    """The checkpoint of component ``name``: the shipped one for ``'default'`` (or none), the bundle's
+    own where ``path`` is a bundle directory (so ``--init my-bundle`` works as ``--init default``
+    does), else ``path`` as given."""
+    if path in (None, "default"):
+        return default_component(name)
+    manifest = Path(path) / "musiclm.json"
+    if not manifest.is_file():
+        return path
+    try:
+        components = json.loads(manifest.read_text())["components"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{manifest}: not a bundle manifest ({e})") from None
+    if name not in components:
+        raise CheckpointError(f"{path}: the bundle has no {name} (it has {', '.join(sorted(components))})")
+    return Path(path) / components[name]
 
 
 def shipped_bundles() -> list[str]:
