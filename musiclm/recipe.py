@@ -201,8 +201,10 @@ def split_data(data: str, out: Path, *, valid_share: float = VALID_SHARE) -> dic
 
 def _die_with_parent() -> None:
     """In the child before exec: SIGKILL it when the parent dies (Linux), and keep the terminal's
-    Ctrl-C away from it (the parent forwards it)."""
+    Ctrl-C away from it (the parent forwards it). A recipe started in the background of a script
+    ignores SIGINT, and an ignored signal is inherited: the child must still heed the forwarded one."""
     os.setpgrp()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:

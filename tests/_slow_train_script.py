@@ -1,4 +1,5 @@
-"""Train the toy task slowly (for a real SIGKILL mid-run): python _slow_train_script.py OUT_DIR."""
+"""Train the toy task slowly (for a real SIGKILL or SIGTERM mid-run):
+python _slow_train_script.py OUT_DIR [CHECKPOINT_EVERY]."""
 
 import sys
 import time
@@ -23,7 +24,7 @@ cfg = TrainConfig(
     lr=0.05,
     warmup_steps=0,
     log_every=1,
-    checkpoint_every=5,
+    checkpoint_every=int(sys.argv[2]) if len(sys.argv) > 2 else 5,
     ema_decay=0.9,
     progress=False,
     schedule="constant",

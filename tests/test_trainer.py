@@ -79,6 +79,26 @@ def test_sigkill_mid_run_resumes_at_the_last_checkpoint(tmp_path):
     assert steps == list(range(1, logged[-1] + 8))  # the steps after the checkpoint were redone, none twice
 
 
+def test_sigterm_mid_run_checkpoints_the_step_it_is_at(tmp_path):
+    import os
+    import signal
+    import time
+
+    script = Path(__file__).with_name("_slow_train_script.py")
+    # no periodic checkpoint before step 1000: whatever resumes was saved on the way out
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), "1000"], stderr=subprocess.PIPE)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 10):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(60) != 0
+    logged = [r["step"] for r in _log(tmp_path)]
+    trainer = Trainer(ToyTask(), ToyData(), _cfg(tmp_path, max_steps=logged[-1] + 3, log_every=1))
+    assert trainer.resume() and trainer.step == logged[-1]
+
+
 @pytest.mark.parametrize("kill_at", [0, 1, 2])
 def test_a_kill_inside_the_checkpoint_swap_loses_nothing(tmp_path, monkeypatch, kill_at):
     """Stop at each step of save_checkpoint's swap (state -> state.old, state.tmp -> state, removing

@@ -24,9 +24,11 @@ import math
 import os
 import random
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,24 @@ class TrainTask(nn.Module):
         if model is None:
             raise NotImplementedError(f"{type(self).__name__} must implement export()")
         save_model(model, directory)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While training, SIGTERM (``kill``, a container stopping, a scheduler's preemption) raises
+    KeyboardInterrupt as Ctrl-C does, so the run checkpoints the step it is at before it ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _to(batch: Any, device: torch.device) -> Any:
@@ -438,52 +458,57 @@ class Trainer:
         first_step = self.step + 1
         last_checkpoint = time.perf_counter()
         last_validation = t0
-        try:
-            while self.step < cfg.max_steps:
-                micro = [next(batches) for _ in range(cfg.grad_accum)]
-                for name, value in self._train_step(micro).items():
-                    sums[name] = sums.get(name, 0.0) + value
-                count += 1
-                self.step += 1
-                if self.ema is not None:
-                    self.ema.update(self.unwrapped)
-                bar.update(1)
-                first = self.step == first_step  # logged at once, so a new run shows a figure early
-                if first or self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                    last = {k: float(v) / count for k, v in sums.items()}
-                    elapsed = time.perf_counter() - t0
-                    record = {"step": self.step, **last, "steps_per_s": count / max(elapsed, 1e-9)}
-                    record.update({f"lr/{n}": s.get_last_lr()[0] for n, s in self.schedulers.items()})
-                    self._log(log_file, record)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if k.startswith("loss")})
-                    sums, count, t0 = {}, 0, time.perf_counter()
-                out_of_time = cfg.max_minutes is not None and self._out_of_time(started)
-                final = self.step == cfg.max_steps or out_of_time
-                if validates and (final or self._validation_due(last_validation)):
-                    figures = self.validate()
-                    if figures:
-                        self._log(log_file, {"step": self.step, **figures})
-                        acc.print(
-                            f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
-                        )
-                    last_validation = time.perf_counter()
-                if self.step % cfg.checkpoint_every == 0 or final or self._checkpoint_due(last_checkpoint):
+        with _sigterm_as_interrupt():  # `kill` stops training as Ctrl-C does: with a checkpoint
+            try:
+                while self.step < cfg.max_steps:
+                    micro = [next(batches) for _ in range(cfg.grad_accum)]
+                    for name, value in self._train_step(micro).items():
+                        sums[name] = sums.get(name, 0.0) + value
+                    count += 1
+                    self.step += 1
+                    if self.ema is not None:
+                        self.ema.update(self.unwrapped)
+                    bar.update(1)
+                    first = self.step == first_step  # logged at once, so a new run shows a figure early
+                    if first or self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                        last = {k: float(v) / count for k, v in sums.items()}
+                        elapsed = time.perf_counter() - t0
+                        record = {"step": self.step, **last, "steps_per_s": count / max(elapsed, 1e-9)}
+                        record.update({f"lr/{n}": s.get_last_lr()[0] for n, s in self.schedulers.items()})
+                        self._log(log_file, record)
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if k.startswith("loss")})
+                        sums, count, t0 = {}, 0, time.perf_counter()
+                    out_of_time = cfg.max_minutes is not None and self._out_of_time(started)
+                    final = self.step == cfg.max_steps or out_of_time
+                    if validates and (final or self._validation_due(last_validation)):
+                        figures = self.validate()
+                        if figures:
+                            self._log(log_file, {"step": self.step, **figures})
+                            acc.print(
+                                f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
+                            )
+                        last_validation = time.perf_counter()
+                    if (
+                        self.step % cfg.checkpoint_every == 0
+                        or final
+                        or self._checkpoint_due(last_checkpoint)
+                    ):
+                        self.save_checkpoint()
+                        last_checkpoint = time.perf_counter()
+                    if out_of_time:
+                        acc.print(f"time budget of {cfg.max_minutes:g} min reached at step {self.step}")
+                        break
+            except KeyboardInterrupt:
+                if acc.num_processes == 1 and self.step > 0:
+                    acc.print(f"interrupted: saving a checkpoint at step {self.step}")
                     self.save_checkpoint()
-                    last_checkpoint = time.perf_counter()
-                if out_of_time:
-                    acc.print(f"time budget of {cfg.max_minutes:g} min reached at step {self.step}")
-                    break
-        except KeyboardInterrupt:
-            if acc.num_processes == 1 and self.step > 0:
-                acc.print(f"interrupted: saving a checkpoint at step {self.step}")
-                self.save_checkpoint()
-            raise
-        finally:
-            bar.close()
-            if log_file is not None:
-                log_file.close()
-            if lock is not None:
-                lock.close()
+                raise
+            finally:
+                bar.close()
+                if log_file is not None:
+                    log_file.close()
+                if lock is not None:
+                    lock.close()
         return last
 
     def _lock(self):
