@@ -96,7 +96,8 @@ def test_sigterm_mid_run_checkpoints_the_step_it_is_at(tmp_path):
     assert proc.wait(60) != 0
     logged = [r["step"] for r in _log(tmp_path)]
     trainer = Trainer(ToyTask(), ToyData(), _cfg(tmp_path, max_steps=logged[-1] + 3, log_every=1))
-    assert trainer.resume() and trainer.step == logged[-1]
+    # the step it was at: the last logged one, or one past it if the signal came before its log line
+    assert trainer.resume() and trainer.step - logged[-1] in (0, 1)
 
 
 @pytest.mark.parametrize("kill_at", [0, 1, 2])
