@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from musiclm.errors import CheckpointError
+from musiclm.pretrained import BUNDLE_FILE, default_bundle, read_bundle_file, shipped_bundles
 
 if TYPE_CHECKING:  # torch loads only when a bundle does: the CLI lists the components without it
     from torch import nn
 
-BUNDLE_FILE = "musiclm.json"
 # every component of a bundle; each name is also the checkpoint kind of its directory
 COMPONENTS = ("codec", "semantic", "mulan", "melody", "semantic_lm", "coarse_lm", "fine_lm")
 OPTIONAL = frozenset({"melody"})
@@ -30,8 +30,6 @@ OPTIONAL = frozenset({"melody"})
 
 def resolve_bundle(name_or_path: str | Path) -> Path:
     """A bundle directory from a path or the name of a shipped bundle (``default``)."""
-    from musiclm.pretrained import default_bundle, shipped_bundles
-
     path = Path(name_or_path)
     if (path / BUNDLE_FILE).is_file():
         return path
@@ -57,12 +55,8 @@ def _check_names(names, where: str) -> None:
 def load_bundle(name_or_path: str | Path) -> tuple[str, dict[str, nn.Module]]:
     """``(name, {component: module})`` of a bundle directory or shipped bundle name."""
     root = resolve_bundle(name_or_path)
-    try:
-        meta = json.loads((root / BUNDLE_FILE).read_text())
-        names = meta["components"]
-        dict(names)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{root / BUNDLE_FILE}: invalid bundle file ({e})") from None
+    meta = read_bundle_file(root)
+    names = meta["components"]
     _check_names(names, str(root))
     from musiclm.checkpoint import component_kinds, load_model
 

@@ -18,6 +18,17 @@ DEFAULT_COMPONENTS = {
     "fine_lm": "musiclm-tiny/fine_lm",
 }
 BUNDLES = {"default": "musiclm-tiny", "musiclm-tiny": "musiclm-tiny"}
+BUNDLE_FILE = "musiclm.json"  # a bundle's manifest: {"name": ..., "components": {component: directory}}
+
+
+def read_bundle_file(root: Path) -> dict:
+    """A bundle directory's manifest, its ``components`` checked to be a mapping (one-line error)."""
+    try:
+        meta = json.loads((root / BUNDLE_FILE).read_text())
+        dict(meta["components"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{root / BUNDLE_FILE}: invalid bundle file ({e})") from None
+    return meta
 
 
 def default_component(name: str) -> Path:
@@ -36,13 +47,9 @@ def component_path(path: str | Path | None, name: str) -> str | Path:
     does), else ``path`` as given."""
     if path in (None, "default"):
         return default_component(name)
-    manifest = Path(path) / "musiclm.json"
-    if not manifest.is_file():
+    if not (Path(path) / BUNDLE_FILE).is_file():
         return path
-    try:
-        components = json.loads(manifest.read_text())["components"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{manifest}: not a bundle manifest ({e})") from None
+    components = read_bundle_file(Path(path))["components"]
     if name not in components:
         raise CheckpointError(f"{path}: the bundle has no {name} (it has {', '.join(sorted(components))})")
     return Path(path) / components[name]
@@ -58,7 +65,7 @@ def default_bundle(name: str = "default") -> Path:
     if name not in BUNDLES:
         raise CheckpointError(f"no shipped bundle {name!r}; available: {', '.join(BUNDLES)}")
     path = ROOT / BUNDLES[name]
-    if not (path / "musiclm.json").is_file():
+    if not (path / BUNDLE_FILE).is_file():
         raise CheckpointError(f"{path}: the shipped {name} bundle is missing from this installation")
     return path
 
