@@ -39,6 +39,7 @@ from pathlib import Path
 
 from musiclm import checks
 from musiclm.errors import ConfigError, DataError
+from musiclm.train.interrupt import sigterm_as_interrupt
 
 STATE_FILE = "recipe.json"
 # phase -> share of the budget
@@ -643,18 +644,15 @@ def _train_bundle(args) -> int:
         ),
     )
 
-    def terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        bundle = recipe.run()
-    except KeyboardInterrupt:
-        print("\nstopping the running phase (it checkpoints) ...", flush=True)
-        recipe.stop()
-        print(f"stopped after {recipe.spent:.1f} min; run the same command again to continue")
-        return 130
-    finally:
-        recipe.stop()
+    with sigterm_as_interrupt():
+        try:
+            bundle = recipe.run()
+        except KeyboardInterrupt:
+            print("\nstopping the running phase (it checkpoints) ...", flush=True)
+            recipe.stop()
+            print(f"stopped after {recipe.spent:.1f} min; run the same command again to continue")
+            return 130
+        finally:
+            recipe.stop()
     print(f"bundle written to {bundle} ({recipe.spent:.1f} of {recipe.minutes:g} min)")
     return 0

@@ -24,11 +24,9 @@ import math
 import os
 import random
 import shutil
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,7 @@ from musiclm.config import config_to_dict
 from musiclm.errors import CheckpointError, ConfigError, DataError
 from musiclm.train.config import TrainConfig
 from musiclm.train.ema import EMA
+from musiclm.train.interrupt import sigterm_as_interrupt
 
 TASK_WEIGHTS = "task.safetensors"
 TRAINER_STATE = "trainer.pt"
@@ -90,24 +89,6 @@ class TrainTask(nn.Module):
         if model is None:
             raise NotImplementedError(f"{type(self).__name__} must implement export()")
         save_model(model, directory)
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While training, SIGTERM (``kill``, a container stopping, a scheduler's preemption) raises
-    KeyboardInterrupt as Ctrl-C does, so the run checkpoints the step it is at before it ends."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _to(batch: Any, device: torch.device) -> Any:
@@ -458,7 +439,7 @@ class Trainer:
         first_step = self.step + 1
         last_checkpoint = time.perf_counter()
         last_validation = t0
-        with _sigterm_as_interrupt():  # `kill` stops training as Ctrl-C does: with a checkpoint
+        with sigterm_as_interrupt():  # `kill` stops training as Ctrl-C does: with a checkpoint
             try:
                 while self.step < cfg.max_steps:
                     micro = [next(batches) for _ in range(cfg.grad_accum)]
