@@ -202,6 +202,31 @@ def test_checkpoints_leave_the_packaged_text_encoder_out(tmp_path, monkeypatch):
     assert torch.equal(loaded.embed_text(prompts), model.embed_text(prompts))
 
 
+def test_the_conditioning_rvq_loads_alone_without_building_the_text_tower(tmp_path, monkeypatch):
+    from musiclm.errors import CheckpointError
+    from musiclm.mulan.quantizer import load_mulan_quantizer
+
+    monkeypatch.setattr("musiclm.mulan.text.load_minilm", small_random_bert)
+    model = MuLaN(tiny_config(text_tower="minilm")).eval()
+    model.quantizer.fit(
+        torch.nn.functional.normalize(torch.randn(64, model.config.embed_dim), dim=-1), epochs=3
+    )
+    save_model(model, tmp_path / "mulan")
+
+    def no_text_model():
+        raise AssertionError("the text tower was built")
+
+    monkeypatch.setattr("musiclm.mulan.text.load_minilm", no_text_model)
+    quantizer = load_mulan_quantizer(tmp_path / "mulan")
+    x = torch.randn(5, model.config.embed_dim, 3)
+    assert torch.equal(quantizer.encode(x), model.quantizer.encode(x))
+    other = tmp_path / "lm"
+    other.mkdir()
+    (other / "config.json").write_text('{"kind": "coarse_lm", "format_version": 1, "config": {}}')
+    with pytest.raises(CheckpointError, match="not a MuLaN"):
+        load_mulan_quantizer(other)
+
+
 def test_clap_adapter_offline(tmp_path):
     from transformers import (
         ClapFeatureExtractor,
@@ -238,6 +263,11 @@ def test_clap_adapter_offline(tmp_path):
     )
     assert torch.allclose(
         again.embed_audio(clips[0][None], SR), clap.embed_audio(clips[0][None], SR), atol=1e-6
+    )
+    from musiclm.mulan.quantizer import load_mulan_quantizer
+
+    assert torch.equal(
+        load_mulan_quantizer(tmp_path / "clap").encode(t[..., None]), clap.quantizer.encode(t[..., None])
     )
     with pytest.raises(PromptError):
         clap.embed_text([""])

@@ -200,11 +200,11 @@ def _train(args: argparse.Namespace) -> None:
 
 def _mulan_quantizer(path: str, config):
     """The RVQ of the MuLaN checkpoint at ``path``, checked against the stage's MuLaN token shape."""
-    from musiclm.checkpoint import component_kinds, load_model
     from musiclm.errors import ConfigError
+    from musiclm.mulan.quantizer import load_mulan_quantizer
     from musiclm.pretrained import component_path
 
-    quantizer = load_model(component_path(path, "mulan"), kind=component_kinds("mulan")).quantizer
+    quantizer = load_mulan_quantizer(component_path(path, "mulan"))
     if (quantizer.num_quantizers, quantizer.codebook_size) != (
         config.mulan_quantizers,
         config.mulan_codebook,
