@@ -165,6 +165,30 @@ def test_tokenize_builds_resumes_and_feeds_the_fine_lm(tmp_path):
         main(["train", "coarse-lm", "--tokens", str(tmp_path / "cache"), "--out", str(out)]) == 1
     )  # no semantic
 
+    # a second cache (data added later) is pooled with the first, clip for clip, without re-tokenizing
+    from musiclm.data.cache import open_token_caches
+
+    more = tmp_path / "more"
+    more.mkdir()
+    sf.write(more / "late.wav", ProceduralMusic(3, SR, 2.5, seed=7)[0]["wav"].numpy(), SR)
+    assert main(args[:2] + [str(more)] + args[3:4] + [str(tmp_path / "cache2")] + args[5:]) == 0
+    pool = open_token_caches([tmp_path / "cache", tmp_path / "cache2"], fields=["codec"])
+    second = TokenCache(tmp_path / "cache2", fields=["codec"])
+    assert len(pool) == len(cache) + len(second) == 8
+    assert pool[5]["id"] == cache[5]["id"] and pool[6]["id"] == second[0]["id"]
+    assert torch.equal(pool[7]["codec"], second[1]["codec"])
+    with pytest.raises(IndexError):
+        pool[8]
+    pooled = ["train", "fine-lm", "--tokens", str(tmp_path / "cache"), str(tmp_path / "cache2")]
+    assert (
+        main(
+            pooled + ["--out", str(tmp_path / "pooled"), "--steps", "1", "--batch-size", "2", "--no-progress"]
+        )
+        == 0
+    )
+    with pytest.raises(DataError, match="given twice"):
+        open_token_caches([tmp_path / "cache", tmp_path / "x" / ".." / "cache"])
+
 
 def test_unusable_files_are_listed_and_a_mostly_bad_folder_refused(folder, capsys):
     from musiclm.data.datasets import training_dataset

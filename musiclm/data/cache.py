@@ -10,6 +10,8 @@ adding a field to an existing cache computes only that field, and a rerun skips 
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +74,38 @@ class TokenCache:
                 self._shards[key] = load_file(str(self.path / field / f"shard-{shard:05d}.safetensors"))
             out[field] = self._shards[key][item["id"]]
         return out
+
+
+class PooledTokenCaches:
+    """Several token caches read as one, e.g. a first data set and what was added since: their clips
+    are pooled without copying or re-tokenizing either."""
+
+    def __init__(self, caches: list[TokenCache]):
+        self.caches = caches
+        self.ends = list(itertools.accumulate(len(c) for c in caches))
+
+    def __len__(self) -> int:
+        return self.ends[-1] if self.ends else 0
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < len(self):
+            raise IndexError(f"clip {i} of a pool of {len(self)}")
+        k = bisect.bisect_right(self.ends, i)
+        return self.caches[k][i - (self.ends[k - 1] if k else 0)]
+
+
+def open_token_caches(
+    paths: list[str | Path], fields: list[str] | None = None
+) -> TokenCache | PooledTokenCaches:
+    """One token cache, or the pool of several (each checked like one; none given twice)."""
+    seen: dict[Path, str | Path] = {}
+    for p in paths:
+        key = Path(p).resolve()
+        if key in seen:
+            raise DataError(f"{p}: token cache given twice (as {seen[key]})")
+        seen[key] = p
+    caches = [TokenCache(p, fields=fields) for p in paths]
+    return caches[0] if len(caches) == 1 else PooledTokenCaches(caches)
 
 
 def write_index(path: Path, items: list[dict], shard_size: int) -> None:

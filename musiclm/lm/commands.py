@@ -16,7 +16,13 @@ def register(sub, train) -> None:
 
     for stage in ("semantic", "coarse", "fine"):
         p = train.add_parser(f"{stage}-lm", help=f"train the {stage} stage LM on a token cache")
-        p.add_argument("--tokens", required=True, help="token cache from 'musiclm tokenize'")
+        p.add_argument(
+            "--tokens",
+            required=True,
+            nargs="+",
+            help="token cache from 'musiclm tokenize'; several are pooled (e.g. a first data set and "
+            "what was added since)",
+        )
         p.add_argument("--preset", default="tiny", help="config preset (tiny, paper)")
         if stage != "fine":
             p.add_argument(
@@ -116,7 +122,7 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm import checks
     from musiclm.checkpoint import load_model
     from musiclm.config import get_preset
-    from musiclm.data.cache import TokenCache
+    from musiclm.data.cache import TokenCache, open_token_caches
     from musiclm.errors import ConfigError, DataError
     from musiclm.lm.stages import STAGES, StageConfig
     from musiclm.lm.train import StageDataset, StageTask, check_batch_memory
@@ -162,18 +168,19 @@ def _train(args: argparse.Namespace) -> None:
         from musiclm.lm.codebook_embedding import quantizer_codebooks
 
         model.mulan_embedding.set_codebooks(quantizer_codebooks(quantizer, config.mulan_read))
-    cache = TokenCache(args.tokens, fields=fields)
+    cache = open_token_caches(args.tokens, fields=fields)
     c = model.config
-    first = cache[0]
-    if "codec" in first and first["codec"].shape[0] != c.codec_levels:
-        raise DataError(
-            f"{args.tokens}: codec tokens have {first['codec'].shape[0]} levels, "
-            f"the {args.preset} preset expects {c.codec_levels}"
-        )
-    if "mulan_tokens" in first and first["mulan_tokens"].shape[0] != c.mulan_quantizers:
-        raise DataError(
-            f"{args.tokens}: {first['mulan_tokens'].shape[0]} MuLaN tokens, expected {c.mulan_quantizers}"
-        )
+    for path, one in zip(args.tokens, getattr(cache, "caches", [cache]), strict=True):
+        first = one[0] if len(one) else {}
+        if "codec" in first and first["codec"].shape[0] != c.codec_levels:
+            raise DataError(
+                f"{path}: codec tokens have {first['codec'].shape[0]} levels, "
+                f"the {args.preset} preset expects {c.codec_levels}"
+            )
+        if "mulan_tokens" in first and first["mulan_tokens"].shape[0] != c.mulan_quantizers:
+            raise DataError(
+                f"{path}: {first['mulan_tokens'].shape[0]} MuLaN tokens, expected {c.mulan_quantizers}"
+            )
     task = StageTask(model)
     if args.valid_tokens:
         valid_cache = TokenCache(
