@@ -177,6 +177,25 @@ def load_model(
     return model.eval()
 
 
+def load_tensors(directory: str | Path, kinds: tuple[str, ...], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors under ``prefix`` (prefix removed) of a checkpoint of one of ``kinds``, read without
+    building its model: a part such as MuLaN's RVQ, without the text tower's weights and packages."""
+    from safetensors import safe_open
+
+    directory = Path(directory)
+    meta = read_checkpoint_config(directory)
+    if meta["kind"] not in kinds:
+        raise CheckpointError(f"{directory}: holds a {meta['kind']!r} model, expected {' or '.join(kinds)}")
+    path = directory / WEIGHTS_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: {WEIGHTS_FILE} is missing")
+    with safe_open(str(path), framework="pt") as f:
+        state = {k.removeprefix(prefix): f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    if not state:
+        raise CheckpointError(f"{path}: holds no tensors under {prefix!r}")
+    return state
+
+
 def load_weights(model: nn.Module, path: str | Path, map_location: str | torch.device = "cpu") -> None:
     """Load a safetensors file into ``model`` strictly, with one-line errors."""
     path = Path(path)

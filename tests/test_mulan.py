@@ -203,8 +203,9 @@ def test_checkpoints_leave_the_packaged_text_encoder_out(tmp_path, monkeypatch):
 
 
 def test_the_conditioning_rvq_loads_alone_without_building_the_text_tower(tmp_path, monkeypatch):
+    from musiclm.checkpoint import component_kinds, load_tensors
     from musiclm.errors import CheckpointError
-    from musiclm.mulan.quantizer import load_mulan_quantizer
+    from musiclm.modules.quantization import ResidualVectorQuantizer
 
     monkeypatch.setattr("musiclm.mulan.text.load_minilm", small_random_bert)
     model = MuLaN(tiny_config(text_tower="minilm")).eval()
@@ -217,14 +218,15 @@ def test_the_conditioning_rvq_loads_alone_without_building_the_text_tower(tmp_pa
         raise AssertionError("the text tower was built")
 
     monkeypatch.setattr("musiclm.mulan.text.load_minilm", no_text_model)
-    quantizer = load_mulan_quantizer(tmp_path / "mulan")
+    state = load_tensors(tmp_path / "mulan", component_kinds("mulan"), "quantizer.")
+    quantizer = ResidualVectorQuantizer.from_state_dict(state).eval()
     x = torch.randn(5, model.config.embed_dim, 3)
     assert torch.equal(quantizer.encode(x), model.quantizer.encode(x))
     other = tmp_path / "lm"
     other.mkdir()
     (other / "config.json").write_text('{"kind": "coarse_lm", "format_version": 1, "config": {}}')
-    with pytest.raises(CheckpointError, match="not a MuLaN"):
-        load_mulan_quantizer(other)
+    with pytest.raises(CheckpointError, match="holds a 'coarse_lm' model"):
+        load_tensors(other, component_kinds("mulan"), "quantizer.")
 
 
 def test_clap_adapter_offline(tmp_path):
@@ -264,11 +266,11 @@ def test_clap_adapter_offline(tmp_path):
     assert torch.allclose(
         again.embed_audio(clips[0][None], SR), clap.embed_audio(clips[0][None], SR), atol=1e-6
     )
-    from musiclm.mulan.quantizer import load_mulan_quantizer
+    from musiclm.checkpoint import load_tensors
+    from musiclm.modules.quantization import ResidualVectorQuantizer
 
-    assert torch.equal(
-        load_mulan_quantizer(tmp_path / "clap").encode(t[..., None]), clap.quantizer.encode(t[..., None])
-    )
+    rvq = ResidualVectorQuantizer.from_state_dict(load_tensors(tmp_path / "clap", ("hf_clap",), "quantizer."))
+    assert torch.equal(rvq.eval().encode(t[..., None]), clap.quantizer.encode(t[..., None]))
     with pytest.raises(PromptError):
         clap.embed_text([""])
 

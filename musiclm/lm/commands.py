@@ -207,11 +207,19 @@ def _train(args: argparse.Namespace) -> None:
 
 def _mulan_quantizer(path: str, config):
     """The RVQ of the MuLaN checkpoint at ``path``, checked against the stage's MuLaN token shape."""
-    from musiclm.errors import ConfigError
-    from musiclm.mulan.quantizer import load_mulan_quantizer
+    from musiclm.checkpoint import component_kinds, load_tensors
+    from musiclm.errors import CheckpointError, ConfigError
+    from musiclm.modules.quantization import ResidualVectorQuantizer
     from musiclm.pretrained import component_path
 
-    quantizer = load_mulan_quantizer(component_path(path, "mulan"))
+    # the RVQ alone: building the whole MuLaN would need its text tower (MiniLM, CLAP) installed
+    directory = component_path(path, "mulan")
+    try:
+        quantizer = ResidualVectorQuantizer.from_state_dict(
+            load_tensors(directory, component_kinds("mulan"), "quantizer.")
+        ).eval()
+    except (ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{directory}: no usable MuLaN quantizer ({str(e).splitlines()[0]})") from None
     if (quantizer.num_quantizers, quantizer.codebook_size) != (
         config.mulan_quantizers,
         config.mulan_codebook,

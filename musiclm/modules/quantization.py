@@ -180,6 +180,19 @@ class ResidualVectorQuantizer(nn.Module):
             for _ in range(num_quantizers)
         )
 
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> ResidualVectorQuantizer:
+        """The quantizer ``state`` describes (levels ``levels.N.codebook`` of ``[size, dim]``), loaded."""
+        n = 0
+        while f"levels.{n}.codebook" in state:
+            n += 1
+        if n == 0:
+            raise ValueError("no quantizer codebooks (levels.0.codebook) in the state")
+        size, dim = state["levels.0.codebook"].shape
+        quantizer = cls(dim, n, size)
+        quantizer.load_state_dict({k: v.float() for k, v in state.items()})
+        return quantizer
+
     def _check_levels(self, n_q: int | None) -> int:
         n_q = self.num_quantizers if n_q is None else n_q
         if not 1 <= n_q <= self.num_quantizers:
