@@ -246,3 +246,26 @@ def test_checkpoints_by_wall_time_and_curves_png(tmp_path, monkeypatch, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "panels" in capsys.readouterr().out
     assert main(["plot-metrics", str(tmp_path / "nothing-here")]) == 1
+
+
+def test_a_time_budget_without_a_step_count_ends_the_run_itself(tmp_path):
+    """`--max-minutes` alone: no default step cap cuts a budgeted run short (the budget ends it)."""
+    import argparse
+    import dataclasses
+
+    from musiclm.train.args import add_train_arguments, train_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser, max_steps=40)
+
+    def parsed(*argv):
+        return train_config_from_args(parser.parse_args(["--out", str(tmp_path / "run"), *argv]))
+
+    assert parsed().max_steps == 40
+    assert parsed("--steps", "7", "--max-minutes", "1").max_steps == 7
+    budgeted = parsed("--max-minutes", "0.03")
+    assert budgeted.max_steps > 10**6
+    config = dataclasses.replace(_cfg(tmp_path / "run"), max_steps=budgeted.max_steps, max_minutes=0.03)
+    trainer = Trainer(ToyTask(), ToyData(), config)
+    trainer.fit()
+    assert 40 < trainer.step < budgeted.max_steps  # past the default count, stopped by the budget

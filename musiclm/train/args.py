@@ -16,7 +16,14 @@ def add_train_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
     base = TrainConfig(**defaults)
     g = parser.add_argument_group("training")
     g.add_argument("--out", default=base.out_dir, help="run directory (resumes if it has a checkpoint)")
-    g.add_argument("--steps", type=int, default=base.max_steps, help="total optimiser steps")
+    g.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"total optimiser steps (default {base.max_steps}; with --max-minutes and no --steps, the "
+        "time budget alone ends the run and sets the learning-rate schedule)",
+    )
+    parser.set_defaults(default_steps=base.max_steps)
     g.add_argument(
         "--max-minutes", type=float, default=None, help="stop (checkpoint + export) after this long"
     )
@@ -59,9 +66,14 @@ def add_train_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
 
 def train_config_from_args(args: argparse.Namespace, **overrides):
     """The ``TrainConfig`` described by :func:`add_train_arguments` options."""
+    from musiclm.train.config import UNCAPPED_STEPS
+
+    steps = args.steps
+    if steps is None:
+        steps = UNCAPPED_STEPS if args.max_minutes is not None else args.default_steps
     values = dict(
         out_dir=args.out,
-        max_steps=args.steps,
+        max_steps=steps,
         max_minutes=args.max_minutes,
         batch_size=args.batch_size,
         lr=args.lr,

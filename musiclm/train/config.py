@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from musiclm import checks
 from musiclm.errors import ConfigError
 
+# steps of a time-budgeted run without a step count: never reached, so the budget ends the run
+UNCAPPED_STEPS = 10**9
+
 
 @dataclass
 class TrainConfig:

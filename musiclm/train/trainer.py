@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from musiclm.checkpoint import dedupe_shared, load_model, load_weights, save_model
 from musiclm.config import config_to_dict
 from musiclm.errors import CheckpointError, ConfigError, DataError
-from musiclm.train.config import TrainConfig
+from musiclm.train.config import UNCAPPED_STEPS, TrainConfig
 from musiclm.train.ema import EMA
 from musiclm.train.interrupt import sigterm_as_interrupt
 
@@ -425,7 +425,7 @@ class Trainer:
         batches = self._batches()
         self.task.train()
         bar = tqdm(
-            total=cfg.max_steps,
+            total=None if cfg.max_steps >= UNCAPPED_STEPS else cfg.max_steps,
             initial=self.step,
             disable=not (cfg.progress and acc.is_local_main_process),
             desc=type(self.unwrapped).__name__,
