@@ -290,7 +290,7 @@ class Recipe:
             return cmd
         steps = STEP_SHARE.get(phase, 0.85) * minutes
         common = [
-            "--out", str(self.root / phase), "--max-minutes", f"{steps:.3f}", "--steps", "100000000",
+            "--out", str(self.root / phase), "--max-minutes", f"{steps:.3f}",
             "--batch-size", str(plan.batch[phase]), "--num-workers", str(plan.num_workers), "--no-progress",
             "--log-every", "5", "--checkpoint-minutes", "2", "--validate-minutes", f"{max(0.5, steps / 4):.3f}",
             "--preset", self.preset,
