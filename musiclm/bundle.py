@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from musiclm import checks
 from musiclm.errors import CheckpointError
 from musiclm.pretrained import BUNDLE_FILE, default_bundle, read_bundle_file, shipped_bundles
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # torch loads only when a bundle does: the CLI lists the comp
 # every component of a bundle; each name is also the checkpoint kind of its directory
 COMPONENTS = ("codec", "semantic", "mulan", "melody", "semantic_lm", "coarse_lm", "fine_lm")
 OPTIONAL = frozenset({"melody"})
+LM_COMPONENTS = ("semantic_lm", "coarse_lm", "fine_lm")  # in the order of per-stage temperatures
 
 
 def resolve_bundle(name_or_path: str | Path) -> Path:
@@ -130,12 +132,15 @@ def make_bundle(
     name: str = "musiclm",
     half: bool = False,
     guidance: float | None = None,
+    temperatures: tuple[float, float, float] | None = None,
 ) -> Path:
     """Copy component checkpoint directories into a bundle at ``out`` and write ``musiclm.json``.
     The components are loaded together first, so an incompatible set is refused. ``half`` stores
     floating-point weights as float16 (half the size; they load back into float32 models);
-    ``guidance`` becomes the semantic and coarse LMs' default guidance scale."""
+    ``guidance`` becomes the semantic and coarse LMs' default guidance scale, ``temperatures``
+    (semantic, coarse, fine) their default sampling temperatures."""
     _check_names(components, str(out))
+    guidance, temperatures = checks.guidance(guidance), checks.temperatures(temperatures)
     from musiclm.checkpoint import CONFIG_FILE, component_kinds, load_model, read_checkpoint_config
 
     check_compatible({k: load_model(v, kind=component_kinds(k)) for k, v in components.items()}, name)
@@ -151,9 +156,14 @@ def make_bundle(
             weights = tmp / key / "model.safetensors"
             state = load_file(str(weights))
             save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(weights))
+        lm = {}
         if guidance is not None and key in ("semantic_lm", "coarse_lm"):
+            lm["guidance"] = float(guidance)
+        if temperatures is not None and key in LM_COMPONENTS:
+            lm["temperature"] = float(temperatures[LM_COMPONENTS.index(key)])
+        if lm:
             meta = read_checkpoint_config(tmp / key)
-            meta["config"]["lm"]["guidance"] = float(guidance)
+            meta["config"]["lm"].update(lm)
             (tmp / key / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     (tmp / BUNDLE_FILE).write_text(
         json.dumps({"name": name, "components": {k: k for k in components}}, indent=2) + "\n"

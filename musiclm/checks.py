@@ -85,6 +85,15 @@ def guidance(value: float | None) -> float | None:
     return float(value)
 
 
+def temperatures(values) -> tuple[float, float, float] | None:
+    """Per-stage sampling temperatures (semantic, coarse, fine); None (the LMs' own) passes."""
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) != 3:
+        raise PromptError(f"temperatures must be three numbers (semantic, coarse, fine), got {values!r}")
+    return tuple(positive_float(t, "temperature", PromptError) for t in values)
+
+
 def seed(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
         raise PromptError(f"seed must be an integer in [0, 2**64 - 1], got {value!r}")

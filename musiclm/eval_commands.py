@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from musiclm import checks
+
 
 def register(sub, train) -> None:
     e = sub.add_parser(
@@ -27,6 +29,14 @@ def register(sub, train) -> None:
     e.add_argument("--seconds", type=float, default=10.0)
     e.add_argument("--candidates", type=int, default=1)
     e.add_argument("--guidance", type=float, default=None, help="default: the model's own")
+    e.add_argument(
+        "--temperatures",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("SEMANTIC", "COARSE", "FINE"),
+        help="sampling temperatures per stage (default: the model's own)",
+    )
     e.add_argument("--limit", type=int, default=None, help="evaluate only the first N prompts")
     e.add_argument("--batch-size", type=int, default=4)
     e.add_argument("--seed", type=int, default=0)
@@ -50,6 +60,8 @@ def _eval(args: argparse.Namespace) -> None:
     from musiclm.eval.report import EvalConfig, evaluate
     from musiclm.pipeline import MusicLM
 
+    checks.guidance(args.guidance)
+    temperatures = checks.temperatures(args.temperatures)
     model = MusicLM.from_pretrained(args.model, device=args.device)
     classifier = LabelClassifier.load(args.classifier) if args.classifier else None
     baselines = ("reference", "codec", "shuffled") + (() if args.no_unconditional else ("unconditional",))
@@ -61,6 +73,7 @@ def _eval(args: argparse.Namespace) -> None:
         limit=args.limit,
         baselines=baselines,
         guidance=args.guidance,
+        temperatures=temperatures,
     )
     report = evaluate(
         model,

@@ -24,7 +24,7 @@ def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None
         nargs=3,
         default=None,
         metavar=("SEMANTIC", "COARSE", "FINE"),
-        help="sampling temperatures per stage (default: the paper's 1.0 0.95 0.4)",
+        help="sampling temperatures per stage (default: the LMs' own, 1.0 0.95 0.7 for the shipped bundle)",
     )
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
@@ -92,6 +92,15 @@ def register(sub, train) -> None:
         help="the guidance scale requests without one get (recorded in the semantic and coarse LMs' configs; "
         "set it by measurement, e.g. musiclm eval --guidance G)",
     )
+    b.add_argument(
+        "--temperatures",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("SEMANTIC", "COARSE", "FINE"),
+        help="the sampling temperatures requests without any get (recorded in each LM's config; set them "
+        "by measurement, e.g. musiclm eval --temperatures S C F)",
+    )
     from musiclm.bundle import COMPONENTS, OPTIONAL
 
     for name in COMPONENTS:
@@ -119,8 +128,7 @@ def _check_args(args, outputs: list[Path], inputs: list[str | None] = ()) -> Non
     if args.max_memory_gb is not None:
         checks.positive_float(args.max_memory_gb, "--max-memory-gb", PromptError)
     checks.loudness(args.loudness)
-    for t in args.temperatures or ():
-        checks.positive_float(t, "temperature", PromptError)
+    checks.temperatures(args.temperatures)
     for out in outputs:
         checks.not_same_file(out, list(inputs))
         checks.writable_file(out)
@@ -275,5 +283,8 @@ def _bundle(args: argparse.Namespace) -> None:
 
     parts = {name: getattr(args, name) for name in COMPONENTS if getattr(args, name)}
     checks.guidance(args.guidance)
-    out = make_bundle(args.out, parts, name=args.name, half=args.half, guidance=args.guidance)
+    temperatures = checks.temperatures(args.temperatures)
+    out = make_bundle(
+        args.out, parts, name=args.name, half=args.half, guidance=args.guidance, temperatures=temperatures
+    )
     print(f"{out}: bundle {args.name} with {', '.join(sorted(parts))}")

@@ -46,6 +46,12 @@ def test_sampling_arguments_fail_before_loading(capsys, tmp_path, extra, match):
     _one_line_error(capsys, [*GEN, "-o", str(tmp_path / "x.wav"), *extra], match)
 
 
+def test_eval_sampling_arguments_fail_before_loading(capsys, tmp_path):
+    ev = ["eval", "--model", "no-such-model", "--prompts", "p.txt", "--out", str(tmp_path)]
+    _one_line_error(capsys, [*ev, "--temperatures", "1", "nan", "1"], "temperature")
+    _one_line_error(capsys, [*ev, "--guidance", "-1"], "guidance")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_device_on_a_cpu_build(capsys, tmp_path):
     _one_line_error(capsys, [*GEN, "-o", str(tmp_path / "x.wav"), "--device", "cuda"], "no CUDA")

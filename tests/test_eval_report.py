@@ -46,9 +46,11 @@ def test_eval_cli_writes_report_and_resumes(tmp_path):
     clf.save(tmp_path / "clf")
     out = tmp_path / "report"
     args = ["eval", "--model", str(bundle), "--prompts", str(manifest), "--out", str(out), "--seconds", "3",
-            "--classifier", str(tmp_path / "clf"), "--device", "cpu", "--batch-size", "3"]  # fmt: skip
+            "--classifier", str(tmp_path / "clf"), "--device", "cpu", "--batch-size", "3",
+            "--temperatures", "1", "0.95", "0.7"]  # fmt: skip
     assert main(args) == 0
     report = json.loads((out / "report.json").read_text())
+    assert report["temperatures"] == {"semantic": 1.0, "coarse": 0.95, "fine": 0.7}
     systems = report["systems"]
     assert set(systems) == {"model", "unconditional", "reference", "codec round trip", "shuffled prompts"}
     for name in ("model", "unconditional", "reference", "codec round trip"):

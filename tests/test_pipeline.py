@@ -257,6 +257,33 @@ def test_guidance_defaults_to_the_lms_configured_scale(tmp_path):
     assert rc == 0 and json.loads(out.with_suffix(".json").read_text())["parameters"]["guidance"] == 2.5
 
 
+def test_bundle_records_the_sampling_temperatures_requests_default_to(tmp_path, capsys):
+    """``musiclm bundle --temperatures S C F`` writes each LM's default temperature (measured for the
+    bundle); requests without temperatures sample with them, explicit ones override them."""
+    from musiclm.cli import main
+
+    parts = save_parts(tmp_path, components())
+    warm = make_bundle(tmp_path / "warm", parts, temperatures=(0.3, 0.5, 0.7))
+    model = MusicLM.from_pretrained(warm, device="cpu")
+    assert [s.temperature for s in model.sampling_configs().values()] == [0.3, 0.5, 0.7]
+    assert [s.temperature for s in model.sampling_configs((1.0, 1.0, 1.0)).values()] == [1.0, 1.0, 1.0]
+
+    def tokens(bundle, **kw):
+        out = MusicLM.from_pretrained(bundle, device="cpu").generate(
+            "a calm piano piece", seconds=0.5, candidates=1, seed=5, progress=False, **kw
+        )
+        return out.tokens["semantic"]
+
+    plain = make_bundle(tmp_path / "plain", parts)
+    assert torch.equal(tokens(warm), tokens(plain, temperatures=(0.3, 0.5, 0.7)))
+    assert not torch.equal(tokens(warm), tokens(plain))
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in parts.items()]
+    assert main(["bundle", "--out", str(tmp_path / "bad"), *flags, "--temperatures", "1", "0", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["musiclm: error: temperature must be a positive finite number, got 0.0"]
+    assert not (tmp_path / "bad").exists()
+
+
 def test_requests_beyond_the_memory_cap_are_refused_before_sampling(model, monkeypatch):
     fixed = model.estimate_memory(0, 1.0, 1.0)
     small = model.estimate_memory(2, 1.0, 1.0)

@@ -45,6 +45,7 @@ class EvalConfig:
     limit: int | None = None
     baselines: tuple[str, ...] = ("reference", "codec", "shuffled", "unconditional")
     guidance: float | None = None  # None: the model's default
+    temperatures: tuple[float, float, float] | None = None  # semantic, coarse, fine; None: the LMs' own
     extra: dict = field(default_factory=dict)
 
 
@@ -96,6 +97,7 @@ def _generate_missing(model, entries, folder: Path, *, config: EvalConfig, uncon
             candidates=config.candidates,
             seed=config.seed + batch[0],
             guidance=config.guidance,
+            temperatures=config.temperatures,
             progress=False,
             unconditional=unconditional,
         )
@@ -192,6 +194,7 @@ def evaluate(
         "seconds": config.seconds,
         "model": model.name,
         "guidance": model.guidance_scale(config.guidance),
+        "temperatures": {k: v.temperature for k, v in model.sampling_configs(config.temperatures).items()},
         "systems": {},
     }
     for name, wavs in systems.items():
