@@ -195,7 +195,7 @@ def tiny() -> MusicLMConfig:
         semantic_lm=LMConfig(**lm, window_seconds=10.0, temperature=1.0),
         coarse_lm=LMConfig(**lm, window_seconds=4.0, temperature=0.95),
         # the paper samples fine tokens at 0.4; LMs this small sound dull and lose the genre there
-        # (0.7 measured best, musiclm/pretrained/README.md)
+        # (0.7 measured best, benchmarks/README.md)
         fine_lm=LMConfig(**lm, window_seconds=2.0, temperature=0.7),
     )
 
