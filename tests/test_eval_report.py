@@ -83,6 +83,7 @@ def test_eval_cli_writes_report_and_resumes(tmp_path):
         assert systems[name]["kld_genre"] == pytest.approx(kld, rel=1e-4)
     table = (out / "report.md").read_text()
     assert "| model |" in table and "| reference |" in table
+    assert "guidance 1, temperatures 1 / 0.95 / 0.7)" in table.splitlines()[0]
     generated = sorted((out / "generated").glob("*.wav"))
     assert len(generated) == 6
     stamps = [p.stat().st_mtime_ns for p in generated]

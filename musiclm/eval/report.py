@@ -237,8 +237,13 @@ def markdown_table(report: dict) -> str:
         for k, v in row.items():
             keys = [f"{k}:{a}" for a in v] if isinstance(v, dict) else [k]
             columns += [c for c in keys if c not in columns]
+    setting = [f"{report['prompts']} prompts", f"{report['seconds']:g} s"]
+    if report.get("guidance") is not None:
+        setting.append(f"guidance {report['guidance']:g}")
+    if report.get("temperatures"):
+        setting.append("temperatures " + " / ".join(f"{t:g}" for t in report["temperatures"].values()))
     lines = [
-        f"# Evaluation of {report['model']} ({report['prompts']} prompts, {report['seconds']:g} s)",
+        f"# Evaluation of {report['model']} ({', '.join(setting)})",
         "",
         "| system | " + " | ".join(c.replace("adherence:", "acc ") for c in columns) + " |",
         "|---|" + "---|" * len(columns),
