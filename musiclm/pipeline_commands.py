@@ -11,6 +11,14 @@ from musiclm import checks
 from musiclm.errors import MusicLMError, PromptError
 
 
+def _add_temperatures_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--temperatures SEMANTIC COARSE FINE``, as generate, story, continue and bundle take it (eval
+    spells it out: importing this module would add a level to the import graph)."""
+    parser.add_argument(
+        "--temperatures", type=float, nargs=3, default=None, metavar=("SEMANTIC", "COARSE", "FINE"), help=help
+    )
+
+
 def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None:
     p.add_argument(
         "-o", "--output", default="music.wav", help="output WAV (a .json sidecar is written beside it)"
@@ -18,13 +26,8 @@ def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None
     p.add_argument("--model", default="default", help="bundle directory or shipped bundle name")
     p.add_argument("--candidates", type=int, default=candidates, help="samples ranked by MuLaN score")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--temperatures",
-        type=float,
-        nargs=3,
-        default=None,
-        metavar=("SEMANTIC", "COARSE", "FINE"),
-        help="sampling temperatures per stage (default: the LMs' own, 1.0 0.95 0.7 for the shipped bundle)",
+    _add_temperatures_argument(
+        p, "sampling temperatures per stage (default: the LMs' own, 1.0 0.95 0.7 for the shipped bundle)"
     )
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
@@ -92,13 +95,9 @@ def register(sub, train) -> None:
         help="the guidance scale requests without one get (recorded in the semantic and coarse LMs' configs; "
         "set it by measurement, e.g. musiclm eval --guidance G)",
     )
-    b.add_argument(
-        "--temperatures",
-        type=float,
-        nargs=3,
-        default=None,
-        metavar=("SEMANTIC", "COARSE", "FINE"),
-        help="the sampling temperatures requests without any get (recorded in each LM's config; set them "
+    _add_temperatures_argument(
+        b,
+        "the sampling temperatures requests without any get (recorded in each LM's config; set them "
         "by measurement, e.g. musiclm eval --temperatures S C F)",
     )
     from musiclm.bundle import COMPONENTS, OPTIONAL
