@@ -38,7 +38,10 @@ def generate_with_oracle(model: MusicLM, entries, folder: Path, *, oracle: str, 
                 for i in batch]  # fmt: skip
         semantic = torch.cat([r["semantic"] for r in refs])
         codes = torch.cat([r["codes"] for r in refs])
-        cond = Conditioning.constant(model.text_tokens([entries[i].caption for i in batch]))
+        captions = [entries[i].caption for i in batch]
+        cond = Conditioning.constant(
+            model.text_tokens(captions), beats=model.prompt_beats(captions, config.seconds)
+        )
         generator = torch.Generator(device=model.device).manual_seed(config.seed + batch[0])
         frames = codes.shape[-1]
         if oracle == "semantic":

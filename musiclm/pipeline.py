@@ -28,6 +28,7 @@ from musiclm.errors import AudioError, PromptError
 from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.sampling import SamplingConfig
 from musiclm.lm.stages import CoarseStage, FineStage, SemanticStage
+from musiclm.tempo import beat_phase_grid, check_bpm, tempo_from_prompt
 
 DECODE_BATCH = 8  # candidates decoded at once
 STAGE_NAMES = ("semantic", "coarse", "fine")
@@ -101,6 +102,39 @@ class MusicLM:
     @property
     def _reads_chroma(self) -> bool:
         return self.semantic_lm.config.melody_chroma or self.coarse_lm.config.melody_chroma
+
+    @property
+    def reads_tempo(self) -> bool:
+        """Whether the LMs read beat phases, so that a prompt's "80 bpm" (or ``bpm=``) sets the tempo."""
+        return self.semantic_lm.config.beat_phase or self.coarse_lm.config.beat_phase
+
+    def beat_phases(
+        self, tempi: list[float | None], seconds: float, starts: tuple[float, ...] = (0.0,)
+    ) -> torch.Tensor | None:
+        """Beat-phase ids ``[1, F]`` at the semantic rate for a piece whose segments start at
+        ``starts`` seconds with tempi ``tempi`` (None: none named), each segment's grid starting on a
+        beat; None when the LMs do not read them or no segment names a tempo."""
+        if not self.reads_tempo or all(t is None for t in tempi):
+            return None
+        rate = self.semantic_lm.config.semantic_rate
+        frames = self._semantic_steps(seconds)
+        out = torch.full((frames,), -1, dtype=torch.long)
+        bounds = [round(t * rate) for t in starts] + [frames]
+        for bpm, a, b in zip(tempi, bounds, bounds[1:]):
+            if bpm is not None and b > a:
+                out[a:b] = beat_phase_grid(bpm, b - a, frame_rate=rate)
+        return out[None].to(self.device)
+
+    def prompt_beats(
+        self, prompts: list[str], seconds: float, *, bpm: float | None = None
+    ) -> torch.Tensor | None:
+        """Beat-phase ids ``[P, F]`` of each prompt's piece: a grid at ``bpm``, else at the tempo the
+        prompt names, else none (-1); None when the LMs do not read them or no prompt has a tempo."""
+        rows = [self.beat_phases([bpm or tempo_from_prompt(q)], seconds) for q in prompts]
+        if all(r is None for r in rows):
+            return None
+        none = torch.full((1, self._semantic_steps(seconds)), -1, dtype=torch.long, device=self.device)
+        return torch.cat([none if r is None else r for r in rows])
 
     # ------------------------------------------------------------------ conditioning
 
@@ -376,14 +410,22 @@ class MusicLM:
         progress: Progress = True,
         unconditional: bool = False,
         max_memory_gb: float | None = None,
+        bpm: float | None = None,
     ) -> Generation:
         """Music for each prompt: ``candidates`` samples in one batch, the best by MuLaN score returned.
 
         ``seed`` fixes every sample; ``melody`` (file or waveform) conditions on a hummed or played tune.
+        ``bpm`` sets the tempo of every prompt; without it, the tempo each prompt names ("80 bpm"), if
+        any (models whose LMs read beat phases, :attr:`reads_tempo`; others take it from the text).
         ``unconditional`` ignores the prompts while sampling (an evaluation baseline; they still rank).
         """
         prompts = checks.prompts(prompts)
         seconds = checks.seconds(seconds)
+        if bpm is not None:
+            try:
+                bpm = check_bpm(bpm)
+            except ValueError as e:
+                raise PromptError(str(e)) from None
         sampling = self._check_request(
             candidates=candidates, prompts=len(prompts), seed=seed, temperatures=temperatures, top_k=top_k,
             top_p=top_p, guidance=guidance, seconds=seconds, max_memory_gb=max_memory_gb,
@@ -397,7 +439,10 @@ class MusicLM:
             melody_tokens = melody_tokens.expand(len(prompts), -1, -1)
         if chroma is not None:
             chroma = chroma.expand(len(prompts), -1)
-        cond = Conditioning.constant(mulan, melody_tokens, unconditional=unconditional, chroma=chroma)
+        beats = self.prompt_beats(prompts, seconds, bpm=bpm)
+        cond = Conditioning.constant(
+            mulan, melody_tokens, unconditional=unconditional, chroma=chroma, beats=beats
+        )
         timings = {"conditioning": time.perf_counter() - start}
         tokens = self.sample_tokens(
             cond.repeat_interleave(candidates),
@@ -516,7 +561,8 @@ class MusicLM:
         n = candidates
         mulan = self.text_tokens(prompts)  # [K, Mq]
         starts = tuple(sum(lengths[:k]) for k in range(len(lengths)))
-        cond = Conditioning(mulan[None], starts).repeat_interleave(n)
+        beats = self.beat_phases([tempo_from_prompt(q) for q in prompts], total, starts)
+        cond = Conditioning(mulan[None], starts, beats=beats).repeat_interleave(n)
         timings = {"conditioning": time.perf_counter() - start}
         tokens = self.sample_tokens(
             cond,

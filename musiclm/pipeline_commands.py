@@ -9,6 +9,7 @@ from pathlib import Path
 
 from musiclm import checks
 from musiclm.errors import MusicLMError, PromptError
+from musiclm.tempo import check_bpm, tempo_from_prompt
 
 
 def _add_temperatures_argument(parser: argparse.ArgumentParser, help: str) -> None:
@@ -63,6 +64,13 @@ def register(sub, train) -> None:
     g.add_argument("--prompts", default=None, help="text file with one prompt per line")
     g.add_argument("--seconds", type=float, default=10.0)
     g.add_argument("--melody", default=None, help="audio file whose melody the music should follow")
+    g.add_argument(
+        "--bpm",
+        type=float,
+        default=None,
+        help="tempo of every prompt (default: the tempo a prompt names, e.g. '80 bpm'; read by models "
+        "whose LMs were trained with --beat-phase)",
+    )
     _add_sampling_arguments(g, candidates=4)
     g.set_defaults(func=_generate)
 
@@ -214,22 +222,29 @@ def _generate(args: argparse.Namespace) -> None:
     checks.prompts(prompts)
     outputs = _outputs(args.output, len(prompts))
     _check_args(args, outputs, [args.melody, args.prompts])
+    if args.bpm is not None:
+        try:
+            check_bpm(args.bpm, "--bpm")
+        except ValueError as e:
+            raise PromptError(str(e)) from None
     model = _load(args)
     result = model.generate(
         prompts,
         seconds=args.seconds,
         candidates=args.candidates,
         melody=args.melody,
+        bpm=args.bpm,
         **_sampling_kwargs(args),
     )
     for i, (prompt, path) in enumerate(zip(prompts, outputs, strict=True)):
+        bpm = (args.bpm or tempo_from_prompt(prompt)) if model.reads_tempo else None
         _write(
             result,
             i,
             path,
             model=model,
             args=args,
-            extra={"prompt": prompt, "melody": args.melody, "mode": "generate"},
+            extra={"prompt": prompt, "melody": args.melody, "bpm": bpm, "mode": "generate"},
         )
 
 

@@ -84,6 +84,7 @@ class Options:
     codebook_embedding: bool = False  # the LMs also embed MuLaN ids through the run's MuLaN codebooks
     aligned_semantic: bool = False  # the coarse LM also sums in each frame's semantic token
     melody_chroma: bool = False  # the semantic and coarse LMs also read the melody's pitch classes
+    beat_phase: bool = False  # the semantic and coarse LMs also read beat phases (a prompt's "80 bpm")
 
     def check(self, preset: str) -> None:
         """One line for an option that cannot work with ``preset``, before anything is written."""
@@ -317,6 +318,8 @@ class Recipe:
             conditioning.append("--aligned-semantic")
         if self.options.melody_chroma and phase != "fine-lm":
             conditioning.append("--melody-chroma")
+        if self.options.beat_phase and phase != "fine-lm":
+            conditioning.append("--beat-phase")
         # each validation renders a held-out clip: the semantic LM through the coarse and fine LMs' best
         samples = [
             "--sample-codec",
@@ -368,7 +371,8 @@ class Recipe:
         ml = [sys.executable, "-m", "musiclm", "tokenize"]
         parts = ["--codec", str(self._model_dir("codec")), "--semantic", str(self._model_dir("semantic")),
                  "--mulan", str(self._model_dir("mulan")), "--melody", str(self._model_dir("melody")),
-                 "--segment-seconds", "30", *(["--chroma"] if self.options.melody_chroma else [])]  # fmt: skip
+                 "--segment-seconds", "30", *(["--chroma"] if self.options.melody_chroma else []),
+                 *(["--beats"] if self.options.beat_phase else [])]  # fmt: skip
         return [
             [*ml, "--data", str(self.root / "data" / f"{split}.jsonl"), "--out", str(self.root / out), *parts]
             for split, out in (("train", "tokens"), ("valid", "tokens-valid"))
@@ -620,6 +624,13 @@ def register(sub, train) -> None:
         help="the semantic and coarse LMs also add to each position the embedding of the melody's pitch "
         "class at the frame it predicts (MusicGen's chroma conditioning, a departure from the paper)",
     )
+    p.add_argument(
+        "--beat-phase",
+        action="store_true",
+        help="the semantic and coarse LMs also add to each position the embedding of the beat phase of "
+        "the frame it predicts, from the manifest's bpm labels or a beat tracker, so that a prompt's "
+        "'80 bpm' sets the tempo (Music ControlNet's rhythm control, a departure from the paper)",
+    )
     p.set_defaults(func=_train_bundle)
 
 
@@ -641,6 +652,7 @@ def _train_bundle(args) -> int:
             codebook_embedding=args.codebook_embedding,
             aligned_semantic=args.aligned_semantic,
             melody_chroma=args.melody_chroma,
+            beat_phase=args.beat_phase,
         ),
     )
 

@@ -305,3 +305,38 @@ def test_tokenize_chroma_gives_a_pitch_class_per_semantic_frame(tmp_path):
     assert main(["tokenize", "--data", str(audio), "--out", str(tmp_path / "cache"), "--chroma"]) == 0
     chroma = TokenCache(tmp_path / "cache", fields=["chroma"])[0]["chroma"]
     assert chroma.shape == (30,) and (chroma[2:-2] == 9).all()  # 25 Hz; A is pitch class 9
+
+
+def test_tokenize_beats_reads_a_tempo_label_or_tracks_the_beats(tmp_path, capsys):
+    from musiclm.cli import main
+    from musiclm.data.cache import TokenCache
+    from musiclm.tempo import beat_phase_grid
+
+    sr = 22050
+    wav = np.zeros(6 * sr, dtype=np.float32)
+    click = np.exp(-np.arange(400) / 60.0) * np.sin(2 * np.pi * 1000 * np.arange(400) / sr)
+    for t in np.arange(0.0, 6.0, 0.5):  # 120 bpm from the first sample
+        wav[int(t * sr) : int(t * sr) + 400] += click
+    sf.write(tmp_path / "clicks.wav", wav, sr)
+    entries = [
+        ManifestEntry(path=str(tmp_path / "clicks.wav"), id="labelled", labels={"bpm": 90}),  # the label wins
+        ManifestEntry(path=str(tmp_path / "clicks.wav"), id="tracked"),
+    ]
+    write_manifest(tmp_path / "m.jsonl", entries)
+    out = tmp_path / "cache"
+    assert main(["tokenize", "--data", str(tmp_path / "m.jsonl"), "--out", str(out), "--beats"]) == 0
+    cache = TokenCache(out, fields=["beats"])
+    labelled, tracked = cache[0]["beats"].long(), cache[1]["beats"].long()
+    assert torch.equal(labelled, beat_phase_grid(90, 150))
+    off = (tracked - beat_phase_grid(120, 150)).remainder(8)
+    assert ((off <= 1) | (off >= 7)).float().mean() > 0.9
+    capsys.readouterr()
+    write_manifest(
+        tmp_path / "bad.jsonl", [ManifestEntry(path=str(tmp_path / "clicks.wav"), labels={"bpm": "fast"})]
+    )
+    assert (
+        main(["tokenize", "--data", str(tmp_path / "bad.jsonl"), "--out", str(tmp_path / "c2"), "--beats"])
+        == 1
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "label bpm" in err[0], err

@@ -12,6 +12,7 @@ LAYERS = {
     "errors": 0,
     "config": 0,
     "audio": 1,
+    "tempo": 1,
     "modules": 1,
     "checks": 1,
     "pretrained": 1,

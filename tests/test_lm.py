@@ -569,39 +569,49 @@ def test_aligned_semantic_embeddings_are_those_training_sees_and_start_at_zero()
         FineStage(StageConfig(stage="fine", aligned_semantic=True))
 
 
+# a per-frame track the semantic and coarse LMs can read: (config flag, embedding, ids, warm-start flag)
+FRAME_TRACKS = {
+    "chroma": ("melody_chroma", "chroma_embedding", 13, "--melody-chroma"),
+    "beats": ("beat_phase", "beat_embedding", 8, "--beat-phase"),
+}
+
+
+@pytest.mark.parametrize("track", ["chroma", "beats"])
 @pytest.mark.parametrize("stage", ["semantic", "coarse"])
-def test_melody_chroma_embeddings_are_those_training_sees_and_start_at_zero(stage):
-    """Greedy generation that reads a melody's pitch classes picks, at every step, the argmax the
-    training layout's full forward gives for the same sequence and pitch classes (each position adds
-    the class of the frame it predicts); the classes change the output, the unconditional half of
-    guidance does not see them, and a warm start from a plain LM starts as that LM."""
+def test_frame_track_embeddings_are_those_training_sees_and_start_at_zero(stage, track):
+    """Greedy generation that reads a per-frame track (a melody's pitch classes, beat phases) picks,
+    at every step, the argmax the training layout's full forward gives for the same sequence and
+    track (each position adds the id of the frame it predicts); the track changes the output, the
+    unconditional half of guidance does not see it, and a warm start from a plain LM starts as that
+    LM."""
     from musiclm.errors import ConfigError
     from musiclm.lm.warm_start import warm_start
 
+    flag, table, num_ids, option = FRAME_TRACKS[track]
     torch.manual_seed(0)
     cls = {"semantic": SemanticStage, "coarse": CoarseStage}[stage]
     config = stage_config(stage, 0.4)
-    config.melody_chroma = True
+    setattr(config, flag, True)
     model = cls(config).eval()
     with torch.no_grad():
-        model.chroma_embedding.weight.normal_(std=2.0)  # large: it decides the argmax
+        getattr(model, table).weight.normal_(std=2.0)  # large: it decides the argmax
     n = model.window_units
     frames = n if stage == "coarse" else 2 * n
     rec = record(3, frames=frames)
-    rec["chroma"] = torch.randint(0, 13, (frames // 2,), generator=torch.Generator().manual_seed(1))
+    rec[track] = torch.randint(0, num_ids, (frames // 2,), generator=torch.Generator().manual_seed(1))
     inputs = rec["semantic"][None] if stage == "coarse" else None
 
-    def generate(m, chroma, guidance=1.0):
-        cond = Conditioning.constant(rec["mulan_tokens"][None], chroma=chroma)
+    def generate(m, ids, guidance=1.0):
+        cond = Conditioning.constant(rec["mulan_tokens"][None], **{track: ids})
         return m.generate(cond, n, inputs=inputs, sampling=SamplingConfig(temperature=0.0, guidance=guidance))
 
-    out = generate(model, rec["chroma"][None])
+    out = generate(model, rec[track][None])
     generated = (
         {"semantic": out[0]} if stage == "semantic" else {"codec": torch.cat([out[0], rec["codec"][2:]])}
     )
     example = model.training_example({**rec, **generated}, random.Random(0))
-    tokens, mask, chroma = example["tokens"][None], example["loss_mask"][None], example["chroma"][None]
-    logits = model.transformer(tokens, extra=model.extra_embeddings(tokens, chroma))[:, :-1]
+    tokens, mask, chroma = example["tokens"][None], example["loss_mask"][None], example[track][None]
+    logits = model.transformer(tokens, extra=model.extra_embeddings(tokens, **{track: chroma}))[:, :-1]
     at_targets = logits[mask[:, 1:]]
     spans = [model.target_span(j) for j in range(len(at_targets))]
     predicted = torch.stack([row[lo:hi].argmax() + lo for row, (lo, hi) in zip(at_targets, spans)])
@@ -610,23 +620,23 @@ def test_melody_chroma_embeddings_are_those_training_sees_and_start_at_zero(stag
     first = int(mask[0].int().argmax())
     k = torch.arange(n * model.levels)
     per_class = 1 if stage == "semantic" else 2
-    assert torch.equal(chroma[0, first - 1 + k], rec["chroma"][k // model.levels // per_class])
+    assert torch.equal(chroma[0, first - 1 + k], rec[track][k // model.levels // per_class])
     assert (chroma[0, : first - 1] == -1).all()
-    # other pitch classes, or none, give other music; guidance runs with them
-    assert not torch.equal(generate(model, (rec["chroma"][None] + 1) % 12), out)
+    # other ids, or none, give other music; guidance runs with them
+    assert not torch.equal(generate(model, (rec[track][None] + 1) % num_ids), out)
     assert not torch.equal(generate(model, None), out)
-    assert not torch.equal(generate(model, rec["chroma"][None], 3.0), generate(model, None, 3.0))
+    assert not torch.equal(generate(model, rec[track][None], 3.0), generate(model, None, 3.0))
 
     plain = cls(stage_config(stage, 0.4)).eval()
-    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "chroma" not in k})
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith(table)})
     warmed = cls(config).eval()
     warm_start(warmed, plain)
-    assert not warmed.chroma_embedding.weight.any()
-    assert torch.equal(generate(warmed, rec["chroma"][None]), generate(plain, None))
-    with pytest.raises(ConfigError, match="--melody-chroma"):
+    assert not getattr(warmed, table).weight.any()
+    assert torch.equal(generate(warmed, rec[track][None]), generate(plain, None))
+    with pytest.raises(ConfigError, match=option):
         warm_start(plain, model)
     with pytest.raises(ValueError, match="semantic and coarse stages"):
-        FineStage(StageConfig(stage="fine", melody_chroma=True))
+        FineStage(StageConfig(stage="fine", **{flag: True}))
 
 
 def test_pitch_classes_name_the_pitch_class_of_a_tone_and_mark_silence():
@@ -640,24 +650,26 @@ def test_pitch_classes_name_the_pitch_class_of_a_tone_and_mark_silence():
     assert (ids[5:20] == 9).all() and (ids[31:45] == UNPITCHED).all() and (ids[55:70] == 0).all()
 
 
-def test_training_learns_to_read_melody_chroma(tmp_path):
-    """Semantic tokens that follow the pitch classes and nothing else: training takes the held-out
-    loss down by reading them (val/chroma_gain), which an untrained LM does not."""
+@pytest.mark.parametrize("track", ["chroma", "beats"])
+def test_training_learns_to_read_a_frame_track(tmp_path, track):
+    """Semantic tokens that follow the pitch classes (or beat phases) and nothing else: training
+    takes the held-out loss down by reading them (val/chroma_gain, val/beat_gain), which an
+    untrained LM does not."""
+    flag, _, num_ids, _ = FRAME_TRACKS[track]
+    gain = {"chroma": "val/chroma_gain", "beats": "val/beat_gain"}[track]
     torch.manual_seed(0)
     config = stage_config("semantic", 1.0)
-    config.melody_chroma = True
+    setattr(config, flag, True)
     model = SemanticStage(config)
     n = model.window_units
     g = torch.Generator().manual_seed(0)
     recs = []
     for _ in range(8):
-        chroma = torch.randint(0, 13, (n,), generator=g)
-        recs.append(
-            {"semantic": chroma.clone(), "mulan_tokens": torch.zeros(4, dtype=torch.long), "chroma": chroma}
-        )
+        ids = torch.randint(0, num_ids, (n,), generator=g)
+        recs.append({"semantic": ids.clone(), "mulan_tokens": torch.zeros(4, dtype=torch.long), track: ids})
     cfg = TrainConfig(out_dir=str(tmp_path), max_steps=150, batch_size=4, lr=3e-3, warmup_steps=10,
                       progress=False, checkpoint_every=1000, log_every=50, ema_decay=None)  # fmt: skip
-    keys = ("tokens", "loss_mask", "cond_mask", "melody_mask", "chroma")
+    keys = ("tokens", "loss_mask", "cond_mask", "melody_mask", track)
     examples = [model.training_example(r, random.Random(0)) for r in recs]
     batches = [{k: torch.stack([e[k] for e in examples]) for k in keys}]
     untrained = StageTask(SemanticStage(config).eval())
@@ -669,5 +681,5 @@ def test_training_learns_to_read_melody_chroma(tmp_path):
     trained.valid_batches = batches
     with torch.no_grad():
         after = trained.validate(tmp_path / "valid", 150)
-    assert abs(before["val/chroma_gain"]) < 1e-6  # the embedding starts at zero
-    assert after["val/chroma_gain"] > 0.5, after
+    assert abs(before[gain]) < 1e-6  # the embedding starts at zero
+    assert after[gain] > 0.5, after

@@ -110,6 +110,57 @@ def test_a_melody_reaches_chroma_reading_lms_as_pitch_classes(monkeypatch):
     assert seen["semantic_lm"][0] is None and seen["coarse_lm"][0] is None
 
 
+def test_the_tempo_a_prompt_names_reaches_beat_reading_lms_as_a_beat_grid(monkeypatch, tmp_path, capsys):
+    from musiclm.cli import main
+    from musiclm.tempo import beat_phase_grid
+
+    parts = components(melody=False)
+    for name, cls in (("semantic_lm", SemanticStage), ("coarse_lm", CoarseStage)):
+        config = parts[name].config
+        config.beat_phase = True
+        parts[name] = cls(config)
+        torch.nn.init.normal_(parts[name].beat_embedding.weight, std=2.0)  # large: it decides the music
+    model = MusicLM(parts)
+    assert model.reads_tempo
+    seen = []
+    original = model.semantic_lm._extend
+
+    def spy(prefix, *args, **kwargs):
+        seen.append(kwargs.get("beats"))
+        return original(prefix, *args, **kwargs)
+
+    monkeypatch.setattr(model.semantic_lm, "_extend", spy)
+    rate = model.semantic_lm.config.semantic_rate
+    prompts = [f"{PROMPTS[0]} at 120 bpm", PROMPTS[1]]
+    out = model.generate(prompts, seconds=1.0, candidates=2, guidance=1.0, progress=False)
+    # position i predicts the id after it: the last second of positions but one reads the targets'
+    n = round(rate)
+    beats, first = seen[0], seen[0].shape[1] - n - 1
+    assert beats.shape[0] == 4 and (beats[:2, :first] == -1).all() and (beats[:, -1] == -1).all()
+    assert torch.equal(beats[0, first:-1], beat_phase_grid(120, n, frame_rate=rate))
+    assert (beats[2:] == -1).all()  # the second prompt names no tempo
+    seen.clear()
+    other = model.generate(prompts, seconds=1.0, candidates=2, guidance=1.0, progress=False, bpm=60)
+    assert torch.equal(seen[0][2, first:-1], beat_phase_grid(60, n, frame_rate=rate))
+    assert not torch.equal(other.tokens["semantic"][0], out.tokens["semantic"][0])  # the tempo matters
+    story = model.story([(f"{PROMPTS[0]} at 120 bpm", 1.0), (f"{PROMPTS[1]} at 90 bpm", 1.0)], progress=False)
+    assert story.audio.shape[-1] == 2 * SR
+    assert torch.equal(
+        model.beat_phases([120, 90], 2.0, (0.0, 1.0))[0],
+        torch.cat(
+            [
+                beat_phase_grid(120, round(rate), frame_rate=rate),
+                beat_phase_grid(90, round(rate), frame_rate=rate),
+            ]
+        ),
+    )
+    with pytest.raises(PromptError, match="outside"):
+        model.generate(PROMPTS[0], seconds=1.0, candidates=1, bpm=1000, progress=False)
+    assert main(["generate", PROMPTS[0], "--bpm", "0", "-o", str(tmp_path / "x.wav")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--bpm" in err[0], err
+
+
 def test_continuation_keeps_the_prompt_tokens(model):
     audio = _melody_wav(2.0)
     given = model.tokenize_audio(audio, SR)

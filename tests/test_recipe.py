@@ -205,7 +205,7 @@ def test_options_reach_the_trainers_and_a_given_codec_is_used_as_it_is(tmp_path,
     data = _data(tmp_path)
     codec = save_model(SoundStream(get_preset("tiny").codec), tmp_path / "codec")
     options = Options(text_tower="minilm", mulan_levels=2, text_token_prob=0.5, codec=str(codec), kv_heads=2,
-                      codebook_embedding=True, aligned_semantic=True, melody_chroma=True)  # fmt: skip
+                      codebook_embedding=True, aligned_semantic=True, melody_chroma=True, beat_phase=True)  # fmt: skip
     recipe = Recipe(data, tmp_path / "run", minutes=30, name="mine", options=options)
     plan, parser = Plan.for_machine("tiny"), build_parser()
     parse = lambda phase: parser.parse_args(recipe._command(phase, 3.0, plan)[3:])  # noqa: E731
@@ -217,7 +217,8 @@ def test_options_reach_the_trainers_and_a_given_codec_is_used_as_it_is(tmp_path,
         assert Path(args.sample_codec) == codec
     assert parse("coarse-lm").aligned_semantic
     assert parse("semantic-lm").melody_chroma and parse("coarse-lm").melody_chroma
-    assert all("--chroma" in command for command in recipe._tokenize_commands())
+    assert parse("semantic-lm").beat_phase and parse("coarse-lm").beat_phase
+    assert all("--chroma" in c and "--beats" in c for c in recipe._tokenize_commands())
     assert not hasattr(parse("fine-lm"), "mulan_levels")  # the fine LM is not conditioned
     assert [parse(p).kv_heads for p in ("semantic-lm", "coarse-lm", "fine-lm")] == [2, 2, 2]
     assert Path(parse("bundle").codec) == codec

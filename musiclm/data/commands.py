@@ -22,6 +22,12 @@ def register(sub, train) -> None:
         action="store_true",
         help="also the pitch class of every semantic-rate frame (field chroma, for --melody-chroma LMs)",
     )
+    p.add_argument(
+        "--beats",
+        action="store_true",
+        help="also the beat phase of every semantic-rate frame (field beats, for --beat-phase LMs): a "
+        "grid at the manifest's bpm label where it has one, else librosa's beat tracker",
+    )
     p.add_argument("--segment-seconds", type=float, default=30.0)
     p.add_argument("--shard-size", type=int, default=64)
     p.set_defaults(func=_tokenize)
@@ -235,9 +241,14 @@ def _tokenize(args: argparse.Namespace) -> None:
         from musiclm.data.tokenize import PitchClassTrack
 
         models["chroma"] = PitchClassTrack()
+    if args.beats:
+        from musiclm.data.tokenize import BeatPhaseTrack
+
+        models["beats"] = BeatPhaseTrack()
     if not models:
         raise MusicLMError(
-            "nothing to compute: give at least one of --codec, --semantic, --mulan, --melody, --chroma"
+            "nothing to compute: give at least one of --codec, --semantic, --mulan, --melody, --chroma, "
+            "--beats"
         )
     skipped = tokenize(
         args.data, args.out, models, segment_seconds=args.segment_seconds, shard_size=args.shard_size

@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from musiclm.audio import PITCH_CLASS_RATE, audio_info, load_audio, pitch_classes
 from musiclm.data.cache import fill_field, write_index
 from musiclm.data.manifest import load_entries
-from musiclm.errors import AudioError, MusicLMError
+from musiclm.errors import AudioError, DataError, MusicLMError
+from musiclm.tempo import beat_phase_grid, check_bpm, track_beat_phases
 
 # field name -> (checkpoint kind, how to turn a segment's audio into the field's tensor)
 FIELD_EXTRACTORS: dict[str, tuple[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]]] = {
@@ -28,6 +29,7 @@ FIELD_EXTRACTORS: dict[str, tuple[str, Callable[[nn.Module, torch.Tensor], torch
     ),
     "melody_tokens": ("melody", lambda m, wav: m.tokens(wav[None], m.sample_rate)[0].to(torch.int16)),
     "chroma": ("chroma", lambda m, wav: m(wav[None])[0].to(torch.int16)),  # a PitchClassTrack
+    "beats": ("beats", lambda m, wav: m(wav[None])[0].to(torch.int16)),  # a BeatPhaseTrack
 }
 # fields computed from an item's caption instead of its audio (an empty tensor where it has none):
 # the MuLaN *text* tokens of a clip's caption, which an LM can train on beside the audio tokens
@@ -45,6 +47,32 @@ class PitchClassTrack(nn.Module):
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return pitch_classes(wav, self.sample_rate, frame_rate=25.0)  # every preset's semantic rate
+
+
+class BeatPhaseTrack(nn.Module):
+    """The ``beats`` field: each 25 Hz frame's beat phase (:mod:`musiclm.tempo`), for LMs trained
+    with ``beat_phase``, from librosa's beat tracker. Items whose manifest entry has a ``bpm`` label
+    get a steady grid at that tempo instead (:func:`labelled_beats`)."""
+
+    sample_rate = 22050  # librosa's default rate, which its beat tracker's settings assume
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return track_beat_phases(wav[0], self.sample_rate, frame_rate=25.0)[None]
+
+
+def labelled_beats(source) -> dict[str, tuple[float, float]]:
+    """Entry id -> (bpm, first beat in seconds of the file) for the entries whose labels give a
+    ``bpm`` (and optionally ``first_beat``; default: where the entry starts, as a rendered piece)."""
+    grids = {}
+    for entry in load_entries(source):
+        if "bpm" in entry.labels:
+            try:
+                bpm = check_bpm(entry.labels["bpm"], where=f"{entry.path}: label bpm")
+                first = float(entry.labels.get("first_beat", entry.start or 0.0))
+            except (TypeError, ValueError) as e:
+                raise DataError(str(e)) from None
+            grids[entry.id] = (bpm, first)
+    return grids
 
 
 def plan_items(
@@ -93,6 +121,7 @@ def tokenize(
     state = PartialState()
     out = Path(out)
     items, skipped = plan_items(source, segment_seconds)
+    grids = labelled_beats(source) if "beats" in models else {}  # bad labels fail before any work
     if not items:
         raise MusicLMError(f"{source}: nothing to tokenize ({len(skipped)} file(s) skipped)")
     if state.is_main_process:
@@ -111,7 +140,12 @@ def tokenize(
         else:
             _, audio_fn = FIELD_EXTRACTORS[field]
 
-            def extract(item, model=model, fn=audio_fn):
+            def extract(item, model=model, fn=audio_fn, field=field):
+                grid = grids.get(item["id"].rsplit("#", 1)[0]) if field == "beats" else None
+                if grid is not None:  # a labelled tempo: no audio to read
+                    bpm, first = grid
+                    frames = max(1, round((item["end"] - item["start"]) * 25.0))
+                    return beat_phase_grid(bpm, frames, first_beat=first - item["start"]).to(torch.int16)
                 wav, _ = load_audio(
                     item["path"],
                     model.sample_rate,

@@ -64,6 +64,20 @@ def register(sub, train) -> None:
                 "it predicts (cache needs chroma: `musiclm tokenize --chroma`; as MusicGen, not the paper)",
             )
             p.add_argument(
+                "--beat-phase",
+                action="store_true",
+                help="also add to each position the embedding of the beat phase of the frame it "
+                "predicts, so a prompt's tempo ('80 bpm') reaches the LM (cache needs beats: "
+                "`musiclm tokenize --beats`; as Music ControlNet's rhythm control, not the paper)",
+            )
+            p.add_argument(
+                "--beat-drop-prob",
+                type=float,
+                default=None,
+                help="share of windows whose beat phases are dropped, so the LM also follows a prompt "
+                "that names no tempo (with --beat-phase; default 0.3)",
+            )
+            p.add_argument(
                 "--text-token-prob",
                 type=float,
                 default=0.0,
@@ -142,6 +156,9 @@ def _train(args: argparse.Namespace) -> None:
     config.lm.kv_heads = checks.kv_heads(args.kv_heads, config.lm.heads)
     config.aligned_semantic = getattr(args, "aligned_semantic", False)
     config.melody_chroma = getattr(args, "melody_chroma", False)
+    config.beat_phase = getattr(args, "beat_phase", False)
+    if getattr(args, "beat_drop_prob", None) is not None:
+        config.beat_drop_prob = checks.share(args.beat_drop_prob, "--beat-drop-prob")
     if args.depth:
         config.lm.depth = checks.positive_int(args.depth, "--depth")
     if getattr(args, "cond_drop_prob", None) is not None:
@@ -152,6 +169,8 @@ def _train(args: argparse.Namespace) -> None:
         fields.append("mulan_text_tokens")
     if config.melody_chroma:
         fields.append("chroma")
+    if config.beat_phase:
+        fields.append("beats")
     quantizer = None
     if getattr(args, "mulan_codebooks", None):
         quantizer = _mulan_quantizer(args.mulan_codebooks, config)

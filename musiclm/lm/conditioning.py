@@ -2,10 +2,10 @@
 
 One :class:`Conditioning` describes a whole batch for a whole piece: the MuLaN tokens of one or
 more segments with the second at which each takes over (one segment for a prompt, several in story
-mode), the melody tokens (one row per melody hop) and whether to drop it all (unconditional
-sampling). A stage reads, for each window it generates, the segment the window's new tokens fall in
-(:meth:`bounds`, :meth:`segment`) and the melody from the window's start, so generation,
-continuation, story mode and long pieces are the same sliding loop.
+mode), the melody tokens (one row per melody hop), per-frame pitch classes and beat phases, and
+whether to drop it all (unconditional sampling). A stage reads, for each window it generates, the
+segment the window's new tokens fall in (:meth:`bounds`, :meth:`segment`) and the melody from the
+window's start, so generation, continuation, story mode and long pieces are the same sliding loop.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ class Conditioning:
     # [B, F] the melody's pitch-class ids at the semantic token rate (musiclm.audio.pitch_classes), read by
     # stages trained with melody_chroma
     chroma: torch.Tensor | None = None
+    # [B, F] beat-phase ids at the semantic token rate (musiclm.tempo; -1 where no beat is known), read
+    # by stages trained with beat_phase
+    beats: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.mulan.dim() != 3 or self.mulan.shape[1] != len(self.starts):
@@ -44,17 +47,18 @@ class Conditioning:
         *,
         unconditional: bool = False,
         chroma: torch.Tensor | None = None,
+        beats: torch.Tensor | None = None,
     ) -> Conditioning:
         """One segment: ``[B, Mq]`` MuLaN tokens for the whole piece."""
-        return cls(mulan[:, None], (0.0,), melody, unconditional, chroma)
+        return cls(mulan[:, None], (0.0,), melody, unconditional, chroma, beats)
 
     @classmethod
     def from_record(
-        cls, record: dict, *, melody: bool, text: bool = False, chroma: bool = False
+        cls, record: dict, *, melody: bool, text: bool = False, chroma: bool = False, beats: bool = False
     ) -> Conditioning:
         """A training record's own conditioning (MuLaN audio tokens, cached melody tokens, with
-        ``chroma`` its pitch classes); with ``text``, its caption's MuLaN text tokens instead where
-        the record has them."""
+        ``chroma`` its pitch classes, with ``beats`` its beat phases); with ``text``, its caption's
+        MuLaN text tokens instead where the record has them."""
         tokens = None
         if melody:
             if "melody_tokens" not in record:
@@ -80,13 +84,24 @@ class Conditioning:
                     "(run `musiclm tokenize --chroma ...`)"
                 )
             pitch = record["chroma"].long()[None]
-        return cls.constant(mulan.long()[None], tokens, chroma=pitch)
+        phases = None
+        if beats:
+            if "beats" not in record:
+                raise DataError(
+                    "this stage reads beat phases but the token cache has no beats field "
+                    "(run `musiclm tokenize --beats ...`)"
+                )
+            phases = record["beats"].long()[None]
+        return cls.constant(mulan.long()[None], tokens, chroma=pitch, beats=phases)
 
     def repeat_interleave(self, n: int) -> Conditioning:
         """Each row ``n`` times in a row (the candidates of a prompt)."""
         melody = None if self.melody is None else self.melody.repeat_interleave(n, dim=0)
         chroma = None if self.chroma is None else self.chroma.repeat_interleave(n, dim=0)
-        return replace(self, mulan=self.mulan.repeat_interleave(n, dim=0), melody=melody, chroma=chroma)
+        beats = None if self.beats is None else self.beats.repeat_interleave(n, dim=0)
+        return replace(
+            self, mulan=self.mulan.repeat_interleave(n, dim=0), melody=melody, chroma=chroma, beats=beats
+        )
 
     def bounds(self, units_per_second: float, align: int = 1) -> list[int]:
         """Segment starts in a stage's units (on the grid of ``align`` units)."""

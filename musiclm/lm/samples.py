@@ -30,7 +30,9 @@ def _conditioning(stage: StageLM, record: dict) -> Conditioning | None:
     """The held-out clip's own conditioning, as the stage reads it in training."""
     if not stage.conditioned:
         return None
-    return Conditioning.from_record(record, melody=stage.config.melody_quantizers > 0)
+    return Conditioning.from_record(
+        record, melody=stage.config.melody_quantizers > 0, beats=stage.config.beat_phase
+    )
 
 
 def _sampling(lm: StageLM) -> SamplingConfig:

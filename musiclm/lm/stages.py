@@ -39,6 +39,7 @@ from musiclm.lm.graphs import GraphDecoder
 from musiclm.lm.guidance import NULL, guide, with_unconditional
 from musiclm.lm.sampling import SamplingConfig, sample
 from musiclm.lm.transformer import Transformer
+from musiclm.tempo import BEAT_PHASES
 
 PAD, SEP = 0, 1  # and NULL = 2 (guidance.py): dropped conditioning
 NUM_SPECIALS = 3
@@ -103,6 +104,12 @@ class StageConfig:
     # back into notes. In training the pitch classes are those of the clip's own mix (on the synthetic
     # benchmark the melody's for two frames in three), dropped with melody_drop_prob. Starts at zero.
     melody_chroma: bool = False
+    # semantic and coarse stages: each position also adds a learned embedding of the beat phase
+    # (musiclm.tempo) of the frame it predicts, so that a prompt's "80 bpm" reaches the LM; in training
+    # the phases of the clip's own beats, dropped with beat_drop_prob (a prompt may name no tempo).
+    # Starts at zero. A departure from the paper, as Music ControlNet's rhythm control.
+    beat_phase: bool = False
+    beat_drop_prob: float = 0.3
     semantic_clusters: int = 256
     semantic_rate: float = 25.0
     codec_levels: int = 8
@@ -172,6 +179,12 @@ class StageLM(nn.Module):
             raise ValueError(
                 f"melody_chroma is for the semantic and coarse stages, not the {config.stage} stage"
             )
+        if config.beat_phase and not self.conditioned:
+            raise ValueError(
+                f"beat_phase is for the semantic and coarse stages, not the {config.stage} stage"
+            )
+        if not 0 <= config.beat_drop_prob <= 1:
+            raise ValueError(f"beat_drop_prob must be in [0, 1], got {config.beat_drop_prob}")
         self.config = config
         self.layout = self.token_layout()
         self.transformer = Transformer(config.lm, self.layout.vocab_size)
@@ -188,6 +201,10 @@ class StageLM(nn.Module):
         if config.melody_chroma:
             self.chroma_embedding = nn.Embedding(PITCH_CLASS_IDS, config.lm.dim)
             nn.init.zeros_(self.chroma_embedding.weight)
+        self.beat_embedding = None
+        if config.beat_phase:
+            self.beat_embedding = nn.Embedding(BEAT_PHASES, config.lm.dim)
+            nn.init.zeros_(self.beat_embedding.weight)
 
     # ---------------------------------------------------------------- what each stage defines
 
@@ -331,17 +348,22 @@ class StageLM(nn.Module):
             p = self.config.text_token_prob
             text = p > 0 and rng.random() < p  # no draw at 0: the same examples as without the option
             own = Conditioning.from_record(
-                record, melody=self.config.melody_quantizers > 0, text=text, chroma=self.config.melody_chroma
+                record,
+                melody=self.config.melody_quantizers > 0,
+                text=text,
+                chroma=self.config.melody_chroma,
+                beats=self.config.beat_phase,
             )
             cond = self.window_cond(own, start=start, new_start=start)
         parts = self.sequence(cond, self.window_inputs(inputs, start, start + target.shape[-1]), target)
         example = self._pack([(ids[0], role) for ids, role in parts])
-        if self.chroma_embedding is not None:
-            n = sum(len(ids[0]) for ids, role in parts)
-            first = n - parts[-1][0].shape[1]  # the target ids come last
-            units = self.chroma_units(own.chroma, start, start + target.shape[-1])
-            ids = self.chroma_positions(units, first, n)[0]
-            example["chroma"] = F.pad(ids, (0, self.max_train_len - n), value=-1)
+        n = sum(len(ids[0]) for ids, role in parts)
+        first = n - parts[-1][0].shape[1]  # the target ids come last
+        tracks = {} if own is None else {"chroma": own.chroma, "beats": own.beats}
+        for key, track in tracks.items():
+            if track is not None:
+                ids = self.frame_positions(self.frame_units(track, start, start + target.shape[-1]), first, n)
+                example[key] = F.pad(ids[0], (0, self.max_train_len - n), value=-1)
         return example
 
     def _pack(self, parts: list[tuple[torch.Tensor, str]]) -> dict:
@@ -358,20 +380,20 @@ class StageLM(nn.Module):
             "melody_mask": F.pad(melody, (0, pad), value=False),
         }
 
-    # ---------------------------------------------------------------- pitch classes (melody_chroma)
+    # ------------------------------------ per-frame tracks: pitch classes (melody_chroma), beat phases
 
-    def chroma_units(self, chroma: torch.Tensor, start: int, end: int) -> torch.Tensor:
-        """Pitch-class ids ``[B, end - start]`` of units ``start .. end`` from a track ``[B, F]`` at
-        the semantic token rate (-1, none, past its end: a melody shorter than the piece)."""
+    def frame_units(self, track: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        """Ids ``[B, end - start]`` of units ``start .. end`` from a track ``[B, F]`` at the semantic
+        token rate (-1, none, past its end: a melody shorter than the piece)."""
         per = round(self.units_per_second / self.config.semantic_rate)  # 1 semantic, 2 acoustic
-        idx = torch.arange(start, end, device=chroma.device) // per
-        if chroma.shape[1] == 0:
-            return torch.full((chroma.shape[0], len(idx)), -1, dtype=torch.long, device=chroma.device)
-        ids = chroma.long()[:, idx.clamp(max=chroma.shape[1] - 1)]
-        return ids.masked_fill(idx >= chroma.shape[1], -1)
+        idx = torch.arange(start, end, device=track.device) // per
+        if track.shape[1] == 0:
+            return torch.full((track.shape[0], len(idx)), -1, dtype=torch.long, device=track.device)
+        ids = track.long()[:, idx.clamp(max=track.shape[1] - 1)]
+        return ids.masked_fill(idx >= track.shape[1], -1)
 
-    def chroma_positions(self, units: torch.Tensor, first_target: int, length: int) -> torch.Tensor:
-        """Pitch-class ids ``[B, length]`` per position of a sequence whose target ids start at
+    def frame_positions(self, units: torch.Tensor, first_target: int, length: int) -> torch.Tensor:
+        """Track ids ``[B, length]`` per position of a sequence whose target ids start at
         ``first_target``: at each position that of the unit of the *next* id (the one it predicts),
         -1 before the targets and past ``units`` ``[B, U]``."""
         k = torch.arange(length, device=units.device) + 1 - first_target
@@ -381,21 +403,29 @@ class StageLM(nn.Module):
         ids = units[:, unit.clamp(max=units.shape[1] - 1)]
         return ids.masked_fill((k < 0) | (unit >= units.shape[1]), -1)
 
-    def chroma_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` pitch-class ids (-1: none) -> ``[B, T, dim]`` (zero where none)."""
-        return self.chroma_embedding(ids.clamp(min=0)) * (ids >= 0).unsqueeze(-1)
+    def frame_embeddings(
+        self, chroma: torch.Tensor | None = None, beats: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """``[B, T]`` per-position pitch-class and beat-phase ids (-1: none) -> the sum of their
+        embeddings ``[B, T, dim]`` (zero where none), or None if neither is given or read."""
+        out = None
+        for ids, table in ((chroma, self.chroma_embedding), (beats, self.beat_embedding)):
+            if ids is not None and table is not None:
+                e = table(ids.clamp(min=0)) * (ids >= 0).unsqueeze(-1)
+                out = e if out is None else out + e
+        return out
 
     def extra_embeddings(
-        self, tokens: torch.Tensor, chroma: torch.Tensor | None = None
+        self, tokens: torch.Tensor, chroma: torch.Tensor | None = None, beats: torch.Tensor | None = None
     ) -> torch.Tensor | None:
         """What the transformer adds to the embeddings of ``tokens`` (None if nothing): the MuLaN ids'
         codebook embeddings (the conditioning ids come first in every sequence, so only those
         positions are looked at), the stage's :meth:`step_embeddings` and, given ``[B, T]``
-        per-position pitch classes (:meth:`chroma_positions`), their embeddings."""
+        per-position pitch classes or beat phases (:meth:`frame_positions`), their embeddings."""
         extra = self.step_embeddings(tokens, tokens.shape[1])
-        if chroma is not None and self.chroma_embedding is not None:
-            pitch = self.chroma_embeddings(chroma)
-            extra = pitch if extra is None else extra + pitch
+        frames = self.frame_embeddings(chroma, beats)
+        if frames is not None:
+            extra = frames if extra is None else extra + frames
         if self.mulan_embedding is None:
             return extra
         n = min(self.config.mulan_read, tokens.shape[1])
@@ -409,12 +439,18 @@ class StageLM(nn.Module):
         return None
 
     def loss(
-        self, tokens: torch.Tensor, loss_mask: torch.Tensor, chroma: torch.Tensor | None = None
+        self,
+        tokens: torch.Tensor,
+        loss_mask: torch.Tensor,
+        chroma: torch.Tensor | None = None,
+        beats: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Next-token cross-entropy on target positions only (``chroma``: per-position pitch classes)."""
+        """Next-token cross-entropy on target positions only (``chroma``, ``beats``: per-position
+        pitch classes and beat phases)."""
         inputs = tokens[:, :-1]
         pitch = None if chroma is None else chroma[:, :-1]
-        logits = self.transformer(inputs, extra=self.extra_embeddings(inputs, pitch))
+        phase = None if beats is None else beats[:, :-1]
+        logits = self.transformer(inputs, extra=self.extra_embeddings(inputs, pitch, phase))
         target = tokens[:, 1:].masked_fill(~loss_mask[:, 1:], -100)
         return F.cross_entropy(
             rearrange(logits, "b t v -> (b t) v").float(), target.reshape(-1), ignore_index=-100
@@ -459,18 +495,19 @@ class StageLM(nn.Module):
                 ids, self.window_inputs(inputs, have - ctx, have + n_new), history[..., have - ctx :]
             )
             prefix = torch.cat([p for p, _ in parts], dim=1)
-            chroma = None
-            if self.chroma_embedding is not None and cond is not None and cond.chroma is not None:
-                if not cond.unconditional:
-                    units = self.chroma_units(cond.chroma, have - ctx, have + n_new)
+            tracks = {"chroma": None, "beats": None}
+            for key, table in (("chroma", self.chroma_embedding), ("beats", self.beat_embedding)):
+                track = None if cond is None or cond.unconditional else getattr(cond, key)
+                if table is not None and track is not None:
+                    units = self.frame_units(track, have - ctx, have + n_new)
                     first = prefix.shape[1] - ctx * self.levels  # the context's target ids end the prefix
-                    chroma = self.chroma_positions(units, first, prefix.shape[1] + n_new * self.levels)
+                    tracks[key] = self.frame_positions(units, first, prefix.shape[1] + n_new * self.levels)
             new = self._extend(
                 prefix,
                 n_new * self.levels,
                 sampling,
                 cond_len=0 if ids is None else ids.shape[1],
-                chroma=chroma,
+                **tracks,
                 generator=generator,
                 progress=progress,
                 done=made * self.levels,
@@ -493,26 +530,28 @@ class StageLM(nn.Module):
         done: int,
         total: int,
         chroma: torch.Tensor | None = None,
+        beats: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sample ``n_new`` ids after ``prefix`` ``[B, P]`` with the KV cache; the j-th from
         :meth:`target_span`. With guidance, the NULL-conditioned copy runs in the same batch (and
-        without the pitch classes ``chroma`` ``[B, P + n_new]``, if given);
+        without the pitch classes ``chroma`` and beat phases ``beats`` ``[B, P + n_new]``, if given);
         ``progress(done + j, total)`` after each id."""
         b = prefix.shape[0]
         use_cfg = sampling.guidance != 1.0 and cond_len > 0
         if use_cfg:
             prefix = with_unconditional(prefix, cond_len)
-            if chroma is not None:
-                chroma = torch.cat([chroma, torch.full_like(chroma, -1)])
+            chroma, beats = (
+                None if x is None else torch.cat([x, torch.full_like(x, -1)]) for x in (chroma, beats)
+            )
         tf, p = self.transformer, prefix.shape[1]
         cache = tf.new_cache(prefix.shape[0], p + n_new)
-        pitch = None if chroma is None else chroma[:, :p]
-        hidden = tf.hidden(prefix, cache, self.extra_embeddings(prefix, pitch))[:, -1]
+        pitch, phase = (None if x is None else x[:, :p] for x in (chroma, beats))
+        hidden = tf.hidden(prefix, cache, self.extra_embeddings(prefix, pitch, phase))[:, -1]
         decode = GraphDecoder(tf, cache) if self.cuda_graphs else functools.partial(tf.decode, cache=cache)
         steps = self.step_embeddings(prefix, p + n_new)
-        if chroma is not None:
-            pitch = self.chroma_embeddings(chroma)
-            steps = pitch if steps is None else steps + pitch
+        frames = self.frame_embeddings(chroma, beats)
+        if frames is not None:
+            steps = frames if steps is None else steps + frames
         out = torch.empty(b, n_new, dtype=torch.long, device=prefix.device)
         for j in range(n_new):
             lo, hi = self.target_span(j)

@@ -37,7 +37,7 @@ class StageDataset(Dataset):
 class StageTask(TrainTask):
     """Cross-entropy on the generated part; conditioning dropped with ``cond_drop_prob`` (for CFG),
     melody tokens alone with ``melody_drop_prob`` (so the model also follows text without a melody),
-    and so are the pitch classes of ``melody_chroma``."""
+    and so are the pitch classes of ``melody_chroma``; beat phases with ``beat_drop_prob``."""
 
     def __init__(self, model: StageLM):
         super().__init__()
@@ -54,7 +54,9 @@ class StageTask(TrainTask):
         if self.model.input_ids is not None and self.valid_batches:
             figures["val/input_gain"] = self.input_gain()
         if self.model.chroma_embedding is not None and self.valid_batches:
-            figures["val/chroma_gain"] = self.chroma_gain()
+            figures["val/chroma_gain"] = self.track_gain("chroma")
+        if self.model.beat_embedding is not None and self.valid_batches:
+            figures["val/beat_gain"] = self.track_gain("beats")
         s = self.samples
         if s["records"] and s["codec"] is not None:
             from musiclm.checkpoint import load_model
@@ -90,14 +92,15 @@ class StageTask(TrainTask):
         return self._borrowed_gain(swapped)
 
     @torch.no_grad()
-    def chroma_gain(self) -> float:
-        """Held-out loss without the pitch classes minus the loss with them (melody_chroma)."""
+    def track_gain(self, key: str) -> float:
+        """Held-out loss without a per-frame track minus the loss with it: ``"chroma"`` (the pitch
+        classes of melody_chroma) or ``"beats"`` (the beat phases of beat_phase)."""
         device = next(self.parameters()).device
         gains = []
         for batch in self.valid_batches:
             tokens, target = batch["tokens"].to(device), batch["loss_mask"].to(device)
-            chroma = batch["chroma"].to(device)
-            gains.append(float(self.model.loss(tokens, target) - self.model.loss(tokens, target, chroma)))
+            track = {key: batch[key].to(device)}
+            gains.append(float(self.model.loss(tokens, target) - self.model.loss(tokens, target, **track)))
         return sum(gains) / max(len(gains), 1)
 
     @torch.no_grad()
@@ -118,11 +121,12 @@ class StageTask(TrainTask):
         config = self.model.config
         tokens = drop_conditioning(batch["tokens"], batch["cond_mask"], config.lm.cond_drop_prob)
         tokens = drop_conditioning(tokens, batch["melody_mask"], config.melody_drop_prob)
-        chroma = batch.get("chroma")
-        if chroma is not None:  # dropped on its own, so the LM also follows a prompt without a melody
-            keep = torch.rand(chroma.shape[0], 1, device=chroma.device) >= config.melody_drop_prob
-            chroma = chroma.masked_fill(~keep, -1)
-        loss = self.model.loss(tokens, batch["loss_mask"], chroma)
+        tracks = {}  # each dropped on its own: a prompt may come without a melody, or name no tempo
+        for key, p in (("chroma", config.melody_drop_prob), ("beats", config.beat_drop_prob)):
+            if batch.get(key) is not None:
+                keep = torch.rand(batch[key].shape[0], 1, device=batch[key].device) >= p
+                tracks[key] = batch[key].masked_fill(~keep, -1)
+        loss = self.model.loss(tokens, batch["loss_mask"], **tracks)
         return loss, {}
 
 

@@ -10,8 +10,8 @@ carried over by meaning, not by position:
 - key and value projections averaged over each group of heads that will share one (the
   checkpoint conversion of grouped-query attention, Ainslie et al. 2023, "GQA");
 - a codebook embedding of the MuLaN ids (``--mulan-codebooks``), an aligned semantic embedding
-  (``--aligned-semantic``) or a pitch-class embedding (``--melody-chroma``) that the source lacks
-  starts at zero, so the new run starts where the source was;
+  (``--aligned-semantic``), a pitch-class embedding (``--melody-chroma``) or a beat-phase embedding
+  (``--beat-phase``) that the source lacks starts at zero, so the new run starts where the source was;
 - a shallower model (``--depth``) takes every (source depth / depth)-th block from the first, the
   rule DistilBERT used to initialise its student (Sanh et al. 2019): of the shipped 4-layer fine
   LM's two-block subsets, blocks 0 and 2 start at the lowest held-out loss (7.20 nats against
@@ -31,11 +31,9 @@ ROWS = ("transformer.embed.weight", "transformer.head.weight")  # one row per to
 CODEBOOK_EMBEDDING = "mulan_embedding."
 ALIGNED_EMBEDDING = "aligned_semantic_embedding."
 CHROMA_EMBEDDING = "chroma_embedding."
-OPTIONAL = (
-    CODEBOOK_EMBEDDING,
-    ALIGNED_EMBEDDING,
-    CHROMA_EMBEDDING,
-)  # a run may add them to a source without them
+BEAT_EMBEDDING = "beat_embedding."
+ZERO_STARTED = (ALIGNED_EMBEDDING, CHROMA_EMBEDDING, BEAT_EMBEDDING)
+OPTIONAL = (CODEBOOK_EMBEDDING, *ZERO_STARTED)  # a run may add them to a source without them
 
 
 def warm_start(model: StageLM, source: StageLM, *, where: str = "--init") -> None:
@@ -50,6 +48,8 @@ def warm_start(model: StageLM, source: StageLM, *, where: str = "--init") -> Non
         raise ConfigError(f"{where}: adds aligned semantic embeddings; this run needs --aligned-semantic too")
     if source.config.melody_chroma and not model.config.melody_chroma:
         raise ConfigError(f"{where}: reads the melody's pitch classes; this run needs --melody-chroma too")
+    if source.config.beat_phase and not model.config.beat_phase:
+        raise ConfigError(f"{where}: reads beat phases; this run needs --beat-phase too")
     new, old = model.state_dict(), _pick_blocks(source.state_dict(), source, model, where=where)
 
     def shared(names) -> set[str]:  # optional embeddings are compared apart: the source may lack them
@@ -65,7 +65,7 @@ def warm_start(model: StageLM, source: StageLM, *, where: str = "--init") -> Non
             # from the MuLaN the run names, never from the source
             if name.startswith(CODEBOOK_EMBEDDING) and (name not in old or name.endswith(".codebooks")):
                 continue
-            if name.startswith((ALIGNED_EMBEDDING, CHROMA_EMBEDDING)) and name not in old:
+            if name.startswith(ZERO_STARTED) and name not in old:
                 continue
             weight = old[name]
             if name in ROWS:
