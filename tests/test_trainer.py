@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from musiclm.checkpoint import load_model
 from musiclm.train import TrainConfig, Trainer
@@ -269,3 +270,19 @@ def test_a_time_budget_without_a_step_count_ends_the_run_itself(tmp_path):
     trainer = Trainer(ToyTask(), ToyData(), config)
     trainer.fit()
     assert 40 < trainer.step < budgeted.max_steps  # past the default count, stopped by the budget
+
+
+class NoisyValidation(ToyTask):
+    """A validation that draws random numbers, as the stage LMs' dropped conditioning does."""
+
+    def validate(self, samples_dir, step):
+        return {"val/loss": float(torch.rand(()))}
+
+
+def test_every_validation_draws_the_same_randomness_and_training_keeps_its_own(tmp_path):
+    trainer = Trainer(NoisyValidation(), ToyData(), _cfg(tmp_path))
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    first, second = trainer.validate(), trainer.validate()
+    assert first == second  # the best checkpoint is picked by the weights, not by the draw
+    assert torch.equal(torch.get_rng_state(), state)  # training's random stream goes on as before

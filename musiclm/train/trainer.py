@@ -26,7 +26,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,17 @@ def _to(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to(v, device) for v in batch)
     return batch
+
+
+@contextmanager
+def seeded_random(seed: int, device: torch.device | None = None):
+    """Torch's random draws seeded with ``seed`` inside, and the outer stream restored after: every
+    validation draws the same dropped conditioning and crops, so the held-out metric that picks the
+    best checkpoint moves with the weights, not with luck, and training's own stream is untouched."""
+    devices = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def held_out_batches(dataset, batch_size: int, *, max_items: int = 64, collate_fn=None) -> list:
@@ -356,7 +367,7 @@ class Trainer:
             ctx = self.ema.swapped_in(task) if self.ema is not None else nullcontext()
             was_training = task.training
             task.eval()
-            with ctx, torch.no_grad():
+            with ctx, torch.no_grad(), seeded_random(self.config.seed, self.accelerator.device):
                 figures = {k: float(v) for k, v in task.validate(self.out_dir / "samples", self.step).items()}
             task.train(was_training)
             key = task.validation_metric
