@@ -639,6 +639,35 @@ def test_frame_track_embeddings_are_those_training_sees_and_start_at_zero(stage,
         FineStage(StageConfig(stage="fine", **{flag: True}))
 
 
+def test_beat_guidance_decides_whether_guidance_amplifies_the_beat_phases():
+    """With beat_guidance off the NULL-conditioned half keeps the beat phases, so guidance amplifies
+    the conditioning tokens alone: where those say nothing (every MuLaN id embeds as NULL does),
+    guided sampling is plain sampling with the beats. With it on (the default), guidance amplifies
+    the beats too and picks other tokens."""
+    from musiclm.lm.guidance import NULL
+
+    torch.manual_seed(0)
+    config = stage_config("semantic", 0.4)
+    config.beat_phase = True
+    model = SemanticStage(config).eval()
+    lo, hi = model.layout.span("mulan0")[0], model.layout.span("mulan3")[1]
+    with torch.no_grad():
+        model.beat_embedding.weight.normal_(std=2.0)
+        model.transformer.embed.weight[lo:hi] = model.transformer.embed.weight[NULL]
+    rec = record(3, frames=2 * model.window_units)
+    beats = torch.randint(0, 8, (model.window_units,), generator=torch.Generator().manual_seed(1))
+
+    def generate(guidance):
+        cond = Conditioning.constant(rec["mulan_tokens"][None], beats=beats[None])
+        sampling = SamplingConfig(temperature=0.0, guidance=guidance)
+        return model.generate(cond, model.window_units, sampling=sampling)
+
+    plain = generate(1.0)
+    assert not torch.equal(generate(3.0), plain)
+    model.config.beat_guidance = False
+    assert torch.equal(generate(3.0), plain)
+
+
 def test_pitch_classes_name_the_pitch_class_of_a_tone_and_mark_silence():
     from musiclm.audio import UNPITCHED, pitch_classes
 

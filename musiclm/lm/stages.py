@@ -110,6 +110,10 @@ class StageConfig:
     # Starts at zero. A departure from the paper, as Music ControlNet's rhythm control.
     beat_phase: bool = False
     beat_drop_prob: float = 0.3
+    # with classifier-free guidance, whether the NULL-conditioned copy also loses the beat phases, so
+    # that guidance amplifies them with the text (True), or keeps them, so that it amplifies the text
+    # alone and the beat phases act once, as in training (False; musiclm eval decides)
+    beat_guidance: bool = True
     semantic_clusters: int = 256
     semantic_rate: float = 25.0
     codec_levels: int = 8
@@ -534,15 +538,17 @@ class StageLM(nn.Module):
     ) -> torch.Tensor:
         """Sample ``n_new`` ids after ``prefix`` ``[B, P]`` with the KV cache; the j-th from
         :meth:`target_span`. With guidance, the NULL-conditioned copy runs in the same batch (and
-        without the pitch classes ``chroma`` and beat phases ``beats`` ``[B, P + n_new]``, if given);
+        without the pitch classes ``chroma`` and beat phases ``beats`` ``[B, P + n_new]``, if given; it
+        keeps the beat phases unless ``beat_guidance``);
         ``progress(done + j, total)`` after each id."""
         b = prefix.shape[0]
         use_cfg = sampling.guidance != 1.0 and cond_len > 0
         if use_cfg:
             prefix = with_unconditional(prefix, cond_len)
-            chroma, beats = (
-                None if x is None else torch.cat([x, torch.full_like(x, -1)]) for x in (chroma, beats)
-            )
+            if chroma is not None:
+                chroma = torch.cat([chroma, torch.full_like(chroma, -1)])
+            if beats is not None:
+                beats = torch.cat([beats, torch.full_like(beats, -1) if self.config.beat_guidance else beats])
         tf, p = self.transformer, prefix.shape[1]
         cache = tf.new_cache(prefix.shape[0], p + n_new)
         pitch, phase = (None if x is None else x[:, :p] for x in (chroma, beats))
