@@ -52,6 +52,14 @@ def register(sub, train) -> None:
     c.add_argument("--epochs", type=int, default=15)
     c.add_argument("--limit", type=int, default=None)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument(
+        "--through-codec",
+        default=None,
+        metavar="CODEC",
+        help="also train on every clip encoded and decoded by this codec (checkpoint, bundle or "
+        "'default'), same labels: generated audio always comes through a codec, and a classifier "
+        "that has only heard clean audio mistakes the codec's artifacts for another genre",
+    )
     c.set_defaults(func=_train_classifier)
 
 
@@ -96,6 +104,7 @@ def _train_classifier(args: argparse.Namespace) -> None:
     from musiclm.eval.classifiers import LabelClassifier, LabelClassifierConfig
     from musiclm.eval.report import load_clip
 
+    codec = _codec(args.through_codec) if args.through_codec else None
     entries = load_entries(args.data)
     entries = entries[: args.limit] if args.limit else entries
     factors = [f.strip() for f in args.factors.split(",") if f.strip()]
@@ -109,9 +118,34 @@ def _train_classifier(args: argparse.Namespace) -> None:
     }
     config = LabelClassifierConfig(labels=names, multilabel=multilabel)
     wavs = [load_clip(e.path, config.sample_rate, args.seconds, start=e.start) for e in entries]
+    if codec is not None:
+        wavs += _round_trips(codec, wavs, config.sample_rate)
+        labels = {f: v + v for f, v in labels.items()}
     model = LabelClassifier(config)
     losses = model.fit(torch.stack(wavs), labels, epochs=args.epochs, seed=args.seed)
     model.save(args.out)
     print(
         f"{args.out}: classifier over {names and {f: len(v) for f, v in names.items()}}, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
     )
+
+
+def _codec(name: str):
+    """The codec of ``--through-codec``: a codec checkpoint, a bundle's codec, or the shipped one."""
+    from musiclm.checkpoint import load_model
+    from musiclm.pretrained import component_path
+
+    return load_model(component_path(name, "codec"), ("codec", "hf_encodec"))
+
+
+def _round_trips(codec, wavs: list, sample_rate: int) -> list:
+    """``wavs`` at ``sample_rate`` encoded and decoded by ``codec``, back at ``sample_rate``."""
+    from tqdm import tqdm
+
+    from musiclm.audio import resample
+    from musiclm.eval.report import codec_round_trip
+
+    out = []
+    for start in tqdm(range(0, len(wavs), 64), desc="through the codec", unit="batch"):
+        batch = [resample(w, sample_rate, codec.sample_rate) for w in wavs[start : start + 64]]
+        out += [resample(w, codec.sample_rate, sample_rate) for w in codec_round_trip(codec, batch)]
+    return out

@@ -77,8 +77,13 @@ def test_eval_cli_writes_report_and_resumes(tmp_path):
     probs = {
         k: LabelClassifier.load(tmp_path / "clf").predict_proba(torch.stack(w), SR) for k, w in clips.items()
     }
+    clf = LabelClassifier.load(tmp_path / "clf")
+    features = {k: clf.clip_features(torch.stack(w)).detach().numpy() for k, w in clips.items()}
     for name in ("model", "unconditional", "codec round trip"):
         assert systems[name]["fad_mulan"] == pytest.approx(fad(emb["reference"], emb[name]), rel=1e-4)
+        expected = fad(features["reference"], features[name])
+        assert systems[name]["fad_classifier"] == pytest.approx(expected, rel=1e-4)
+        assert expected != pytest.approx(fad(emb["reference"], emb[name]), rel=1e-2)
         kld = kl_divergence(probs["reference"]["genre"], probs[name]["genre"])
         assert systems[name]["kld_genre"] == pytest.approx(kld, rel=1e-4)
     table = (out / "report.md").read_text()
@@ -89,3 +94,35 @@ def test_eval_cli_writes_report_and_resumes(tmp_path):
     stamps = [p.stat().st_mtime_ns for p in generated]
     assert main(args) == 0  # resumes: nothing is generated again
     assert [p.stat().st_mtime_ns for p in generated] == stamps
+
+
+def test_classifier_trains_on_the_clips_and_their_codec_round_trips(tmp_path, monkeypatch, capsys):
+    """``train classifier --through-codec``: every clip a second time as the codec decodes it, with
+    the same labels; a path that is no codec is one line, before any audio is read."""
+    from musiclm.cli import main
+
+    bundle = make_bundle(tmp_path / "bundle", save_parts(tmp_path / "parts", components()), name="tiny-clf")
+    manifest = _benchmark(tmp_path)
+    seen = {}
+
+    def fit(self, wavs, labels, **kwargs):
+        seen.update(wavs=wavs, labels=labels)
+        return [1.0, 0.5]
+
+    monkeypatch.setattr(LabelClassifier, "fit", fit)
+    args = ["train", "classifier", "--data", str(manifest), "--factors", "genre", "--seconds", "2"]
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    plain = seen["wavs"]
+    assert main([*args, "--out", str(tmp_path / "both"), "--through-codec", str(bundle)]) == 0
+    wavs, genres = seen["wavs"], seen["labels"]["genre"]
+    assert len(plain) == 6 and len(wavs) == 12 and genres == ["rock", "jazz"] * 6
+    assert torch.equal(wavs[:6], plain)
+    codec = MusicLM.from_pretrained(bundle, device="cpu").codec
+    with torch.inference_mode():
+        for clip, decoded in zip(plain, wavs[6:]):
+            expected = codec.decode(codec.encode(clip[None]), clip.shape[-1]).reshape(-1).clamp(-1, 1)
+            assert torch.allclose(decoded, expected, atol=1e-5)
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "bad"), "--through-codec", str(tmp_path / "nothing")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing" in err[0], err

@@ -16,6 +16,7 @@ from musiclm.eval.attributes import (
 from musiclm.eval.classifiers import HFAudioClassifier, LabelClassifier, LabelClassifierConfig
 from musiclm.eval.embedders import (
     ClapEmbedder,
+    ClassifierEmbedder,
     EmbeddingProvider,
     EncodecEmbedder,
     MertEmbedder,
@@ -27,6 +28,7 @@ from musiclm.eval.mcc import clap_score, embedding_cosines, mulan_cycle_consiste
 
 __all__ = [
     "ClapEmbedder",
+    "ClassifierEmbedder",
     "EmbeddingProvider",
     "EncodecEmbedder",
     "FadInf",

@@ -85,6 +85,12 @@ class LabelClassifier(nn.Module):
 
     def forward(self, wav: torch.Tensor) -> dict[str, torch.Tensor]:
         """``[B, T]`` audio at ``sample_rate`` -> logits ``{factor: [B, num_labels]}``."""
+        h = self.dropout(self.clip_features(wav))
+        return {f: head(h) for f, head in self.heads.items()}
+
+    def clip_features(self, wav: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` audio at ``sample_rate`` -> the pooled features ``[B, channels[-1]]`` the heads
+        read: an embedding of what the labels tell apart, for a FAD independent of MuLaN."""
         c = self.config
         min_samples = c.hop_length * 2 ** len(c.channels)
         if wav.shape[-1] < min_samples:
@@ -92,8 +98,7 @@ class LabelClassifier(nn.Module):
         mel = normalize_per_clip(
             log_mel_spectrogram(wav.float(), c.sample_rate, c.n_fft, hop_length=c.hop_length, n_mels=c.n_mels)
         )
-        h = self.dropout(self.features(mel[:, None]).mean(dim=(-1, -2)))
-        return {f: head(h) for f, head in self.heads.items()}
+        return self.features(mel[:, None]).mean(dim=(-1, -2))
 
     def loss(self, wav: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
         """Sum over factors of cross-entropy (single-label, -100 = unknown) or masked BCE (multi-label)."""

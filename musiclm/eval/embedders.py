@@ -91,6 +91,25 @@ class MulanEmbedder(EmbeddingProvider):
         return self.mulan.embed_audio(wav, self.sample_rate)
 
 
+class ClassifierEmbedder(EmbeddingProvider):
+    """The pooled features of a label classifier (:class:`musiclm.eval.classifiers.LabelClassifier`):
+    a FAD space that shares nothing with the MuLaN that conditions the model and ranks its candidates,
+    as the original FAD uses VGGish, an audio classifier's embedding."""
+
+    def __init__(self, classifier: Any, batch_size: int = 8):
+        self.classifier = classifier.eval()
+        self.name = "classifier"
+        self.sample_rate = int(classifier.sample_rate)
+        self.batch_size = batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.classifier.device
+
+    def _embed_batch(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.classifier.clip_features(wav)
+
+
 class _HFEmbedder(EmbeddingProvider):
     def __init__(self, model: Any, batch_size: int):
         self.model = model.eval()

@@ -30,7 +30,7 @@ from musiclm.eval.attributes import (
     normalize_key_name,
     tempo_accuracy,
 )
-from musiclm.eval.embedders import MulanEmbedder
+from musiclm.eval.embedders import ClassifierEmbedder, MulanEmbedder
 from musiclm.eval.fad import fad, fad_infinity
 from musiclm.eval.kld import kl_divergence
 from musiclm.eval.mcc import embedding_cosines
@@ -186,9 +186,12 @@ def evaluate(
     emb = {name: embedder.embed(torch.stack(w), sr) for name, w in systems.items()}  # FAD and MCC share them
     with torch.no_grad():
         text = model.mulan.embed_text(captions).float().cpu()
-    probs = {}
+    probs, features = {}, {}
     if classifier is not None:
         probs = {name: classifier.predict_proba(torch.stack(w), sr) for name, w in systems.items()}
+        features = {
+            name: ClassifierEmbedder(classifier).embed(torch.stack(w), sr) for name, w in systems.items()
+        }
     report: dict = {
         "prompts": len(entries),
         "seconds": config.seconds,
@@ -206,6 +209,8 @@ def evaluate(
                 row["fad_inf_mulan"] = fad_infinity(
                     emb["reference"].numpy(), emb[name].numpy(), min_n=len(entries) // 4
                 ).fad_inf
+            if features:
+                row["fad_classifier"] = fad(features["reference"].numpy(), features[name].numpy())
             for factor in probs.get(name, {}):
                 multilabel = factor in classifier.config.multilabel
                 row[f"kld_{factor}"] = kl_divergence(
@@ -258,8 +263,10 @@ def markdown_table(report: dict) -> str:
     lines += [
         "",
         "MCC: MuLaN text-audio cosine (higher is better); FAD: Frechet distance to the references in MuLaN "
-        "space (lower is better); KLD: KL divergence of classifier label distributions, reference vs "
-        "system (lower is better); acc: attribute adherence against the benchmark's labels.",
+        "space, or in the label classifier's (fad_classifier: independent of the MuLaN that conditions "
+        "the model and ranks its candidates; lower is better); KLD: KL divergence of classifier label "
+        "distributions, reference vs system (lower is better); acc: attribute adherence against the "
+        "benchmark's labels.",
     ]
     return "\n".join(lines) + "\n"
 
