@@ -112,7 +112,8 @@ class StageConfig:
     beat_drop_prob: float = 0.3
     # with classifier-free guidance, whether the NULL-conditioned copy also loses the beat phases, so
     # that guidance amplifies them with the text (True), or keeps them, so that it amplifies the text
-    # alone and the beat phases act once, as in training (False; musiclm eval decides)
+    # alone and the beat phases act once, as in training (False: measured, tempo then follows the
+    # prompt far less often; benchmarks/README.md)
     beat_guidance: bool = True
     semantic_clusters: int = 256
     semantic_rate: float = 25.0
