@@ -74,10 +74,8 @@ def test_eval_cli_writes_report_and_resumes(tmp_path):
         mcc, _ = mulan_cycle_consistency(model.mulan, captions, wavs, sample_rate=SR)
         assert systems[name]["mcc"] == pytest.approx(mcc, abs=1e-4)
     emb = {k: MulanEmbedder(model.mulan).embed(torch.stack(w), SR).numpy() for k, w in clips.items()}
-    probs = {
-        k: LabelClassifier.load(tmp_path / "clf").predict_proba(torch.stack(w), SR) for k, w in clips.items()
-    }
     clf = LabelClassifier.load(tmp_path / "clf")
+    probs = {k: clf.predict_proba(torch.stack(w), SR) for k, w in clips.items()}
     features = {k: clf.clip_features(torch.stack(w)).detach().numpy() for k, w in clips.items()}
     for name in ("model", "unconditional", "codec round trip"):
         assert systems[name]["fad_mulan"] == pytest.approx(fad(emb["reference"], emb[name]), rel=1e-4)

@@ -188,11 +188,18 @@ class LabelClassifier(nn.Module):
             wav = resample(wav, sample_rate, self.sample_rate)
         was_training = self.training
         self.eval()
-        logits = [self(chunk.to(self.device)) for chunk in wav.split(batch_size)]
+        features = torch.cat([self.clip_features(chunk.to(self.device)) for chunk in wav.split(batch_size)])
         self.train(was_training)
+        return self.probabilities(features)
+
+    @torch.no_grad()
+    def probabilities(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`clip_features` ``[B, D]`` -> ``{factor: [B, C]}`` probabilities (softmax, or sigmoid
+        if multi-label), as :meth:`predict_proba` gives them for the audio: a caller that has the
+        features for a FAD does not run the network twice."""
         out = {}
-        for f in self.config.labels:
-            x = torch.cat([lg[f] for lg in logits]).float().cpu()
+        for f, head in self.heads.items():
+            x = head(features.to(self.device)).float().cpu()
             out[f] = x.sigmoid() if f in self.config.multilabel else x.softmax(-1)
         return out
 

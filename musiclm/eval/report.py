@@ -187,11 +187,10 @@ def evaluate(
     with torch.no_grad():
         text = model.mulan.embed_text(captions).float().cpu()
     probs, features = {}, {}
-    if classifier is not None:
-        probs = {name: classifier.predict_proba(torch.stack(w), sr) for name, w in systems.items()}
-        features = {
-            name: ClassifierEmbedder(classifier).embed(torch.stack(w), sr) for name, w in systems.items()
-        }
+    if classifier is not None:  # one pass of the classifier gives both its FAD space and its labels
+        embed_features = ClassifierEmbedder(classifier).embed
+        features = {name: embed_features(torch.stack(w), sr) for name, w in systems.items()}
+        probs = {name: classifier.probabilities(f) for name, f in features.items()}
     report: dict = {
         "prompts": len(entries),
         "seconds": config.seconds,
