@@ -131,10 +131,10 @@ def _train_classifier(args: argparse.Namespace) -> None:
 
 def _codec(name: str):
     """The codec of ``--through-codec``: a codec checkpoint, a bundle's codec, or the shipped one."""
-    from musiclm.checkpoint import load_model
+    from musiclm.checkpoint import component_kinds, load_model
     from musiclm.pretrained import component_path
 
-    return load_model(component_path(name, "codec"), ("codec", "hf_encodec"))
+    return load_model(component_path(name, "codec"), component_kinds("codec"))
 
 
 def _round_trips(codec, wavs: list, sample_rate: int) -> list:
