@@ -232,7 +232,9 @@ class MusicLM:
         peak = 0
         for stage in (self.semantic_lm, self.coarse_lm, self.fine_lm):
             c, length = stage.config.lm, stage.max_train_len
-            rows = batch * (2 if self._guidance(stage, guidance) != 1.0 else 1)
+            rows = (
+                batch * (2 if self._guidance(stage, guidance) != 1.0 else 1) * stage.rows_per_sample(seconds)
+            )
             kv = c.depth * 2 * length * c.dim
             activations = length * (c.ff_dim + 4 * c.dim) + stage.layout.vocab_size  # prefill, one layer
             peak = max(peak, rows * (kv + activations) * 4)

@@ -203,6 +203,40 @@ def test_sliding_generation_lengths_ranges_and_seeds():
     assert more.shape == (3, 2, 40)
 
 
+def test_fine_windows_side_by_side_read_only_their_own_coarse_codes():
+    """Parallel windows: one batched pass whose windows each see only their coarse codes; sliding:
+    a window also reads the fine codes sampled before it. Same shapes, prompt or not."""
+    torch.manual_seed(0)
+    fine = FineStage(stage_config("fine", 0.2)).eval()  # 10-frame windows
+    coarse = torch.randint(0, 16, (2, 2, 37))
+    changed = coarse.clone()
+    changed[..., :10] = (changed[..., :10] + 1) % 16  # the first window's coarse codes only
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    sharp = SamplingConfig(temperature=0.1)  # an untrained LM's logits are near uniform
+    assert fine.window_starts(0, 37) == [0, 10, 20, 27] and fine.rows_per_sample(0.74) == 4
+
+    steps = []
+    out = fine.generate(
+        None, 37, inputs=coarse, generator=g(), sampling=sharp, progress=lambda d, t: steps.append(t)
+    )
+    assert out.shape == (2, 2, 37) and steps[-1] == 20  # 10 frames x 2 levels, all windows at once
+    again = fine.generate(None, 37, inputs=changed, generator=g(), sampling=sharp)
+    assert not torch.equal(again[..., :10], out[..., :10])
+    assert torch.equal(again[..., 10:], out[..., 10:])  # later windows never saw the first one
+
+    fine.config.parallel_windows = False
+    slid = fine.generate(None, 37, inputs=coarse, generator=g(), sampling=sharp)
+    slid_changed = fine.generate(None, 37, inputs=changed, generator=g(), sampling=sharp)
+    assert slid.shape == (2, 2, 37) and not torch.equal(slid_changed[..., 10:], slid[..., 10:])
+    fine.config.parallel_windows = True
+
+    # continuation: windows start after the prompt's frames, only new frames come back
+    more = fine.generate(
+        None, 15, inputs=coarse[..., :35], prompt=out[..., :20], generator=g(), sampling=sharp
+    )
+    assert more.shape == (2, 2, 15) and fine.window_starts(20, 15) == [20, 25]
+
+
 def test_generation_and_training_share_one_layout():
     """The prefix of a first generation window is the training example of the same window up to its
     first target token."""
