@@ -8,16 +8,29 @@ level's softmax restricted to its codebook, as sampling is) under both layouts: 
 the first ``--edge`` frames of each window after the first (where the parallel layout has no fine
 context and the sliding one has a second of it) and over the rest.
 
+With ``--manifest`` (the labelled manifest the cache was made from, same order) it also samples the
+fine codes of each clip from its true coarse codes in both layouts (``--seeds`` draws each), decodes
+them with the bundle's codec and prints what the eval's tools hear: tempo accuracy against the
+labels (within 4 %, or at double / half) and the onset strength within 50 ms of the window
+boundaries against elsewhere, beside the codec's own round trip. With ``--prompts`` (a labelled
+manifest) the same from the coarse codes the bundle itself samples for its captions.
+
     python benchmarks/fine_windows.py TOKENS [--model default] [--limit 64] [--edge 10]
+        [--manifest M] [--prompts P --prompt-limit 48] [--seeds 2] [--no-nll]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 
+import librosa
+import numpy as np
 import torch
 
 from musiclm.data.cache import TokenCache
+from musiclm.eval.attributes import estimate_tempo, tempo_accuracy
+from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.stages import SEP, FineStage
 from musiclm.pipeline import MusicLM
 
@@ -59,6 +72,81 @@ def clip_nll(stage: FineStage, codes: torch.Tensor, *, parallel: bool) -> torch.
     return torch.cat(parts, dim=-1)
 
 
+def boundary_onsets(audio: np.ndarray, sample_rate: int, seconds: float) -> tuple[float, float]:
+    """Mean onset strength within 50 ms of each multiple of ``seconds`` (after 0), and elsewhere."""
+    hop = sample_rate // 100
+    env = librosa.onset.onset_strength(y=audio, sr=sample_rate, hop_length=hop)
+    near = np.zeros(len(env), dtype=bool)
+    for b in np.arange(seconds, len(env) / 100, seconds):
+        i = round(b * 100)
+        near[max(0, i - 5) : i + 6] = True
+    return float(env[near].mean()), float(env[~near].mean())
+
+
+def labels_bpm(manifest: str, n: int) -> tuple[list[str], list[float]]:
+    """Captions and labelled tempi of the first ``n`` entries of a labelled manifest."""
+    entries = [json.loads(line) for line in open(manifest) if line.strip()][:n]
+    return [e["caption"] for e in entries], [float(e["labels"]["bpm"]) for e in entries]
+
+
+@torch.inference_mode()
+def generated_coarse(model: MusicLM, captions: list[str], seconds: float, batch: int = 8) -> torch.Tensor:
+    """Coarse codes ``[N, coarse_levels, F]`` the bundle samples for ``captions`` (its own guidance)."""
+    sampling = model.sampling_configs()
+    frames = round(seconds * model.coarse_lm.units_per_second)
+    out = []
+    for i in range(0, len(captions), batch):
+        part = captions[i : i + batch]
+        cond = Conditioning.constant(model.text_tokens(part), beats=model.prompt_beats(part, seconds))
+        g = torch.Generator().manual_seed(i)
+        semantic = model.semantic_lm.generate(cond, frames // 2, sampling=sampling["semantic"], generator=g)
+        out.append(
+            model.coarse_lm.generate(cond, frames, inputs=semantic, sampling=sampling["coarse"], generator=g)
+        )
+    return torch.cat(out)
+
+
+@torch.inference_mode()
+def compare_sampled(
+    model: MusicLM, coarse: torch.Tensor, bpm: list[float], *, seeds: int, title: str, true_fine=None
+) -> None:
+    """Tempo accuracy and onsets at window boundaries of ``coarse`` decoded with fine codes sampled
+    in both layouts (``seeds`` draws each), beside ``true_fine`` (the codec's round trip) if given."""
+    stage, sr, batch = model.fine_lm, model.sample_rate, 8
+    sampling = model.sampling_configs()["fine"]
+    window_s = stage.window_units / stage.units_per_second
+    systems = {} if true_fine is None else {"codec round trip": [true_fine]}
+    for name, parallel in (("sliding", False), ("side by side", True)):
+        stage.config.parallel_windows = parallel
+        runs = []
+        for seed in range(seeds):
+            g = torch.Generator().manual_seed(seed)
+            runs.append(torch.cat([
+                stage.generate(None, coarse.shape[-1], inputs=part, sampling=sampling, generator=g)
+                for part in coarse.split(batch)
+            ]))  # fmt: skip
+        systems[name] = runs
+    stage.config.parallel_windows = True
+    print(f"\n{title} ({seeds} draws each), decoded:")
+    print(
+        f"{'fine codes':<20}{'tempo':>8}{'x2':>8}{'x2 per draw':>24}{'onsets at boundaries':>22}{'elsewhere':>11}"
+    )
+    for name, runs in systems.items():
+        acc, acc2, at, off = [], [], [], []
+        for fine in runs:
+            audio = model.decode(coarse, fine).numpy()
+            tempi = [estimate_tempo(a, sr) for a in audio]
+            acc.append(tempo_accuracy(tempi, bpm))
+            acc2.append(tempo_accuracy(tempi, bpm, octave=True))
+            onsets = np.array([boundary_onsets(a, sr, window_s) for a in audio])
+            at.append(onsets[:, 0].mean())
+            off.append(onsets[:, 1].mean())
+        draws = " ".join(f"{a:.3f}" for a in acc2)
+        print(
+            f"{name:<20}{np.mean(acc):>8.3f}{np.mean(acc2):>8.3f}{draws:>24}{np.mean(at):>22.3f}{np.mean(off):>11.3f}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("tokens", help="token cache of held-out clips with a codec field (musiclm tokenize)")
@@ -66,15 +154,37 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=64)
     ap.add_argument("--edge", type=int, default=10, help="frames at each window start scored apart")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--manifest", default=None, help="labelled manifest of the cache: also sample")
+    ap.add_argument("--seeds", type=int, default=2, help="fine draws per clip when sampling")
+    ap.add_argument("--prompts", default=None, help="labelled manifest: also from generated coarse codes")
+    ap.add_argument("--prompt-limit", type=int, default=48)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--no-nll", action="store_true", help="skip the teacher-forced loss")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    stage = MusicLM.from_pretrained(args.model, device="cpu").fine_lm.eval()
+    model = MusicLM.from_pretrained(args.model, device="cpu")
+    stage = model.fine_lm.eval()
     cache = TokenCache(args.tokens, fields=["codec"])
-    w = stage.window_units
-    sums = {k: torch.zeros(3) for k in ("sliding", "parallel")}  # all, window starts, rest
-    counts = torch.zeros(3)
     clips = min(args.limit, len(cache.positions))
+    if args.manifest:
+        _, bpm = labels_bpm(args.manifest, clips)
+        codes = [cache[i]["codec"].long() for i in cache.positions[:clips]]
+        frames = min(x.shape[-1] for x in codes)
+        codes = torch.stack([x[:, :frames] for x in codes])
+        c = stage.config.coarse_levels
+        title = f"{clips} clips of {args.tokens}, fine codes sampled from their true coarse codes"
+        compare_sampled(model, codes[:, :c], bpm, seeds=args.seeds, title=title, true_fine=codes[:, c:])
+    if args.prompts:
+        captions, bpm = labels_bpm(args.prompts, args.prompt_limit)
+        coarse = generated_coarse(model, captions, args.seconds)
+        title = f"{len(captions)} prompts of {args.prompts}, fine codes sampled from the coarse codes the bundle samples"
+        compare_sampled(model, coarse, bpm, seeds=args.seeds, title=title)
+    if args.no_nll:  # only the sampled comparisons
+        return
+    w = stage.window_units
+    sums = {k: torch.zeros(3) for k in ("sliding", "side by side")}  # all, window starts, rest
+    counts = torch.zeros(3)
     for i in cache.positions[:clips]:
         codes = cache[i]["codec"].long()
         frames = codes.shape[-1]
@@ -82,7 +192,7 @@ def main() -> None:
         for s in range(w, frames, w):
             edge[s : s + args.edge] = True
         for name in sums:
-            nll = clip_nll(stage, codes, parallel=name == "parallel")
+            nll = clip_nll(stage, codes, parallel=name == "side by side")
             per_frame = nll.sum(0)
             sums[name] += torch.stack([per_frame.sum(), per_frame[edge].sum(), per_frame[~edge].sum()])
         counts += torch.tensor([frames, int(edge.sum()), int((~edge).sum())]) * stage.levels
@@ -90,9 +200,9 @@ def main() -> None:
         f"fine LM NLL per id (nats), teacher-forced, {clips} clips of {args.tokens}, {w}-frame windows, "
         f"first {args.edge} frames of each window after the first apart"
     )
-    print(f"{'layout':<12}{'all':>10}{'starts':>10}{'rest':>10}")
+    print(f"{'layout':<14}{'all':>10}{'starts':>10}{'rest':>10}")
     for name, total in sums.items():
-        print(f"{name:<12}" + "".join(f"{v:>10.4f}" for v in (total / counts).tolist()))
+        print(f"{name:<14}" + "".join(f"{v:>10.4f}" for v in (total / counts).tolist()))
 
 
 if __name__ == "__main__":
