@@ -11,7 +11,7 @@ context and the sliding one has a second of it) and over the rest.
 With ``--manifest`` (the labelled manifest the cache was made from, same order) it also samples the
 fine codes of each clip from its true coarse codes in both layouts (``--seeds`` draws each), decodes
 them with the bundle's codec and prints what the eval's tools hear: tempo accuracy against the
-labels (within 4 %, or at double / half) and the onset strength within 50 ms of the window
+labels (within 4 %, or at double / half), mode accuracy and the onset strength within 50 ms of the window
 boundaries against elsewhere, beside the codec's own round trip. With ``--prompts`` (a labelled
 manifest) the same from the coarse codes the bundle itself samples for its captions.
 
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from musiclm.data.cache import TokenCache
-from musiclm.eval.attributes import estimate_tempo, tempo_accuracy
+from musiclm.eval.attributes import attribute_accuracy, estimate_key, estimate_tempo, tempo_accuracy
 from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.stages import SEP, FineStage
 from musiclm.pipeline import MusicLM
@@ -83,10 +83,11 @@ def boundary_onsets(audio: np.ndarray, sample_rate: int, seconds: float) -> tupl
     return float(env[near].mean()), float(env[~near].mean())
 
 
-def labels_bpm(manifest: str, n: int) -> tuple[list[str], list[float]]:
-    """Captions and labelled tempi of the first ``n`` entries of a labelled manifest."""
+def labelled(manifest: str, n: int) -> tuple[list[str], list[float], list[str]]:
+    """Captions, labelled tempi and modes of the first ``n`` entries of a labelled manifest."""
     entries = [json.loads(line) for line in open(manifest) if line.strip()][:n]
-    return [e["caption"] for e in entries], [float(e["labels"]["bpm"]) for e in entries]
+    labels = [e["labels"] for e in entries]
+    return [e["caption"] for e in entries], [float(x["bpm"]) for x in labels], [x["mode"] for x in labels]
 
 
 @torch.inference_mode()
@@ -108,14 +109,22 @@ def generated_coarse(model: MusicLM, captions: list[str], seconds: float, batch:
 
 @torch.inference_mode()
 def compare_sampled(
-    model: MusicLM, coarse: torch.Tensor, bpm: list[float], *, seeds: int, title: str, true_fine=None
+    model: MusicLM,
+    coarse: torch.Tensor,
+    bpm: list[float],
+    modes: list[str],
+    *,
+    seeds: int,
+    title: str,
+    true_fine=None,
 ) -> None:
-    """Tempo accuracy and onsets at window boundaries of ``coarse`` decoded with fine codes sampled
-    in both layouts (``seeds`` draws each), beside ``true_fine`` (the codec's round trip) if given."""
+    """Tempo and mode accuracy and onsets at window boundaries of ``coarse`` decoded with fine codes
+    sampled in both layouts (``seeds`` draws each), beside ``true_fine`` (the codec's round trip)."""
     stage, sr, batch = model.fine_lm, model.sample_rate, 8
     sampling = model.sampling_configs()["fine"]
     window_s = stage.window_units / stage.units_per_second
     systems = {} if true_fine is None else {"codec round trip": [true_fine]}
+    shipped = stage.config.parallel_windows
     for name, parallel in (("sliding", False), ("side by side", True)):
         stage.config.parallel_windows = parallel
         runs = []
@@ -126,24 +135,27 @@ def compare_sampled(
                 for part in coarse.split(batch)
             ]))  # fmt: skip
         systems[name] = runs
-    stage.config.parallel_windows = True
+    stage.config.parallel_windows = shipped
     print(f"\n{title} ({seeds} draws each), decoded:")
     print(
-        f"{'fine codes':<20}{'tempo':>8}{'x2':>8}{'x2 per draw':>24}{'onsets at boundaries':>22}{'elsewhere':>11}"
+        f"{'fine codes':<20}{'tempo':>8}{'x2':>8}{'x2 per draw':>24}{'mode':>8}"
+        f"{'onsets at boundaries':>22}{'elsewhere':>11}"
     )
     for name, runs in systems.items():
-        acc, acc2, at, off = [], [], [], []
+        acc, acc2, mode, at, off = [], [], [], [], []
         for fine in runs:
             audio = model.decode(coarse, fine).numpy()
             tempi = [estimate_tempo(a, sr) for a in audio]
             acc.append(tempo_accuracy(tempi, bpm))
             acc2.append(tempo_accuracy(tempi, bpm, octave=True))
+            mode.append(attribute_accuracy([estimate_key(a, sr)[1] for a in audio], modes))
             onsets = np.array([boundary_onsets(a, sr, window_s) for a in audio])
             at.append(onsets[:, 0].mean())
             off.append(onsets[:, 1].mean())
         draws = " ".join(f"{a:.3f}" for a in acc2)
         print(
-            f"{name:<20}{np.mean(acc):>8.3f}{np.mean(acc2):>8.3f}{draws:>24}{np.mean(at):>22.3f}{np.mean(off):>11.3f}"
+            f"{name:<20}{np.mean(acc):>8.3f}{np.mean(acc2):>8.3f}{draws:>24}{np.mean(mode):>8.3f}"
+            f"{np.mean(at):>22.3f}{np.mean(off):>11.3f}"
         )
 
 
@@ -168,18 +180,20 @@ def main() -> None:
     cache = TokenCache(args.tokens, fields=["codec"])
     clips = min(args.limit, len(cache.positions))
     if args.manifest:
-        _, bpm = labels_bpm(args.manifest, clips)
+        _, bpm, modes = labelled(args.manifest, clips)
         codes = [cache[i]["codec"].long() for i in cache.positions[:clips]]
         frames = min(x.shape[-1] for x in codes)
         codes = torch.stack([x[:, :frames] for x in codes])
         c = stage.config.coarse_levels
         title = f"{clips} clips of {args.tokens}, fine codes sampled from their true coarse codes"
-        compare_sampled(model, codes[:, :c], bpm, seeds=args.seeds, title=title, true_fine=codes[:, c:])
+        compare_sampled(
+            model, codes[:, :c], bpm, modes, seeds=args.seeds, title=title, true_fine=codes[:, c:]
+        )
     if args.prompts:
-        captions, bpm = labels_bpm(args.prompts, args.prompt_limit)
+        captions, bpm, modes = labelled(args.prompts, args.prompt_limit)
         coarse = generated_coarse(model, captions, args.seconds)
         title = f"{len(captions)} prompts of {args.prompts}, fine codes sampled from the coarse codes the bundle samples"
-        compare_sampled(model, coarse, bpm, seeds=args.seeds, title=title)
+        compare_sampled(model, coarse, bpm, modes, seeds=args.seeds, title=title)
     if args.no_nll:  # only the sampled comparisons
         return
     w = stage.window_units

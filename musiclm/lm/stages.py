@@ -117,8 +117,10 @@ class StageConfig:
     beat_guidance: bool = True
     # fine stage only: generate the new frames as non-overlapping windows side by side in one batch, each
     # from its coarse codes alone (AudioLM's fine stage, and what training windows look like), instead
-    # of sliding with half a window of fine context: a fifth of the sequential steps for 10 s.
-    parallel_windows: bool = True
+    # of sliding with half a window of fine context: a fifth of the sequential steps for 10 s, the
+    # fine stage about twice as fast on CPU. Off by default: measured, the clips' mode is recognised
+    # 2-6 points less often (benchmarks/README.md).
+    parallel_windows: bool = False
     semantic_clusters: int = 256
     semantic_rate: float = 25.0
     codec_levels: int = 8
