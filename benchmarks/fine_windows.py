@@ -9,14 +9,17 @@ the first ``--edge`` frames of each window after the first (where the parallel l
 context and the sliding one has a second of it) and over the rest.
 
 With ``--manifest`` (the labelled manifest the cache was made from, same order) it also samples the
-fine codes of each clip from its true coarse codes in both layouts (``--seeds`` draws each), decodes
+fine codes of each clip from its true coarse codes in each layout (``--seeds`` draws each), decodes
 them with the bundle's codec and prints what the eval's tools hear: tempo accuracy against the
-labels (within 4 %, or at double / half), mode accuracy and the onset strength within 50 ms of the window
-boundaries against elsewhere, beside the codec's own round trip. With ``--prompts`` (a labelled
-manifest) the same from the coarse codes the bundle itself samples for its captions.
+labels (within 4 %, or at double / half), mode accuracy, and the onset strength within 50 ms of the
+junctions between windows against elsewhere (for the sliding loop and the codec's round trip, which
+have none, at the side-by-side layout's). With ``--prompts`` (a labelled manifest) the same from the
+coarse codes the bundle itself samples for its captions. Each comparison also has windows side by
+side with a burn-in (``StageConfig.window_burn_in``: each window after the first starts
+``--burn-in`` seconds before the frames it keeps and drops them).
 
     python benchmarks/fine_windows.py TOKENS [--model default] [--limit 64] [--edge 10]
-        [--manifest M] [--prompts P --prompt-limit 48] [--seeds 2] [--no-nll]
+        [--manifest M] [--prompts P --prompt-limit 48] [--seeds 2] [--no-nll] [--burn-in 0.4]
 """
 
 from __future__ import annotations
@@ -54,14 +57,26 @@ def window_nll(stage: FineStage, codes: torch.Tensor, start: int, end: int, scor
     return nll[:, scored - start :]
 
 
-def clip_nll(stage: FineStage, codes: torch.Tensor, *, parallel: bool) -> torch.Tensor:
-    """NLL ``[levels, F]`` of every fine id of a clip, in the layout generation uses."""
+def layouts(burn_in: float) -> list[tuple[str, bool, float]]:
+    """(name, parallel_windows, window_burn_in) of the layouts compared."""
+    out = [("sliding", False, 0.0), ("side by side", True, 0.0)]
+    return out + ([(f"side by side, {burn_in:g} s burn-in", True, burn_in)] if burn_in > 0 else [])
+
+
+def use_layout(stage: FineStage, parallel: bool, burn_in: float) -> tuple[bool, float]:
+    """Set the fine stage's layout; returns the one it had."""
+    before = stage.config.parallel_windows, stage.config.window_burn_in
+    stage.config.parallel_windows, stage.config.window_burn_in = parallel, burn_in
+    return before
+
+
+def clip_nll(stage: FineStage, codes: torch.Tensor) -> torch.Tensor:
+    """NLL ``[levels, F]`` of every fine id of a clip, in the layout the stage generates with."""
     frames, w = codes.shape[-1], stage.window_units
     parts = []
-    if parallel:
-        for i, s in enumerate(stage.window_starts(0, frames)):
-            keep = i * w  # the last window is moved back; score only the frames no other window has
-            parts.append(window_nll(stage, codes, s, min(s + w, frames), max(keep, s)))
+    if stage.config.parallel_windows:
+        for s, kept, end in stage.window_spans(0, frames):
+            parts.append(window_nll(stage, codes, s, end, kept))
     else:
         made = 0
         while made < frames:  # as StageLM.generate: half a window of context after the first
@@ -72,12 +87,21 @@ def clip_nll(stage: FineStage, codes: torch.Tensor, *, parallel: bool) -> torch.
     return torch.cat(parts, dim=-1)
 
 
-def boundary_onsets(audio: np.ndarray, sample_rate: int, seconds: float) -> tuple[float, float]:
-    """Mean onset strength within 50 ms of each multiple of ``seconds`` (after 0), and elsewhere."""
+def junctions(stage: FineStage, frames: int) -> list[float]:
+    """Seconds where one window's kept frames meet the next's in the side-by-side layout the stage
+    is set to (without it: the plain side-by-side layout's, as a control)."""
+    before = use_layout(stage, True, stage.config.window_burn_in if stage.config.parallel_windows else 0.0)
+    spans = stage.window_spans(0, frames)
+    use_layout(stage, *before)
+    return [kept / stage.units_per_second for _, kept, _ in spans[1:]]
+
+
+def boundary_onsets(audio: np.ndarray, sample_rate: int, seconds: list[float]) -> tuple[float, float]:
+    """Mean onset strength within 50 ms of each of ``seconds``, and elsewhere."""
     hop = sample_rate // 100
     env = librosa.onset.onset_strength(y=audio, sr=sample_rate, hop_length=hop)
     near = np.zeros(len(env), dtype=bool)
-    for b in np.arange(seconds, len(env) / 100, seconds):
+    for b in seconds:
         i = round(b * 100)
         near[max(0, i - 5) : i + 6] = True
     return float(env[near].mean()), float(env[~near].mean())
@@ -116,17 +140,19 @@ def compare_sampled(
     *,
     seeds: int,
     title: str,
+    burn_in: float,
     true_fine=None,
 ) -> None:
     """Tempo and mode accuracy and onsets at window boundaries of ``coarse`` decoded with fine codes
-    sampled in both layouts (``seeds`` draws each), beside ``true_fine`` (the codec's round trip)."""
+    sampled in each layout (``seeds`` draws each), beside ``true_fine`` (the codec's round trip)."""
     stage, sr, batch = model.fine_lm, model.sample_rate, 8
     sampling = model.sampling_configs()["fine"]
-    window_s = stage.window_units / stage.units_per_second
     systems = {} if true_fine is None else {"codec round trip": [true_fine]}
-    shipped = stage.config.parallel_windows
-    for name, parallel in (("sliding", False), ("side by side", True)):
-        stage.config.parallel_windows = parallel
+    at_seconds = {}
+    shipped = stage.config.parallel_windows, stage.config.window_burn_in
+    for name, parallel, burn in layouts(burn_in):
+        use_layout(stage, parallel, burn)
+        at_seconds[name] = junctions(stage, coarse.shape[-1])
         runs = []
         for seed in range(seeds):
             g = torch.Generator().manual_seed(seed)
@@ -135,10 +161,10 @@ def compare_sampled(
                 for part in coarse.split(batch)
             ]))  # fmt: skip
         systems[name] = runs
-    stage.config.parallel_windows = shipped
+    use_layout(stage, *shipped)
     print(f"\n{title} ({seeds} draws each), decoded:")
     print(
-        f"{'fine codes':<20}{'tempo':>8}{'x2':>8}{'x2 per draw':>24}{'mode':>8}"
+        f"{'fine codes':<32}{'tempo':>8}{'x2':>8}{'x2 per draw':>24}{'mode':>8}"
         f"{'onsets at boundaries':>22}{'elsewhere':>11}"
     )
     for name, runs in systems.items():
@@ -149,12 +175,13 @@ def compare_sampled(
             acc.append(tempo_accuracy(tempi, bpm))
             acc2.append(tempo_accuracy(tempi, bpm, octave=True))
             mode.append(attribute_accuracy([estimate_key(a, sr)[1] for a in audio], modes))
-            onsets = np.array([boundary_onsets(a, sr, window_s) for a in audio])
+            where = at_seconds.get(name, at_seconds["side by side"])  # the round trip: the control's
+            onsets = np.array([boundary_onsets(a, sr, where) for a in audio])
             at.append(onsets[:, 0].mean())
             off.append(onsets[:, 1].mean())
         draws = " ".join(f"{a:.3f}" for a in acc2)
         print(
-            f"{name:<20}{np.mean(acc):>8.3f}{np.mean(acc2):>8.3f}{draws:>24}{np.mean(mode):>8.3f}"
+            f"{name:<32}{np.mean(acc):>8.3f}{np.mean(acc2):>8.3f}{draws:>24}{np.mean(mode):>8.3f}"
             f"{np.mean(at):>22.3f}{np.mean(off):>11.3f}"
         )
 
@@ -172,6 +199,7 @@ def main() -> None:
     ap.add_argument("--prompt-limit", type=int, default=48)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--no-nll", action="store_true", help="skip the teacher-forced loss")
+    ap.add_argument("--burn-in", type=float, default=0.4, help="seconds; also side by side with it (0: not)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -187,17 +215,24 @@ def main() -> None:
         c = stage.config.coarse_levels
         title = f"{clips} clips of {args.tokens}, fine codes sampled from their true coarse codes"
         compare_sampled(
-            model, codes[:, :c], bpm, modes, seeds=args.seeds, title=title, true_fine=codes[:, c:]
+            model,
+            codes[:, :c],
+            bpm,
+            modes,
+            seeds=args.seeds,
+            title=title,
+            burn_in=args.burn_in,
+            true_fine=codes[:, c:],
         )
     if args.prompts:
         captions, bpm, modes = labelled(args.prompts, args.prompt_limit)
         coarse = generated_coarse(model, captions, args.seconds)
         title = f"{len(captions)} prompts of {args.prompts}, fine codes sampled from the coarse codes the bundle samples"
-        compare_sampled(model, coarse, bpm, modes, seeds=args.seeds, title=title)
+        compare_sampled(model, coarse, bpm, modes, seeds=args.seeds, title=title, burn_in=args.burn_in)
     if args.no_nll:  # only the sampled comparisons
         return
     w = stage.window_units
-    sums = {k: torch.zeros(3) for k in ("sliding", "side by side")}  # all, window starts, rest
+    sums = {name: torch.zeros(3) for name, _, _ in layouts(args.burn_in)}  # all, window starts, rest
     counts = torch.zeros(3)
     for i in cache.positions[:clips]:
         codes = cache[i]["codec"].long()
@@ -205,8 +240,9 @@ def main() -> None:
         edge = torch.zeros(frames, dtype=torch.bool)
         for s in range(w, frames, w):
             edge[s : s + args.edge] = True
-        for name in sums:
-            nll = clip_nll(stage, codes, parallel=name == "side by side")
+        for name, parallel, burn in layouts(args.burn_in):
+            use_layout(stage, parallel, burn)
+            nll = clip_nll(stage, codes)
             per_frame = nll.sum(0)
             sums[name] += torch.stack([per_frame.sum(), per_frame[edge].sum(), per_frame[~edge].sum()])
         counts += torch.tensor([frames, int(edge.sum()), int((~edge).sum())]) * stage.levels
@@ -214,9 +250,9 @@ def main() -> None:
         f"fine LM NLL per id (nats), teacher-forced, {clips} clips of {args.tokens}, {w}-frame windows, "
         f"first {args.edge} frames of each window after the first apart"
     )
-    print(f"{'layout':<14}{'all':>10}{'starts':>10}{'rest':>10}")
+    print(f"{'layout':<32}{'all':>10}{'starts':>10}{'rest':>10}")
     for name, total in sums.items():
-        print(f"{name:<14}" + "".join(f"{v:>10.4f}" for v in (total / counts).tolist()))
+        print(f"{name:<32}" + "".join(f"{v:>10.4f}" for v in (total / counts).tolist()))
 
 
 if __name__ == "__main__":

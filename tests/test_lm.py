@@ -216,7 +216,8 @@ def test_fine_windows_side_by_side_read_only_their_own_coarse_codes():
     changed[..., :10] = (changed[..., :10] + 1) % 16  # the first window's coarse codes only
     g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
     sharp = SamplingConfig(temperature=0.1)  # an untrained LM's logits are near uniform
-    assert fine.window_starts(0, 37) == [0, 10, 20, 27] and fine.rows_per_sample(0.74) == 4
+    assert fine.window_spans(0, 37) == [(0, 0, 10), (10, 10, 20), (20, 20, 30), (27, 30, 37)]
+    assert fine.rows_per_sample(0.74) == 4
 
     steps = []
     out = fine.generate(
@@ -237,7 +238,12 @@ def test_fine_windows_side_by_side_read_only_their_own_coarse_codes():
     more = fine.generate(
         None, 15, inputs=coarse[..., :35], prompt=out[..., :20], generator=g(), sampling=sharp
     )
-    assert more.shape == (2, 2, 15) and fine.window_starts(20, 15) == [20, 25]
+    assert more.shape == (2, 2, 15) and fine.window_spans(20, 15) == [(20, 20, 30), (25, 30, 35)]
+
+    # a burn-in: every window after the first samples 2 frames before those it keeps
+    fine.config.window_burn_in = 0.04
+    assert fine.window_spans(0, 37) == [(0, 0, 10), (8, 10, 18), (16, 18, 26), (24, 26, 34), (27, 34, 37)]
+    assert fine.generate(None, 37, inputs=coarse, generator=g(), sampling=sharp).shape == (2, 2, 37)
 
 
 def test_generation_and_training_share_one_layout():

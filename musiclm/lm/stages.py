@@ -121,6 +121,9 @@ class StageConfig:
     # fine stage about twice as fast on CPU. Off by default: measured, the clips' mode is recognised
     # 2-6 points less often (benchmarks/README.md).
     parallel_windows: bool = False
+    # with parallel_windows: seconds each window after the first samples before the frames it keeps,
+    # and drops, so that no kept frame is sampled without fine codes before it (0 = none)
+    window_burn_in: float = 0.0
     semantic_clusters: int = 256
     semantic_rate: float = 25.0
     codec_levels: int = 8
@@ -767,16 +770,23 @@ class FineStage(_AcousticStage):
         sep = inputs.new_full((inputs.shape[0], 1), SEP)
         return [(self.flat_levels(inputs), "context"), (sep, "context"), (self.target_ids(target), "target")]
 
-    def window_starts(self, start: int, length: int) -> list[int]:
-        """First frames of the windows that cover frames ``start .. start + length`` side by side: one
-        every window, the last moved back to end with the span (its overlap is dropped)."""
-        w = self.window_units
-        return [start + min(s, max(length - w, 0)) for s in range(0, length, w)]
+    def window_spans(self, start: int, length: int) -> list[tuple[int, int, int]]:
+        """(first frame, first kept, end) of the windows that cover frames ``start .. start + length``
+        side by side: each after the first starts ``window_burn_in`` before the frames it keeps, the
+        last moves back to end with the span (what it samples before its kept frames is dropped)."""
+        w = min(self.window_units, length)
+        burn = min(round(self.config.window_burn_in * self.units_per_second), w - 1)
+        spans, kept = [], start
+        while kept < start + length:
+            first = min(kept - (burn if kept > start else 0), start + length - w)
+            spans.append((first, kept, min(first + w, start + length)))
+            kept = spans[-1][2]
+        return spans
 
     def rows_per_sample(self, seconds: float) -> int:
         if not self.config.parallel_windows:
             return 1
-        return len(self.window_starts(0, max(1, round(seconds * self.units_per_second))))
+        return len(self.window_spans(0, max(1, round(seconds * self.units_per_second))))
 
     @torch.no_grad()
     def generate(
@@ -793,20 +803,16 @@ class FineStage(_AcousticStage):
         sampling = sampling or SamplingConfig(temperature=self.config.lm.temperature)
         p0 = 0 if prompt is None else prompt.shape[-1]
         n = min(self.window_units, length)
-        starts = self.window_starts(p0, length)
-        windows = torch.cat([self.window_inputs(inputs, s, s + n) for s in starts])  # [(k b), c, n]
+        spans = self.window_spans(p0, length)
+        windows = torch.cat([self.window_inputs(inputs, s, s + n) for s, _, _ in spans])  # [(k b), c, n]
         empty = torch.zeros(windows.shape[0], self.levels, 0, dtype=torch.long, device=windows.device)
         prefix = torch.cat([p for p, _ in self.sequence(None, windows, empty)], dim=1)
         new = self._extend(
             prefix, n * self.levels, sampling, cond_len=0, generator=generator, progress=progress,
             done=0, total=n * self.levels,
         )  # fmt: skip
-        units = rearrange(self.target_units(new), "(k b) l n -> k b l n", k=len(starts))
-        kept = [
-            units[i, ..., p0 + i * n - s : min(p0 + (i + 1) * n, p0 + length) - s]
-            for i, s in enumerate(starts)
-        ]
-        return torch.cat(kept, dim=-1)
+        units = rearrange(self.target_units(new), "(k b) l n -> k b l n", k=len(spans))
+        return torch.cat([units[i, ..., a - s : e - s] for i, (s, a, e) in enumerate(spans)], dim=-1)
 
     def training_window(self, record, rng):
         codes = record["codec"].long()
