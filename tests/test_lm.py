@@ -239,6 +239,7 @@ def test_fine_windows_side_by_side_read_only_their_own_coarse_codes():
         None, 15, inputs=coarse[..., :35], prompt=out[..., :20], generator=g(), sampling=sharp
     )
     assert more.shape == (2, 2, 15) and fine.window_spans(20, 15) == [(20, 20, 30), (25, 30, 35)]
+    assert fine.generate(None, 0, inputs=coarse[..., :0], generator=g()).shape == (2, 2, 0)
 
     # a burn-in: every window after the first samples 2 frames before those it keeps
     fine.config.window_burn_in = 0.04

@@ -795,7 +795,7 @@ class FineStage(_AcousticStage):
         """Fine codes ``[B, fine_levels, length]`` for the coarse codes ``inputs`` after the ``prompt``
         frames; with ``parallel_windows`` every window is sampled at once (the prompt's fine codes
         are then not read: no window sees fine codes it did not sample)."""
-        if not self.config.parallel_windows:
+        if not self.config.parallel_windows or length <= 0:
             return super().generate(
                 cond, length, inputs=inputs, prompt=prompt, sampling=sampling, generator=generator,
                 progress=progress,
