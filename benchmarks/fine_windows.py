@@ -14,12 +14,12 @@ them with the bundle's codec and prints what the eval's tools hear: tempo accura
 labels (within 4 %, or at double / half), mode accuracy, and the onset strength within 50 ms of the
 junctions between windows against elsewhere (for the sliding loop and the codec's round trip, which
 have none, at the side-by-side layout's). With ``--prompts`` (a labelled manifest) the same from the
-coarse codes the bundle itself samples for its captions. Each comparison also has windows side by
-side with a burn-in (``StageConfig.window_burn_in``: each window after the first starts
-``--burn-in`` seconds before the frames it keeps and drops them).
+coarse codes the bundle itself samples for its captions. With ``--burn-in`` each comparison also has
+windows side by side with a burn-in (``StageConfig.window_burn_in``: each window after the first
+starts that many seconds before the frames it keeps and drops them).
 
     python benchmarks/fine_windows.py TOKENS [--model default] [--limit 64] [--edge 10]
-        [--manifest M] [--prompts P --prompt-limit 48] [--seeds 2] [--no-nll] [--burn-in 0.4]
+        [--manifest M] [--prompts P --prompt-limit 48] [--seeds 2] [--no-nll] [--burn-in S]
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def main() -> None:
     ap.add_argument("--prompt-limit", type=int, default=48)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--no-nll", action="store_true", help="skip the teacher-forced loss")
-    ap.add_argument("--burn-in", type=float, default=0.4, help="seconds; also side by side with it (0: not)")
+    ap.add_argument("--burn-in", type=float, default=0.0, help="seconds: also side by side with it")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -208,9 +208,8 @@ def test_fine_windows_side_by_side_read_only_their_own_coarse_codes():
     """Parallel windows: one batched pass whose windows each see only their coarse codes; sliding:
     a window also reads the fine codes sampled before it. Same shapes, prompt or not."""
     torch.manual_seed(0)
-    fine = FineStage(
-        dataclasses.replace(stage_config("fine", 0.2), parallel_windows=True)
-    ).eval()  # 10 frames
+    config = dataclasses.replace(stage_config("fine", 0.2), parallel_windows=True)  # 10-frame windows
+    fine = FineStage(config).eval()
     coarse = torch.randint(0, 16, (2, 2, 37))
     changed = coarse.clone()
     changed[..., :10] = (changed[..., :10] + 1) % 16  # the first window's coarse codes only
