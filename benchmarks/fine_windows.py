@@ -72,18 +72,9 @@ def use_layout(stage: FineStage, parallel: bool, burn_in: float) -> tuple[bool, 
 
 def clip_nll(stage: FineStage, codes: torch.Tensor) -> torch.Tensor:
     """NLL ``[levels, F]`` of every fine id of a clip, in the layout the stage generates with."""
-    frames, w = codes.shape[-1], stage.window_units
-    parts = []
-    if stage.config.parallel_windows:
-        for s, kept, end in stage.window_spans(0, frames):
-            parts.append(window_nll(stage, codes, s, end, kept))
-    else:
-        made = 0
-        while made < frames:  # as StageLM.generate: half a window of context after the first
-            ctx = min(made, w // 2) // stage.align * stage.align
-            n_new = min(w - ctx, frames - made)
-            parts.append(window_nll(stage, codes, made - ctx, made + n_new, made))
-            made += n_new
+    frames = codes.shape[-1]
+    spans = stage.window_spans if stage.config.parallel_windows else stage.sliding_spans
+    parts = [window_nll(stage, codes, first, end, kept) for first, kept, end in spans(0, frames)]
     return torch.cat(parts, dim=-1)
 
 

@@ -503,12 +503,8 @@ class StageLM(nn.Module):
         history = prompt.long().to(ref.device) if prompt is not None else empty
         p0 = history.shape[-1]
         bounds = cond.bounds(self.units_per_second, self.align) if cond is not None else [0]
-        window, made = self.window_units, 0
-        while made < length:
-            have = p0 + made
-            ctx = min(have, window // 2) // self.align * self.align
-            next_bound = min([x for x in bounds if x > have], default=have + length)
-            n_new = min(window - ctx, length - made, next_bound - have)
+        for start, have, end in self.sliding_spans(p0, length, bounds):
+            ctx, n_new, made = have - start, end - have, have - p0
             ids = None if cond is None else self.window_cond(cond, start=have - ctx, new_start=have)
             parts = self.sequence(
                 ids, self.window_inputs(inputs, have - ctx, have + n_new), history[..., have - ctx :]
@@ -533,8 +529,19 @@ class StageLM(nn.Module):
                 total=length * self.levels,
             )
             history = torch.cat([history, self.target_units(new)], dim=-1)
-            made += n_new
         return history[..., p0:]
+
+    def sliding_spans(self, start: int, length: int, bounds=()) -> list[tuple[int, int, int]]:
+        """(first unit, first new, end) of the windows :meth:`generate` slides through to make units
+        ``start .. start + length``: half a window of the newest units as context, none crossing one
+        of ``bounds`` (the starts of conditioning segments)."""
+        w, spans, have = self.window_units, [], start
+        while have < start + length:
+            ctx = min(have, w // 2) // self.align * self.align
+            next_bound = min([x for x in bounds if x > have], default=start + length)
+            spans.append((have - ctx, have, min(have - ctx + w, start + length, next_bound)))
+            have = spans[-1][2]
+        return spans
 
     @torch.inference_mode()
     def _extend(
