@@ -33,7 +33,6 @@ import torch
 
 from musiclm.data.cache import TokenCache
 from musiclm.eval.attributes import attribute_accuracy, estimate_key, estimate_tempo, tempo_accuracy
-from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.stages import SEP, FineStage
 from musiclm.pipeline import MusicLM
 
@@ -113,7 +112,7 @@ def generated_coarse(model: MusicLM, captions: list[str], seconds: float, batch:
     out = []
     for i in range(0, len(captions), batch):
         part = captions[i : i + batch]
-        cond = Conditioning.constant(model.text_tokens(part), beats=model.prompt_beats(part, seconds))
+        cond = model.prompt_conditioning(part, seconds)
         g = torch.Generator().manual_seed(i)
         semantic = model.semantic_lm.generate(cond, frames // 2, sampling=sampling["semantic"], generator=g)
         out.append(

@@ -21,7 +21,6 @@ import torch
 from musiclm.audio import save_audio
 from musiclm.eval.classifiers import LabelClassifier
 from musiclm.eval.report import EvalConfig, evaluate, load_clip, load_prompts
-from musiclm.lm.conditioning import Conditioning
 from musiclm.pipeline import MusicLM
 
 
@@ -39,9 +38,7 @@ def generate_with_oracle(model: MusicLM, entries, folder: Path, *, oracle: str, 
         semantic = torch.cat([r["semantic"] for r in refs])
         codes = torch.cat([r["codes"] for r in refs])
         captions = [entries[i].caption for i in batch]
-        cond = Conditioning.constant(
-            model.text_tokens(captions), beats=model.prompt_beats(captions, config.seconds)
-        )
+        cond = model.prompt_conditioning(captions, config.seconds)
         generator = torch.Generator(device=model.device).manual_seed(config.seed + batch[0])
         frames = codes.shape[-1]
         if oracle == "semantic":

@@ -131,14 +131,14 @@ def make_bundle(
     *,
     name: str = "musiclm",
     half: bool = False,
-    guidance: float | None = None,
+    guidance: float | tuple[float, float] | None = None,
     temperatures: tuple[float, float, float] | None = None,
 ) -> Path:
     """Copy component checkpoint directories into a bundle at ``out`` and write ``musiclm.json``.
     The components are loaded together first, so an incompatible set is refused. ``half`` stores
     floating-point weights as float16 (half the size; they load back into float32 models);
-    ``guidance`` becomes the semantic and coarse LMs' default guidance scale, ``temperatures``
-    (semantic, coarse, fine) their default sampling temperatures."""
+    ``guidance`` becomes the semantic and coarse LMs' default guidance scale (one for both, or a pair:
+    semantic, coarse), ``temperatures`` (semantic, coarse, fine) their default sampling temperatures."""
     _check_names(components, str(out))
     guidance, temperatures = checks.guidance(guidance), checks.temperatures(temperatures)
     from musiclm.checkpoint import CONFIG_FILE, component_kinds, load_model, read_checkpoint_config
@@ -158,7 +158,8 @@ def make_bundle(
             save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(weights))
         lm = {}
         if guidance is not None and key in ("semantic_lm", "coarse_lm"):
-            lm["guidance"] = float(guidance)
+            scales = guidance if isinstance(guidance, tuple) else (guidance, guidance)
+            lm["guidance"] = scales[0] if key == "semantic_lm" else scales[1]
         if temperatures is not None and key in LM_COMPONENTS:
             lm["temperature"] = float(temperatures[LM_COMPONENTS.index(key)])
         if lm:

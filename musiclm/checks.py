@@ -9,9 +9,14 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from musiclm.errors import ConfigError, MusicLMError, PromptError
+
+# a request's guidance: one scale for the semantic and coarse stages, a pair (semantic, coarse), or
+# None (each LM's own default)
+Guidance = float | tuple[float, float] | None
 
 MAX_SEED = 2**64 - 1
 MAX_SECONDS = 300.0  # the paper generates up to 5 minutes
@@ -71,10 +76,18 @@ def top_p(value: float | None) -> float | None:
     return float(value)
 
 
-def guidance(value: float | None) -> float | None:
-    """A guidance scale; None (the model's default) passes."""
+def guidance(value: float | Sequence[float] | None) -> float | tuple[float, float] | None:
+    """A guidance scale for the semantic and coarse stages, or a pair (semantic, coarse); None (the
+    model's own per stage) passes. A one-element sequence is one scale."""
     if value is None:
         return None
+    if isinstance(value, (list, tuple)):
+        if not 1 <= len(value) <= 2:
+            raise PromptError(f"guidance takes one scale or two (semantic, coarse), got {len(value)} values")
+        if any(isinstance(v, (list, tuple)) for v in value):
+            raise PromptError(f"guidance must be numbers, got {list(value)!r}")
+        scales = tuple(guidance(v) for v in value)
+        return scales[0] if len(scales) == 1 else scales
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))

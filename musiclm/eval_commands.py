@@ -28,7 +28,14 @@ def register(sub, train) -> None:
     )
     e.add_argument("--seconds", type=float, default=10.0)
     e.add_argument("--candidates", type=int, default=1)
-    e.add_argument("--guidance", type=float, default=None, help="default: the model's own")
+    e.add_argument(
+        "--guidance",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="SCALE",
+        help="one scale for the semantic and coarse stages, or two (semantic, coarse); default: the model's own",
+    )
     e.add_argument(
         "--temperatures",
         type=float,
@@ -68,7 +75,7 @@ def _eval(args: argparse.Namespace) -> None:
     from musiclm.eval.report import EvalConfig, evaluate
     from musiclm.pipeline import MusicLM
 
-    checks.guidance(args.guidance)
+    guidance = checks.guidance(args.guidance)
     temperatures = checks.temperatures(args.temperatures)
     model = MusicLM.from_pretrained(args.model, device=args.device)
     classifier = LabelClassifier.load(args.classifier) if args.classifier else None
@@ -80,7 +87,7 @@ def _eval(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         limit=args.limit,
         baselines=baselines,
-        guidance=args.guidance,
+        guidance=guidance,
         temperatures=temperatures,
     )
     report = evaluate(

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from musiclm import checks
 from musiclm.audio import PITCH_CLASS_RATE, audio_info, check_waveform, load_audio, pitch_classes
 from musiclm.bundle import COMPONENTS, check_compatible, load_bundle
+from musiclm.checks import Guidance
 from musiclm.errors import AudioError, PromptError
 from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.sampling import SamplingConfig
@@ -169,6 +170,31 @@ class MusicLM:
             chroma = pitch_classes(wav[None], PITCH_CLASS_RATE, frame_rate=rate).to(self.device)
         return tokens, chroma
 
+    def prompt_conditioning(
+        self,
+        prompts: list[str],
+        seconds: float,
+        *,
+        bpm: float | None = None,
+        melody: str | Path | torch.Tensor | None = None,
+        melody_sample_rate: int | None = None,
+        unconditional: bool = False,
+    ) -> Conditioning:
+        """What the LMs read for ``seconds`` of music for each prompt: its MuLaN text tokens, the beat
+        phases of the tempo it names (or ``bpm``) and the melody's tokens and pitch classes."""
+        melody_tokens = chroma = None
+        if melody is not None:
+            melody_tokens, chroma = self.melody_conditioning(melody, melody_sample_rate)
+            melody_tokens = None if melody_tokens is None else melody_tokens.expand(len(prompts), -1, -1)
+            chroma = None if chroma is None else chroma.expand(len(prompts), -1)
+        return Conditioning.constant(
+            self.text_tokens(prompts),
+            melody_tokens,
+            unconditional=unconditional,
+            chroma=chroma,
+            beats=self.prompt_beats(prompts, seconds, bpm=bpm),
+        )
+
     def _load_prompt_audio(
         self, audio, sample_rate: int | None, target_rate: int, *, what: str
     ) -> torch.Tensor:
@@ -195,10 +221,11 @@ class MusicLM:
         top_k: int | None = None,
         top_p: float | None = None,
         *,
-        guidance: float | None = None,
+        guidance: Guidance = None,
     ) -> dict[str, SamplingConfig]:
         """Per-stage sampling: temperatures and guidance from each stage's config unless given (the
-        paper's temperatures; guidance as measured for the LM). The fine stage samples unguided."""
+        paper's temperatures; guidance as measured for the LM: one scale for the semantic and coarse
+        stages, or a pair). The fine stage samples unguided."""
         stages = {"semantic": self.semantic_lm, "coarse": self.coarse_lm, "fine": self.fine_lm}
         top_k, top_p, guidance = checks.top_k(top_k), checks.top_p(top_p), checks.guidance(guidance)
         if isinstance(temperatures, (tuple, list)):
@@ -214,22 +241,27 @@ class MusicLM:
             )
         return out
 
-    def _guidance(self, stage: torch.nn.Module, guidance: float | None) -> float:
-        """The guidance scale ``stage`` samples with: the given one, else its config's; 1 for fine."""
+    def _guidance(self, stage: torch.nn.Module, guidance: Guidance) -> float:
+        """The guidance scale ``stage`` samples with: the given one (its half of a pair: semantic,
+        coarse), else its config's; 1 for fine."""
         if stage is self.fine_lm:
             return 1.0
+        if isinstance(guidance, tuple):
+            guidance = guidance[0] if stage is self.semantic_lm else guidance[1]
         return float(stage.config.lm.guidance if guidance is None else guidance)
 
-    def guidance_scale(self, given: float | None = None) -> float:
-        """The guidance scale a request samples with: ``given``, else the semantic LM's default."""
-        return self._guidance(self.semantic_lm, given)
+    def guidance_scales(self, given: Guidance = None) -> tuple[float, float]:
+        """The (semantic, coarse) guidance scales a request samples with: ``given``, else each LM's
+        own default."""
+        given = checks.guidance(given)
+        return self._guidance(self.semantic_lm, given), self._guidance(self.coarse_lm, given)
 
-    def estimate_memory(self, batch: int, seconds: float, guidance: float | None = None) -> int:
+    def estimate_memory(self, batch: int, seconds: float, guidance: Guidance = None) -> int:
         """Bytes a request of ``batch`` samples (prompts x candidates) of ``seconds`` needs at its peak,
         from the model's sizes: the largest stage's KV cache and prefill activations for the whole
         batch (twice with guidance; attention runs through SDPA, without a score matrix), plus every
         candidate's audio."""
-        peak = 0
+        guidance, peak = checks.guidance(guidance), 0
         for stage in (self.semantic_lm, self.coarse_lm, self.fine_lm):
             c, length = stage.config.lm, stage.max_train_len
             rows = (
@@ -242,7 +274,7 @@ class MusicLM:
         return peak + audio + 2**28  # + workspace of the decoder and MuLaN (bounded by their batches)
 
     def check_memory(
-        self, batch: int, seconds: float, guidance: float | None, *, max_memory_gb: float | None
+        self, batch: int, seconds: float, guidance: Guidance, *, max_memory_gb: float | None
     ) -> None:
         """Refuse a request whose estimate exceeds ``max_memory_gb`` (default: the memory free now)."""
         need = self.estimate_memory(batch, seconds, guidance)
@@ -259,6 +291,7 @@ class MusicLM:
         """The checks every request shares; returns the per-stage sampling configs."""
         checks.candidates(candidates)
         checks.seed(seed)
+        guidance = checks.guidance(guidance)
         sampling = self.sampling_configs(temperatures, top_k, top_p, guidance=guidance)
         self.check_memory(prompts * candidates, seconds, guidance, max_memory_gb=max_memory_gb)
         return sampling
@@ -406,7 +439,7 @@ class MusicLM:
         temperatures: dict[str, float] | tuple[float, float, float] | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
-        guidance: float | None = None,
+        guidance: Guidance = None,
         melody: str | Path | torch.Tensor | None = None,
         melody_sample_rate: int | None = None,
         progress: Progress = True,
@@ -433,18 +466,10 @@ class MusicLM:
             top_p=top_p, guidance=guidance, seconds=seconds, max_memory_gb=max_memory_gb,
         )  # fmt: skip
         start = time.perf_counter()
-        melody_tokens = chroma = None
-        if melody is not None:
-            melody_tokens, chroma = self.melody_conditioning(melody, melody_sample_rate)
-        mulan = self.text_tokens(prompts)  # [P, Mq]
-        if melody_tokens is not None:
-            melody_tokens = melody_tokens.expand(len(prompts), -1, -1)
-        if chroma is not None:
-            chroma = chroma.expand(len(prompts), -1)
-        beats = self.prompt_beats(prompts, seconds, bpm=bpm)
-        cond = Conditioning.constant(
-            mulan, melody_tokens, unconditional=unconditional, chroma=chroma, beats=beats
-        )
+        cond = self.prompt_conditioning(
+            prompts, seconds, bpm=bpm, melody=melody, melody_sample_rate=melody_sample_rate,
+            unconditional=unconditional,
+        )  # fmt: skip
         timings = {"conditioning": time.perf_counter() - start}
         tokens = self.sample_tokens(
             cond.repeat_interleave(candidates),
@@ -456,7 +481,7 @@ class MusicLM:
         )
         return self._finish(
             tokens, prompts=prompts, num_samples=round(seconds * self.sample_rate), candidates=candidates,
-            cond_tokens=mulan, timings=timings, start=start, progress=progress,
+            cond_tokens=cond.mulan[:, 0], timings=timings, start=start, progress=progress,
         )  # fmt: skip
 
     def tokenize_audio(self, audio, sample_rate: int | None = None) -> dict[str, torch.Tensor]:
@@ -488,7 +513,7 @@ class MusicLM:
         temperatures=None,
         top_k: int | None = None,
         top_p: float | None = None,
-        guidance: float | None = None,
+        guidance: Guidance = None,
         progress: Progress = True,
         max_memory_gb: float | None = None,
     ) -> Generation:
@@ -543,7 +568,7 @@ class MusicLM:
         temperatures=None,
         top_k: int | None = None,
         top_p: float | None = None,
-        guidance: float | None = None,
+        guidance: Guidance = None,
         progress: Progress = True,
         max_memory_gb: float | None = None,
     ) -> Generation:

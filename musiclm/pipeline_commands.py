@@ -35,8 +35,11 @@ def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None
     p.add_argument(
         "--guidance",
         type=float,
+        nargs="+",
         default=None,
-        help="classifier-free guidance scale (1 = off; default: the LMs' own, 3 for the shipped bundle)",
+        metavar="SCALE",
+        help="classifier-free guidance scale of the semantic and coarse stages, or two: semantic, coarse "
+        "(1 = off; default: the LMs' own, 4 and 2 for the shipped bundle)",
     )
     p.add_argument("--plot", action="store_true", help="also write a PNG mel spectrogram")
     p.add_argument(
@@ -99,9 +102,11 @@ def register(sub, train) -> None:
     b.add_argument(
         "--guidance",
         type=float,
+        nargs="+",
         default=None,
-        help="the guidance scale requests without one get (recorded in the semantic and coarse LMs' configs; "
-        "set it by measurement, e.g. musiclm eval --guidance G)",
+        metavar="SCALE",
+        help="the guidance scale requests without one get, one for the semantic and coarse LMs or two "
+        "(semantic, coarse); recorded in their configs; set it by measurement, e.g. musiclm eval --guidance S C",
     )
     _add_temperatures_argument(
         b,
@@ -128,7 +133,7 @@ def _check_args(args, outputs: list[Path], inputs: list[str | None] = ()) -> Non
     checks.seed(args.seed)
     checks.top_k(args.top_k)
     checks.top_p(args.top_p)
-    checks.guidance(args.guidance)
+    args.guidance = checks.guidance(args.guidance)
     checks.candidates(args.candidates)
     if getattr(args, "seconds", None) is not None:
         checks.seconds(args.seconds)
@@ -199,7 +204,7 @@ def _write(result, row: int, path: Path, *, model, args, extra: dict) -> None:
             "temperatures": args.temperatures,
             "top_k": args.top_k,
             "top_p": args.top_p,
-            "guidance": model.guidance_scale(args.guidance),
+            "guidance": dict(zip(("semantic", "coarse"), model.guidance_scales(args.guidance))),
         },
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -296,9 +301,9 @@ def _bundle(args: argparse.Namespace) -> None:
     from musiclm.bundle import COMPONENTS, make_bundle
 
     parts = {name: getattr(args, name) for name in COMPONENTS if getattr(args, name)}
-    checks.guidance(args.guidance)
+    guidance = checks.guidance(args.guidance)
     temperatures = checks.temperatures(args.temperatures)
     out = make_bundle(
-        args.out, parts, name=args.name, half=args.half, guidance=args.guidance, temperatures=temperatures
+        args.out, parts, name=args.name, half=args.half, guidance=guidance, temperatures=temperatures
     )
     print(f"{out}: bundle {args.name} with {', '.join(sorted(parts))}")

@@ -34,6 +34,8 @@ GEN = ["generate", "calm piano", "--model", "no-model-needed-before-these-checks
         (["--top-p", "2"], "top_p"),
         (["--guidance", "nan"], "guidance"),
         (["--guidance", "inf"], "guidance"),
+        (["--guidance", "3", "2", "1"], "one scale or two"),
+        (["--guidance", "3", "-2"], "guidance"),
         (["--device", "tpu"], "device"),
         (["--seed", str(2**64)], "seed"),
         (["--seed", "-1"], "seed"),

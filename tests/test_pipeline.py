@@ -285,27 +285,41 @@ def test_mismatched_components_are_refused(tmp_path):
 
 
 def test_guidance_defaults_to_the_lms_configured_scale(tmp_path):
-    """A bundle's semantic and coarse LMs carry the guidance scale measured best for them (``musiclm
-    bundle --guidance``): requests without one sample with it (the fine stage unguided), an explicit
-    scale overrides it."""
+    """A bundle's semantic and coarse LMs carry the guidance scales measured best for them (``musiclm
+    bundle --guidance S C``): requests without one sample each stage with its own (the fine stage
+    unguided); one given scale overrides both, a pair each."""
     from musiclm.cli import main
 
-    guided = make_bundle(tmp_path / "guided", save_parts(tmp_path, components()), name="guided", guidance=2.5)
+    parts = save_parts(tmp_path, components())
+    guided = make_bundle(tmp_path / "guided", parts, name="guided", guidance=(2.5, 1.5))
     model = MusicLM.from_pretrained(guided, device="cpu")
-    assert model.guidance_scale() == 2.5 and model.guidance_scale(1.0) == 1.0
-    assert [s.guidance for s in model.sampling_configs().values()] == [2.5, 2.5, 1.0]
+    assert model.guidance_scales() == (2.5, 1.5) and model.guidance_scales(1.0) == (1.0, 1.0)
+    assert [s.guidance for s in model.sampling_configs().values()] == [2.5, 1.5, 1.0]
     assert [s.guidance for s in model.sampling_configs(guidance=1.0).values()] == [1.0, 1.0, 1.0]
+    assert [s.guidance for s in model.sampling_configs(guidance=[3, 2]).values()] == [3.0, 2.0, 1.0]
+    one = make_bundle(tmp_path / "one", parts, name="one", guidance=2.5)
+    assert MusicLM.from_pretrained(one, device="cpu").guidance_scales() == (2.5, 2.5)
 
-    def semantic(**kw):  # tokens: the test bundle's untrained codec decodes every code alike
-        out = model.generate("a calm piano piece", seconds=0.5, candidates=1, seed=5, progress=False, **kw)
-        return out.tokens["semantic"]
+    def tokens(**kw):  # tokens: the test bundle's untrained codec decodes every code alike
+        return model.generate(
+            "a calm piano piece", seconds=0.5, candidates=1, seed=5, progress=False, **kw
+        ).tokens
 
-    assert torch.equal(semantic(), semantic(guidance=2.5))
-    assert not torch.equal(semantic(), semantic(guidance=1.0))
+    default, explicit, coarse_off = tokens(), tokens(guidance=(2.5, 1.5)), tokens(guidance=(2.5, 1.0))
+    assert all(torch.equal(default[k], explicit[k]) for k in default)
+    assert torch.equal(default["semantic"], coarse_off["semantic"])  # the coarse scale is the coarse stage's
+    assert not torch.equal(default["coarse"], coarse_off["coarse"])
+    assert not torch.equal(default["semantic"], tokens(guidance=1.0)["semantic"])
     out = tmp_path / "song.wav"
-    rc = main(["generate", "piano", "-o", str(out), "--model", str(guided), "--seconds", "0.5", "--candidates", "1",
-               "--no-progress", "--device", "cpu"])  # fmt: skip
-    assert rc == 0 and json.loads(out.with_suffix(".json").read_text())["parameters"]["guidance"] == 2.5
+    for given, recorded in (
+        ([], {"semantic": 2.5, "coarse": 1.5}),
+        (["--guidance", "2", "1"], {"semantic": 2.0, "coarse": 1.0}),
+    ):
+        rc = main(["generate", "piano", "-o", str(out), "--model", str(guided), "--seconds", "0.5", "--candidates",
+                   "1", "--no-progress", "--device", "cpu", *given])  # fmt: skip
+        assert (
+            rc == 0 and json.loads(out.with_suffix(".json").read_text())["parameters"]["guidance"] == recorded
+        )
 
 
 def test_bundle_records_the_sampling_temperatures_requests_default_to(tmp_path, capsys):

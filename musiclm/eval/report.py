@@ -44,7 +44,7 @@ class EvalConfig:
     batch_size: int = 4
     limit: int | None = None
     baselines: tuple[str, ...] = ("reference", "codec", "shuffled", "unconditional")
-    guidance: float | None = None  # None: the model's default
+    guidance: float | tuple[float, float] | None = None  # (semantic, coarse); None: the model's default
     temperatures: tuple[float, float, float] | None = None  # semantic, coarse, fine; None: the LMs' own
     extra: dict = field(default_factory=dict)
 
@@ -195,7 +195,7 @@ def evaluate(
         "prompts": len(entries),
         "seconds": config.seconds,
         "model": model.name,
-        "guidance": model.guidance_scale(config.guidance),
+        "guidance": dict(zip(("semantic", "coarse"), model.guidance_scales(config.guidance))),
         "temperatures": {k: v.temperature for k, v in model.sampling_configs(config.temperatures).items()},
         "systems": {},
     }
@@ -242,8 +242,12 @@ def markdown_table(report: dict) -> str:
             keys = [f"{k}:{a}" for a in v] if isinstance(v, dict) else [k]
             columns += [c for c in keys if c not in columns]
     setting = [f"{report['prompts']} prompts", f"{report['seconds']:g} s"]
-    if report.get("guidance") is not None:
-        setting.append(f"guidance {report['guidance']:g}")
+    scales = report.get("guidance")  # {"semantic": s, "coarse": c}; one number in older reports
+    if isinstance(scales, dict):
+        s, c = scales["semantic"], scales["coarse"]
+        setting.append(f"guidance {s:g}" if s == c else f"guidance {s:g} / {c:g} (semantic / coarse)")
+    elif scales is not None:
+        setting.append(f"guidance {scales:g}")
     if report.get("temperatures"):
         setting.append("temperatures " + " / ".join(f"{t:g}" for t in report["temperatures"].values()))
     lines = [

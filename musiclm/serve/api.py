@@ -29,8 +29,10 @@ class Sampling(BaseModel):
     seconds: float = Field(10.0, description="seconds to generate (continue: seconds to add)")
     candidates: int = Field(2, description="samples drawn; the best by MuLaN score is returned")
     seed: int = 0
-    guidance: float | None = Field(
-        None, description="classifier-free guidance scale (1 = off; default: the model's)"
+    guidance: float | Annotated[list[float], Field(min_length=2, max_length=2)] | None = Field(
+        None,
+        description="classifier-free guidance scale of the semantic and coarse stages, or two: semantic, "
+        "coarse (1 = off; default: the model's)",
     )
     temperatures: Annotated[list[float], Field(min_length=3, max_length=3)] | None = Field(
         None, description="semantic, coarse, fine (default: the model's)"
@@ -66,8 +68,11 @@ def _one_line(e: ValidationError | RequestValidationError) -> str:
 
 
 def _form_value(key: str, value: str):
-    """Form fields are text: lists (temperatures, segments) come as JSON or comma-separated."""
-    if key == "temperatures":
+    """Form fields are text: lists (temperatures, segments; guidance may be one) come as JSON or
+    comma-separated."""
+    if key == "guidance" and "," not in value and not value.strip().startswith("["):
+        return value
+    if key in ("temperatures", "guidance"):
         value = value.strip()
         return json.loads(value) if value.startswith("[") else [v for v in value.split(",") if v.strip()]
     if key == "segments":
@@ -162,7 +167,7 @@ def create_app(queue: JobQueue, *, title: str = "MusicLM") -> FastAPI:
             seconds=body.seconds,
             candidates=body.candidates,
             seed=body.seed,
-            guidance=body.guidance,
+            guidance=tuple(body.guidance) if isinstance(body.guidance, list) else body.guidance,
             temperatures=tuple(body.temperatures) if body.temperatures else None,
             top_k=body.top_k,
             top_p=body.top_p,

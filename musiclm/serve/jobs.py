@@ -50,7 +50,7 @@ class Request:
     seconds: float = 10.0
     candidates: int = 2
     seed: int = 0
-    guidance: float | None = None  # None: the model's default
+    guidance: float | tuple[float, float] | None = None  # (semantic, coarse); None: the model's default
     temperatures: tuple[float, float, float] | None = None
     top_k: int | None = None
     top_p: float | None = None
@@ -77,6 +77,8 @@ class Request:
         out = {k: v for k, v in asdict(self).items() if k not in ("audio", "melody")}
         out["segments"] = [{"prompt": p, "seconds": s} for p, s in self.segments]
         out["melody"] = self.melody is not None
+        if isinstance(self.guidance, tuple):
+            out["guidance"] = dict(zip(("semantic", "coarse"), self.guidance))
         return out
 
     def total_seconds(self, sample_rate: int) -> float:
@@ -123,7 +125,8 @@ class Job:
 
 def check_request(model, request: Request, limits: Limits) -> Request:
     """Every check a request can fail, before it is queued: the CLI's checks and the server limits.
-    Returns the request with the model's default guidance filled in, so the job records the scale."""
+    Returns the request with the guidance scales filled in (semantic, coarse), so the job records
+    them and requests with equal scales batch together."""
     mode = request.mode
     if mode not in ("generate", "continue", "story"):
         raise PromptError(f"unknown mode {mode!r}")
@@ -163,7 +166,7 @@ def check_request(model, request: Request, limits: Limits) -> Request:
         checks.loudness(request.loudness)
     model.sampling_configs(request.temperatures, request.top_k, request.top_p, guidance=request.guidance)
     model.check_memory(request.candidates, total, request.guidance, max_memory_gb=limits.max_memory_gb)
-    return replace(request, guidance=model.guidance_scale(request.guidance))
+    return replace(request, guidance=model.guidance_scales(request.guidance))
 
 
 def load_upload(path: str | Path, sample_rate: int, limits: Limits, *, what: str) -> torch.Tensor:

@@ -92,9 +92,10 @@ def build(queue: JobQueue) -> gr.Blocks:
                 )
                 seed = gr.Number(0, precision=0, minimum=0, label="Seed")
             with gr.Row():
-                guidance = gr.Slider(
-                    0, 10, value=model.guidance_scale(), step=0.5, label="Guidance (1 = off)"
-                )
+                guidance = [
+                    gr.Slider(0, 10, value=g, step=0.5, label=f"{name} guidance (1 = off)")
+                    for name, g in zip(("Semantic", "Coarse"), model.guidance_scales())
+                ]
                 temps = [
                     gr.Slider(0.05, 2.0, value=s.config.lm.temperature, step=0.05, label=f"{n} temperature")
                     for n, s in (
@@ -121,12 +122,13 @@ def build(queue: JobQueue) -> gr.Blocks:
         details = gr.JSON(label="Parameters and timings")
         job_id = gr.State(None)
         outputs = [job_id, status, result, spectrogram, details, *candidate_players]
-        settings = [seconds, candidates, seed, guidance, *temps, top_k, normalize]
+        settings = [seconds, candidates, seed, *guidance, *temps, top_k, normalize]
 
         def request(mode: str, settings_values, **extra) -> Request:
-            secs, n, sd, g, t1, t2, t3, k, norm = settings_values
+            secs, n, sd, g1, g2, t1, t2, t3, k, norm = settings_values
             return Request(
-                mode=mode, seconds=float(secs), candidates=int(n), seed=int(sd or 0), guidance=float(g),
+                mode=mode, seconds=float(secs), candidates=int(n), seed=int(sd or 0),
+                guidance=(float(g1), float(g2)),
                 temperatures=(float(t1), float(t2), float(t3)), top_k=int(k) if k else None,
                 loudness=-14.0 if norm else None, **extra,
             )  # fmt: skip
