@@ -6,6 +6,7 @@ whose message names the argument, so the CLI prints one line and a server can an
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import tempfile
@@ -74,6 +75,18 @@ def top_p(value: float | None) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise PromptError(f"top_p must lie in (0, 1], got {value!r}")
     return float(value)
+
+
+def guidance_arg(text: str) -> float | tuple[float, ...]:
+    """``--guidance G`` or ``--guidance S,C`` (semantic, coarse) as numbers; ranges are checked by
+    :func:`guidance`. One command-line token, so it never takes a prompt that follows it."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or two separated by a comma (semantic,coarse), got {text!r}"
+        ) from None
+    return values[0] if len(values) == 1 else values
 
 
 def guidance(value: float | Sequence[float] | None) -> float | tuple[float, float] | None:

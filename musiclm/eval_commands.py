@@ -30,11 +30,10 @@ def register(sub, train) -> None:
     e.add_argument("--candidates", type=int, default=1)
     e.add_argument(
         "--guidance",
-        type=float,
-        nargs="+",
+        type=checks.guidance_arg,
         default=None,
-        metavar="SCALE",
-        help="one scale for the semantic and coarse stages, or two (semantic, coarse); default: the model's own",
+        metavar="G|S,C",
+        help="one scale for the semantic and coarse stages, or S,C for each; default: the model's own",
     )
     e.add_argument(
         "--temperatures",

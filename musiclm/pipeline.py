@@ -29,7 +29,13 @@ from musiclm.errors import AudioError, PromptError
 from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.sampling import SamplingConfig
 from musiclm.lm.stages import CoarseStage, FineStage, SemanticStage
-from musiclm.tempo import beat_phase_grid, check_bpm, tempo_from_prompt
+from musiclm.tempo import (
+    beat_phase_grid,
+    check_bpm,
+    continued_beat_phases,
+    tempo_from_prompt,
+    track_beats,
+)
 
 DECODE_BATCH = 8  # candidates decoded at once
 STAGE_NAMES = ("semantic", "coarse", "fine")
@@ -516,12 +522,21 @@ class MusicLM:
         guidance: Guidance = None,
         progress: Progress = True,
         max_memory_gb: float | None = None,
+        bpm: float | None = None,
     ) -> Generation:
         """Continue an audio prompt by ``seconds``: its semantic and acoustic tokens are the prefix of
         every stage. Conditioned on ``prompt`` text, or without one on the prompt audio's own MuLaN
-        tokens (M_A). The returned audio is the whole piece, prompt (re-synthesised) included."""
+        tokens (M_A). The returned audio is the whole piece, prompt (re-synthesised) included.
+
+        Models whose LMs read beat phases (:attr:`reads_tempo`) get the beats tracked in the audio
+        prompt, continued at ``bpm``, else at the tempo ``prompt`` names, else at the tracked one."""
         seconds = checks.seconds(seconds)
         prompts = checks.prompts([prompt]) if prompt is not None else None
+        if bpm is not None:
+            try:
+                bpm = check_bpm(bpm)
+            except ValueError as e:
+                raise PromptError(str(e)) from None
         given_seconds = audio.shape[-1] / (sample_rate or self.sample_rate) if torch.is_tensor(audio) else 0.0
         if not torch.is_tensor(audio):
             given_seconds = audio_info(audio)[1]
@@ -536,9 +551,18 @@ class MusicLM:
             mulan = self.text_tokens(prompts)
         else:
             mulan = self.mulan.tokens_from_audio(given["audio"][None].to(self.device), self.sample_rate)
+        beats = None
+        if self.reads_tempo:
+            frames = given["semantic"].shape[-1] + self._semantic_steps(seconds)
+            tempo = bpm or (tempo_from_prompt(prompt) if prompt is not None else None)
+            rate = self.semantic_lm.config.semantic_rate
+            track = continued_beat_phases(
+                track_beats(given["audio"], self.sample_rate), frames, bpm=tempo, frame_rate=rate
+            )
+            beats = None if bool((track < 0).all()) else track[None].to(self.device)
         timings = {"conditioning": time.perf_counter() - start}
         tokens = self.sample_tokens(
-            Conditioning.constant(mulan).repeat_interleave(n),
+            Conditioning.constant(mulan, beats=beats).repeat_interleave(n),
             self._semantic_steps(seconds),
             sampling=sampling,
             generator=torch.Generator(device=self.device).manual_seed(seed),

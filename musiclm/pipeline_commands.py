@@ -34,12 +34,11 @@ def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument(
         "--guidance",
-        type=float,
-        nargs="+",
+        type=checks.guidance_arg,
         default=None,
-        metavar="SCALE",
-        help="classifier-free guidance scale of the semantic and coarse stages, or two: semantic, coarse "
-        "(1 = off; default: the LMs' own, 4 and 2 for the shipped bundle)",
+        metavar="G|S,C",
+        help="classifier-free guidance scale of the semantic and coarse stages, or S,C for each "
+        "(1 = off; default: the LMs' own, 4,2 for the shipped bundle)",
     )
     p.add_argument("--plot", action="store_true", help="also write a PNG mel spectrogram")
     p.add_argument(
@@ -83,6 +82,13 @@ def register(sub, train) -> None:
         "prompt", nargs="?", default=None, help="text prompt (default: the audio's own MuLaN tokens)"
     )
     c.add_argument("--seconds", type=float, default=10.0, help="seconds to add")
+    c.add_argument(
+        "--bpm",
+        type=float,
+        default=None,
+        help="tempo to continue at, from the audio's last beat (default: the tempo the prompt names, else "
+        "the audio's own; read by models whose LMs were trained with --beat-phase)",
+    )
     _add_sampling_arguments(c, candidates=1)
     c.set_defaults(func=_continue)
 
@@ -101,12 +107,11 @@ def register(sub, train) -> None:
     b.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
     b.add_argument(
         "--guidance",
-        type=float,
-        nargs="+",
+        type=checks.guidance_arg,
         default=None,
-        metavar="SCALE",
-        help="the guidance scale requests without one get, one for the semantic and coarse LMs or two "
-        "(semantic, coarse); recorded in their configs; set it by measurement, e.g. musiclm eval --guidance S C",
+        metavar="G|S,C",
+        help="the guidance scale requests without one get, one for the semantic and coarse LMs or S,C "
+        "for each; recorded in their configs; set it by measurement, e.g. musiclm eval --guidance S,C",
     )
     _add_temperatures_argument(
         b,
@@ -227,11 +232,7 @@ def _generate(args: argparse.Namespace) -> None:
     checks.prompts(prompts)
     outputs = _outputs(args.output, len(prompts))
     _check_args(args, outputs, [args.melody, args.prompts])
-    if args.bpm is not None:
-        try:
-            check_bpm(args.bpm, "--bpm")
-        except ValueError as e:
-            raise PromptError(str(e)) from None
+    _check_bpm(args.bpm)
     model = _load(args)
     result = model.generate(
         prompts,
@@ -253,15 +254,25 @@ def _generate(args: argparse.Namespace) -> None:
         )
 
 
+def _check_bpm(bpm: float | None) -> None:
+    if bpm is not None:
+        try:
+            check_bpm(bpm, "--bpm")
+        except ValueError as e:
+            raise PromptError(str(e)) from None
+
+
 def _continue(args: argparse.Namespace) -> None:
     if args.prompt is not None:
         checks.prompts([args.prompt])
     outputs = _outputs(args.output, 1)
     _check_args(args, outputs, [args.audio])
+    _check_bpm(args.bpm)
     model = _load(args)
     result = model.continue_audio(
-        args.audio, args.prompt, seconds=args.seconds, candidates=args.candidates, **_sampling_kwargs(args)
-    )
+        args.audio, args.prompt, seconds=args.seconds, candidates=args.candidates, bpm=args.bpm,
+        **_sampling_kwargs(args),
+    )  # fmt: skip
     _write(
         result,
         0,

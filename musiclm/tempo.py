@@ -70,16 +70,38 @@ def beat_phase_from_beats(beats: np.ndarray, frames: int, *, frame_rate: float =
     return torch.from_numpy(np.minimum((phase * BEAT_PHASES).astype(np.int64), BEAT_PHASES - 1))
 
 
+def track_beats(wav: torch.Tensor, sample_rate: int) -> np.ndarray:
+    """Beat times in seconds of ``[T]`` audio by librosa's beat tracker (Ellis 2007); none in silence."""
+    import librosa
+
+    x = torch.as_tensor(wav).detach().cpu().double()
+    if x.dim() != 1 or x.numel() == 0:
+        raise AudioError(f"expected non-empty [T] audio, got shape {list(x.shape)}")
+    if x.abs().max() <= 0:
+        return np.zeros(0)
+    _, beats = librosa.beat.beat_track(y=x.numpy(), sr=sample_rate, hop_length=512, units="time")
+    return np.asarray(beats, dtype=np.float64)
+
+
 def track_beat_phases(wav: torch.Tensor, sample_rate: int, *, frame_rate: float = 25.0) -> torch.Tensor:
     """``[T]`` audio -> ``[F]`` beat-phase ids from librosa's beat tracker (Ellis 2007), F = T *
     frame_rate / sample_rate rounded; all -1 where it finds fewer than two beats."""
-    import librosa
+    frames = max(1, round(torch.as_tensor(wav).numel() * frame_rate / sample_rate))
+    return beat_phase_from_beats(track_beats(wav, sample_rate), frames, frame_rate=frame_rate)
 
-    x = torch.as_tensor(wav).double()
-    if x.dim() != 1 or x.numel() == 0:
-        raise AudioError(f"expected non-empty [T] audio, got shape {list(x.shape)}")
-    frames = max(1, round(x.numel() * frame_rate / sample_rate))
-    if x.abs().max() <= 0:
-        return torch.full((frames,), -1, dtype=torch.long)
-    _, beats = librosa.beat.beat_track(y=x.numpy(), sr=sample_rate, hop_length=512, units="time")
-    return beat_phase_from_beats(beats, frames, frame_rate=frame_rate)
+
+def continued_beat_phases(
+    beats: np.ndarray, frames: int, *, bpm: float | None = None, frame_rate: float = 25.0
+) -> torch.Tensor:
+    """``[frames]`` beat-phase ids of a piece that continues audio whose beats fell at ``beats``
+    (seconds): at ``bpm`` from its last beat on when given (before it: the tracked beats), else the
+    tracked beats extended at their median period; all -1 where neither gives a tempo."""
+    beats = np.sort(np.asarray(beats, dtype=np.float64))
+    if bpm is None:
+        return beat_phase_from_beats(beats, frames, frame_rate=frame_rate)
+    last = float(beats[-1]) if beats.size else 0.0
+    grid = beat_phase_grid(bpm, frames, frame_rate=frame_rate, first_beat=last)
+    if beats.size >= 2:  # the given audio keeps its own beats
+        given = min(frames, int(np.floor(last * frame_rate)) + 1)
+        grid[:given] = beat_phase_from_beats(beats, frames, frame_rate=frame_rate)[:given]
+    return grid

@@ -112,7 +112,7 @@ def test_a_melody_reaches_chroma_reading_lms_as_pitch_classes(monkeypatch):
 
 def test_the_tempo_a_prompt_names_reaches_beat_reading_lms_as_a_beat_grid(monkeypatch, tmp_path, capsys):
     from musiclm.cli import main
-    from musiclm.tempo import beat_phase_grid
+    from musiclm.tempo import beat_phase_grid, continued_beat_phases, track_beats
 
     parts = components(melody=False)
     for name, cls in (("semantic_lm", SemanticStage), ("coarse_lm", CoarseStage)):
@@ -154,6 +154,21 @@ def test_the_tempo_a_prompt_names_reaches_beat_reading_lms_as_a_beat_grid(monkey
             ]
         ),
     )
+    # a continuation: the beats tracked in the audio prompt, then at the tempo asked for
+    clicks = torch.zeros(2 * SR)
+    for t in np.arange(0.1, 2.0, 0.5):  # 120 bpm
+        clicks[int(t * SR) : int(t * SR) + 200] = torch.sin(torch.arange(200) * 0.8) * torch.exp(
+            -torch.arange(200) / 40
+        )
+    seen.clear()
+    model.continue_audio(clicks, None, seconds=1.0, sample_rate=SR, bpm=60, progress=False)
+    frames = model.tokenize_audio(clicks, SR)["semantic"].shape[1] + n
+    tracked = track_beats(clicks, SR)
+    want = continued_beat_phases(tracked, frames, bpm=60, frame_rate=rate)
+    assert len(tracked) >= 2 and torch.equal(seen[0][0, -n - 1 : -1], want[-n:])
+    seen.clear()
+    model.continue_audio(clicks, None, seconds=1.0, sample_rate=SR, progress=False)  # the audio's own tempo
+    assert torch.equal(seen[0][0, -n - 1 : -1], continued_beat_phases(tracked, frames, frame_rate=rate)[-n:])
     with pytest.raises(PromptError, match="outside"):
         model.generate(PROMPTS[0], seconds=1.0, candidates=1, bpm=1000, progress=False)
     assert main(["generate", PROMPTS[0], "--bpm", "0", "-o", str(tmp_path / "x.wav")]) == 1
@@ -313,7 +328,7 @@ def test_guidance_defaults_to_the_lms_configured_scale(tmp_path):
     out = tmp_path / "song.wav"
     for given, recorded in (
         ([], {"semantic": 2.5, "coarse": 1.5}),
-        (["--guidance", "2", "1"], {"semantic": 2.0, "coarse": 1.0}),
+        (["--guidance", "2,1"], {"semantic": 2.0, "coarse": 1.0}),
     ):
         rc = main(["generate", "piano", "-o", str(out), "--model", str(guided), "--seconds", "0.5", "--candidates",
                    "1", "--no-progress", "--device", "cpu", *given])  # fmt: skip

@@ -7,6 +7,7 @@ from musiclm.tempo import (
     beat_phase_from_beats,
     beat_phase_grid,
     check_bpm,
+    continued_beat_phases,
     tempo_from_prompt,
     track_beat_phases,
 )
@@ -55,3 +56,16 @@ def test_the_beat_tracker_finds_the_beats_of_a_click_track():
     assert ids.shape == (200,)
     assert ((off <= 1) | (off >= BEAT_PHASES - 1)).float().mean() > 0.9  # within a bin, at every frame
     assert (track_beat_phases(torch.zeros(sr * 2), sr) == -1).all()
+
+
+def test_a_continuation_keeps_the_given_beats_and_goes_on_at_their_tempo_or_the_one_asked():
+    beats = np.arange(0.25, 4.0, 0.5)  # 120 bpm from 0.25 s; the last beat at 3.75 s
+    kept = continued_beat_phases(beats, 250, frame_rate=25.0)  # 10 s: 4 given, 6 continued
+    assert torch.equal(kept, beat_phase_grid(120.0, 250, frame_rate=25.0, first_beat=0.25))
+    faster = continued_beat_phases(beats, 250, bpm=150.0, frame_rate=25.0)
+    given = int(3.75 * 25) + 1  # frames up to the last beat keep the tracked phases
+    assert torch.equal(faster[:given], kept[:given])
+    assert torch.equal(faster[given:], beat_phase_grid(150.0, 250, frame_rate=25.0, first_beat=3.75)[given:])
+    assert (continued_beat_phases(np.zeros(0), 50) == -1).all()  # no beats, no tempo: nothing known
+    alone = continued_beat_phases(np.zeros(0), 50, bpm=90.0)  # no beats: the grid from the start
+    assert torch.equal(alone, beat_phase_grid(90.0, 50))
