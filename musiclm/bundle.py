@@ -140,7 +140,7 @@ def make_bundle(
     ``guidance`` becomes the semantic and coarse LMs' default guidance scale (one for both, or a pair:
     semantic, coarse), ``temperatures`` (semantic, coarse, fine) their default sampling temperatures."""
     _check_names(components, str(out))
-    guidance, temperatures = checks.guidance(guidance), checks.temperatures(temperatures)
+    guidance, temperatures = checks.guidance_pair(guidance), checks.temperatures(temperatures)
     from musiclm.checkpoint import CONFIG_FILE, component_kinds, load_model, read_checkpoint_config
 
     check_compatible({k: load_model(v, kind=component_kinds(k)) for k, v in components.items()}, name)
@@ -158,8 +158,7 @@ def make_bundle(
             save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(weights))
         lm = {}
         if guidance is not None and key in ("semantic_lm", "coarse_lm"):
-            scales = guidance if isinstance(guidance, tuple) else (guidance, guidance)
-            lm["guidance"] = scales[0] if key == "semantic_lm" else scales[1]
+            lm["guidance"] = guidance[key == "coarse_lm"]
         if temperatures is not None and key in LM_COMPONENTS:
             lm["temperature"] = float(temperatures[LM_COMPONENTS.index(key)])
         if lm:

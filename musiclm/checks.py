@@ -77,6 +77,18 @@ def top_p(value: float | None) -> float | None:
     return float(value)
 
 
+def bpm(value: float | None, where: str = "bpm") -> float | None:
+    """A tempo a request asks for (:func:`musiclm.tempo.check_bpm`); None (the prompt's own) passes."""
+    from musiclm.tempo import check_bpm  # numpy and torch: only when a tempo is given
+
+    if value is None:
+        return None
+    try:
+        return check_bpm(value, where)
+    except ValueError as e:
+        raise PromptError(str(e)) from None
+
+
 def guidance_arg(text: str) -> float | tuple[float, ...]:
     """``--guidance G`` or ``--guidance S,C`` (semantic, coarse) as numbers; ranges are checked by
     :func:`guidance`. One command-line token, so it never takes a prompt that follows it."""
@@ -109,6 +121,12 @@ def guidance(value: float | Sequence[float] | None) -> float | tuple[float, floa
     ):
         raise PromptError(f"guidance must be a finite number >= 0 (1 = off), got {value!r}")
     return float(value)
+
+
+def guidance_pair(value: float | Sequence[float] | None) -> tuple[float, float] | None:
+    """The (semantic, coarse) scales of a checked :func:`guidance`: one scale is both stages'."""
+    value = guidance(value)
+    return value if value is None or isinstance(value, tuple) else (value, value)
 
 
 def temperatures(values) -> tuple[float, float, float] | None:

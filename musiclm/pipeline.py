@@ -31,7 +31,6 @@ from musiclm.lm.sampling import SamplingConfig
 from musiclm.lm.stages import CoarseStage, FineStage, SemanticStage
 from musiclm.tempo import (
     beat_phase_grid,
-    check_bpm,
     continued_beat_phases,
     tempo_from_prompt,
     track_beats,
@@ -252,9 +251,8 @@ class MusicLM:
         coarse), else its config's; 1 for fine."""
         if stage is self.fine_lm:
             return 1.0
-        if isinstance(guidance, tuple):
-            guidance = guidance[0] if stage is self.semantic_lm else guidance[1]
-        return float(stage.config.lm.guidance if guidance is None else guidance)
+        pair = checks.guidance_pair(guidance)
+        return float(stage.config.lm.guidance if pair is None else pair[stage is self.coarse_lm])
 
     def guidance_scales(self, given: Guidance = None) -> tuple[float, float]:
         """The (semantic, coarse) guidance scales a request samples with: ``given``, else each LM's
@@ -462,11 +460,7 @@ class MusicLM:
         """
         prompts = checks.prompts(prompts)
         seconds = checks.seconds(seconds)
-        if bpm is not None:
-            try:
-                bpm = check_bpm(bpm)
-            except ValueError as e:
-                raise PromptError(str(e)) from None
+        bpm = checks.bpm(bpm)
         sampling = self._check_request(
             candidates=candidates, prompts=len(prompts), seed=seed, temperatures=temperatures, top_k=top_k,
             top_p=top_p, guidance=guidance, seconds=seconds, max_memory_gb=max_memory_gb,
@@ -532,11 +526,7 @@ class MusicLM:
         prompt, continued at ``bpm``, else at the tempo ``prompt`` names, else at the tracked one."""
         seconds = checks.seconds(seconds)
         prompts = checks.prompts([prompt]) if prompt is not None else None
-        if bpm is not None:
-            try:
-                bpm = check_bpm(bpm)
-            except ValueError as e:
-                raise PromptError(str(e)) from None
+        bpm = checks.bpm(bpm)
         given_seconds = audio.shape[-1] / (sample_rate or self.sample_rate) if torch.is_tensor(audio) else 0.0
         if not torch.is_tensor(audio):
             given_seconds = audio_info(audio)[1]

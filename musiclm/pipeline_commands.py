@@ -9,7 +9,7 @@ from pathlib import Path
 
 from musiclm import checks
 from musiclm.errors import MusicLMError, PromptError
-from musiclm.tempo import check_bpm, tempo_from_prompt
+from musiclm.tempo import tempo_from_prompt
 
 
 def _add_temperatures_argument(parser: argparse.ArgumentParser, help: str) -> None:
@@ -232,7 +232,7 @@ def _generate(args: argparse.Namespace) -> None:
     checks.prompts(prompts)
     outputs = _outputs(args.output, len(prompts))
     _check_args(args, outputs, [args.melody, args.prompts])
-    _check_bpm(args.bpm)
+    checks.bpm(args.bpm, "--bpm")
     model = _load(args)
     result = model.generate(
         prompts,
@@ -254,20 +254,12 @@ def _generate(args: argparse.Namespace) -> None:
         )
 
 
-def _check_bpm(bpm: float | None) -> None:
-    if bpm is not None:
-        try:
-            check_bpm(bpm, "--bpm")
-        except ValueError as e:
-            raise PromptError(str(e)) from None
-
-
 def _continue(args: argparse.Namespace) -> None:
     if args.prompt is not None:
         checks.prompts([args.prompt])
     outputs = _outputs(args.output, 1)
     _check_args(args, outputs, [args.audio])
-    _check_bpm(args.bpm)
+    checks.bpm(args.bpm, "--bpm")
     model = _load(args)
     result = model.continue_audio(
         args.audio, args.prompt, seconds=args.seconds, candidates=args.candidates, bpm=args.bpm,

@@ -810,8 +810,8 @@ class FineStage(_AcousticStage):
             )  # fmt: skip
         sampling = sampling or SamplingConfig(temperature=self.config.lm.temperature)
         p0 = 0 if prompt is None else prompt.shape[-1]
-        n = min(self.window_units, length)
         spans = self.window_spans(p0, length)
+        n = spans[0][2] - spans[0][0]  # every window is as long
         windows = torch.cat([self.window_inputs(inputs, s, s + n) for s, _, _ in spans])  # [(k b), c, n]
         empty = torch.zeros(windows.shape[0], self.levels, 0, dtype=torch.long, device=windows.device)
         prefix = torch.cat([p for p, _ in self.sequence(None, windows, empty)], dim=1)
