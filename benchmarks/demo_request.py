@@ -1,12 +1,13 @@
 """``make demo``'s request timed per stage, for one bundle or several side by side (prints numbers).
 
     python benchmarks/demo_request.py [--model default] [--model runs/other/bundle] [--rounds 3]
-        [--threads 2] [--guidance G]
+        [--threads 2] [--guidance G] [--float32]
 
 The request ``make demo`` sends (its prompt, 10 s, 4 candidates, each bundle's own guidance unless
 ``--guidance``), after one short warm-up request per bundle. With several bundles the rounds
 alternate between them, so a slow spell of a shared machine hits each, and the medians are compared:
-an A/B of a speed change in one process.
+an A/B of a speed change in one process. ``--float32`` adds each bundle again with float32 weights
+throughout the decoding step (``MusicLM.float16_weights = False``), the other side of that A/B.
 """
 
 from __future__ import annotations
@@ -30,11 +31,17 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--candidates", type=int, default=4)
     ap.add_argument("--guidance", type=float, default=None, help="default: each bundle's own")
+    ap.add_argument("--float32", action="store_true", help="also each bundle with float32 weights")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = args.model or ["default"]
-    models = {name: MusicLM.from_pretrained(name, device="cpu") for name in names}
+    models = {}
+    for name in args.model or ["default"]:
+        models[name] = MusicLM.from_pretrained(name, device="cpu")
+        if args.float32:
+            models[f"{name}, float32 weights"] = MusicLM.from_pretrained(name, device="cpu")
+            models[f"{name}, float32 weights"].float16_weights = False
+    names = list(models)
     for model in models.values():
         model.generate("warm-up", seconds=1.0, candidates=args.candidates, progress=False)
     times: dict[str, list[dict[str, float]]] = {name: [] for name in names}

@@ -3,7 +3,9 @@
     python benchmarks/generate_tokens.py [--tokens 250] [--threads 2] [--rounds 5]
 
 1. tokens/s of each stage of the tiny preset (its transformer is d=192, 4 layers, 4 heads) at
-   batch 1 and 4, untrained weights (speed does not depend on them);
+   batch 1 and 4, untrained weights (speed does not depend on them), as sampling runs by default
+   (on a CPU with FBGEMM the decoding step multiplies by float16 copies of the weights) and with
+   float32 weights throughout (``StageLM.float16_weights = False``);
 2. the same for audiolm-pytorch's SemanticTransformer at the same sizes, in the same process, when
    that package is installed (it is a benchmark peer only, never a dependency). Its module imports
    torchaudio and fairseq at import time although token sampling uses neither; where they cannot be
@@ -38,11 +40,12 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def ours(stage: str, batch: int, n_tokens: int, cfg):
+def ours(stage: str, batch: int, n_tokens: int, cfg, float16: bool | None = None):
     """A function timing one run: tokens/s (all sequences of the batch counted) of one of our stages."""
     sc = StageConfig.from_musiclm(stage, cfg)
     sc.lm.window_seconds = 1e6  # time one long window, no sliding
     model = {"semantic": SemanticStage, "coarse": CoarseStage, "fine": FineStage}[stage](sc).eval()
+    model.float16_weights = float16
     g = torch.Generator().manual_seed(0)
     mulan = torch.randint(0, sc.mulan_codebook, (batch, sc.mulan_quantizers))
     cond = Conditioning.constant(mulan)
@@ -138,22 +141,26 @@ def main() -> None:
         f"CPU threads: {torch.get_num_threads()}; tiny preset LMs: d={lm.dim}, {lm.depth} layers, {lm.heads} heads"
     )
     print(f"{'model':<34}{'batch':>6}{'tokens/s':>12}")
-    median = lambda fn: statistics.median(fn() for _ in range(args.rounds))  # noqa: E731
     for stage in ("coarse", "fine"):
         for batch in (1, 4):
-            print(f"{'musiclm ' + stage:<34}{batch:>6}{median(ours(stage, batch, args.tokens, cfg)):>12.1f}")
+            runs = [ours(stage, batch, args.tokens, cfg, f) for f in (None, False)]
+            pairs = [tuple(run() for run in runs) for _ in range(args.rounds)]  # alternating
+            a, b = (statistics.median(x) for x in zip(*pairs))
+            print(f"{'musiclm ' + stage:<34}{batch:>6}{a:>12.1f}")
+            print(f"{'musiclm ' + stage + ', float32 weights':<34}{batch:>6}{b:>12.1f}")
     for batch in (1, 4):
-        semantic = ours("semantic", batch, args.tokens, cfg)
+        runs = [ours("semantic", batch, args.tokens, cfg, f) for f in (None, False)]
         try:
-            peer = audiolm(batch, args.tokens, lm)
+            runs.append(audiolm(batch, args.tokens, lm))
         except ImportError as e:
-            print(f"{'musiclm semantic':<34}{batch:>6}{median(semantic):>12.1f}")
             print(f"audiolm-pytorch not installed ({e}); peer comparison skipped")
-            continue
-        pairs = [(semantic(), peer()) for _ in range(args.rounds)]  # alternating
-        a, b = (statistics.median(x) for x in zip(*pairs))
-        print(f"{'musiclm semantic':<34}{batch:>6}{a:>12.1f}")
-        print(f"{'audiolm-pytorch SemanticTransformer':<34}{batch:>6}{b:>12.1f}   musiclm is {a / b:.1f}x")
+        triples = [tuple(run() for run in runs) for _ in range(args.rounds)]  # alternating
+        rates = [statistics.median(x) for x in zip(*triples)]
+        versus = [f"   musiclm is {r / rates[2]:.1f}x" if len(rates) > 2 else "" for r in rates[:2]]
+        print(f"{'musiclm semantic':<34}{batch:>6}{rates[0]:>12.1f}{versus[0]}")
+        print(f"{'musiclm semantic, float32 weights':<34}{batch:>6}{rates[1]:>12.1f}{versus[1]}")
+        if len(rates) > 2:
+            print(f"{'audiolm-pytorch SemanticTransformer':<34}{batch:>6}{rates[2]:>12.1f}")
 
     print("\ntime per token vs sequence length (semantic stage, batch 1):")
     sc = StageConfig.from_musiclm("semantic", cfg)

@@ -129,6 +129,11 @@ def guidance_pair(value: float | Sequence[float] | None) -> tuple[float, float] 
     return value if value is None or isinstance(value, tuple) else (value, value)
 
 
+def guidance_record(scales: tuple[float, float]) -> dict[str, float]:
+    """A request's (semantic, coarse) scales as records write them (sidecars, reports, jobs)."""
+    return dict(zip(("semantic", "coarse"), scales, strict=True))
+
+
 def temperatures(values) -> tuple[float, float, float] | None:
     """Per-stage sampling temperatures (semantic, coarse, fine); None (the LMs' own) passes."""
     if values is None:

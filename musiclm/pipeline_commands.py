@@ -209,7 +209,7 @@ def _write(result, row: int, path: Path, *, model, args, extra: dict) -> None:
             "temperatures": args.temperatures,
             "top_k": args.top_k,
             "top_p": args.top_p,
-            "guidance": dict(zip(("semantic", "coarse"), model.guidance_scales(args.guidance))),
+            "guidance": checks.guidance_record(model.guidance_scales(args.guidance)),
         },
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -23,7 +23,11 @@ GOLDEN = Path(__file__).with_name("golden_tokens.json")
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     root = tmp_path_factory.mktemp("golden")
-    return MusicLM.from_pretrained(make_bundle(root / "bundle", save_parts(root, components())), device="cpu")
+    model = MusicLM.from_pretrained(
+        make_bundle(root / "bundle", save_parts(root, components())), device="cpu"
+    )
+    model.float16_weights = False  # float32 throughout: the same tokens on every CPU
+    return model
 
 
 def _tone(seconds: float) -> torch.Tensor:

@@ -1,5 +1,6 @@
 import dataclasses
 import random
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from musiclm.lm.guidance import guide
 from musiclm.lm.sampling import SamplingConfig, categorical, sample
 from musiclm.lm.stages import CoarseStage, FineStage, SemanticStage, StageConfig
 from musiclm.lm.train import StageDataset, StageTask
+from musiclm.lm.transformer import float16_weights_supported
 from musiclm.train import TrainConfig, Trainer
 
 
@@ -117,6 +119,37 @@ def test_the_fixed_shape_step_equals_the_decoding_step():
             assert torch.allclose(step, tf.decode(tokens[:, i], plain), atol=1e-5)
         assert torch.allclose(fixed.k[1], plain.k[1], atol=1e-6)
         assert torch.allclose(fixed.v[1], plain.v[1], atol=1e-6)
+
+
+@pytest.mark.skipif(not float16_weights_supported(), reason="needs FBGEMM (x86 with AVX2)")
+def test_float16_weights_decode_what_float32_decodes_within_their_rounding():
+    model = CoarseStage(stage_config("coarse", 0.4, heads=4, kv_heads=2)).eval()
+    tf = model.transformer
+    for p in tf.parameters():  # trained-size weights, not the 0.02 of initialisation
+        p.data.normal_(0, 0.3)
+    tokens = torch.randint(3, model.layout.vocab_size, (3, 12))
+    exact, half = tf.new_cache(3, 12), tf.new_cache(3, 12, float16_weights=True)
+    tf.hidden(tokens[:, :4], exact), tf.hidden(tokens[:, :4], half)
+    lo, hi = model.layout.span("level0")
+    for i in range(4, 12):
+        a, b = tf.decode(tokens[:, i], exact), tf.decode(tokens[:, i], half)
+        assert not torch.equal(a, b)  # the step multiplied by the rounded weights
+        assert (a - b).abs().max() < 0.02 * a.abs().max()
+        la, lb = tf.logits(a, lo, hi, exact), tf.logits(b, lo, hi, half)
+        assert lb.shape == (3, hi - lo) and (la - lb).abs().max() < 0.02 * la.abs().max()
+    # sampling: float16 weights by default on this CPU, float32 when switched off, and a model they
+    # cannot serve is refused before any work
+    sem = torch.randint(0, 16, (2, 10))
+    cond = Conditioning.constant(torch.randint(0, 16, (2, 4)))
+    for setting, used in ((None, True), (True, True), (False, False)):
+        model.float16_weights = setting
+        with mock.patch.object(tf, "new_cache", wraps=tf.new_cache) as new_cache:
+            out = model.generate(cond, 20, inputs=sem, generator=torch.Generator().manual_seed(0))
+        assert out.shape == (2, 2, 20)
+        assert {c.kwargs["float16_weights"] for c in new_cache.call_args_list} == {used}
+    model.to(torch.bfloat16).float16_weights = True
+    with pytest.raises(ValueError, match="float16_weights needs a float32 model"):
+        model.generate(cond, 20, inputs=sem)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from musiclm import checks
 from musiclm.audio import load_audio, save_audio
 from musiclm.data.manifest import ManifestEntry, from_musiccaps, load_entries
 from musiclm.errors import DataError
@@ -195,7 +196,7 @@ def evaluate(
         "prompts": len(entries),
         "seconds": config.seconds,
         "model": model.name,
-        "guidance": dict(zip(("semantic", "coarse"), model.guidance_scales(config.guidance))),
+        "guidance": checks.guidance_record(model.guidance_scales(config.guidance)),
         "temperatures": {k: v.temperature for k, v in model.sampling_configs(config.temperatures).items()},
         "systems": {},
     }

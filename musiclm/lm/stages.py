@@ -38,7 +38,7 @@ from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.graphs import GraphDecoder
 from musiclm.lm.guidance import NULL, guide, with_unconditional
 from musiclm.lm.sampling import SamplingConfig, sample
-from musiclm.lm.transformer import Transformer
+from musiclm.lm.transformer import Transformer, float16_weights_supported
 from musiclm.tempo import BEAT_PHASES
 
 PAD, SEP = 0, 1  # and NULL = 2 (guidance.py): dropped conditioning
@@ -173,6 +173,11 @@ class StageLM(nn.Module):
     # replay each window's decoding step as a CUDA graph (a model on a CUDA device only); a runtime
     # switch, not part of the checkpoint
     cuda_graphs = False
+    # multiply by float16 copies of the weights in the decoding step (a float32 model on a CPU:
+    # FBGEMM's small-batch GEMM, float32 arithmetic, about twice the tokens/s; measured on the shipped
+    # LMs, the same likelihoods to 1e-5 and the same tokens, benchmarks/README.md): None = wherever
+    # supported, False = float32 throughout; a runtime switch, not part of the checkpoint
+    float16_weights: bool | None = None
 
     def __init__(self, config: StageConfig):
         super().__init__()
@@ -572,7 +577,12 @@ class StageLM(nn.Module):
             if beats is not None:
                 beats = torch.cat([beats, torch.full_like(beats, -1) if self.config.beat_guidance else beats])
         tf, p = self.transformer, prefix.shape[1]
-        cache = tf.new_cache(prefix.shape[0], p + n_new)
+        weight = tf.head.weight
+        can = weight.device.type == "cpu" and weight.dtype == torch.float32 and float16_weights_supported()
+        half = can if self.float16_weights is None else self.float16_weights
+        if half and not can:
+            raise ValueError("float16_weights needs a float32 model on a CPU with FBGEMM (x86, AVX2)")
+        cache = tf.new_cache(prefix.shape[0], p + n_new, float16_weights=half)
         pitch, phase = (None if x is None else x[:, :p] for x in (chroma, beats))
         hidden = tf.hidden(prefix, cache, self.extra_embeddings(prefix, pitch, phase))[:, -1]
         decode = GraphDecoder(tf, cache) if self.cuda_graphs else functools.partial(tf.decode, cache=cache)
@@ -583,7 +593,7 @@ class StageLM(nn.Module):
         out = torch.empty(b, n_new, dtype=torch.long, device=prefix.device)
         for j in range(n_new):
             lo, hi = self.target_span(j)
-            logits = tf.logits(hidden, lo, hi)  # only this step's id range
+            logits = tf.logits(hidden, lo, hi, cache)  # only this step's id range
             step_logits = guide(logits[:b], logits[b:], sampling.guidance) if use_cfg else logits
             ids = sample(step_logits, sampling, 0, hi=hi - lo, generator=generator) + lo
             out[:, j] = ids

@@ -11,6 +11,9 @@ and :meth:`Transformer.decode`, one new id per row against the KV cache, for sam
 
 from __future__ import annotations
 
+import functools
+import warnings
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -19,21 +22,60 @@ from torch import nn
 
 from musiclm.config import LMConfig
 
+LinearFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def float32_linear(weight: torch.Tensor, bias: torch.Tensor | None = None) -> LinearFn:
+    """``x -> x @ weight.T + bias`` as ``mm`` / ``addmm`` on a transposed view taken once (what
+    ``F.linear`` calls, same results, without its per-call transpose and dispatch layers)."""
+    wt = weight.t()
+    if bias is None:
+        return lambda x: torch.mm(x, wt)
+    return lambda x: torch.addmm(bias, x, wt)
+
+
+@functools.cache
+def float16_weights_supported() -> bool:
+    """Whether this CPU build has FBGEMM's GEMM with float16 weights (x86 with AVX2 or newer)."""
+    if not hasattr(torch, "fbgemm_pack_gemm_matrix_fp16"):
+        return False
+    try:
+        with warnings.catch_warnings():  # deprecated in favour of torchao, warned once per process
+            warnings.simplefilter("ignore")
+            packed = torch.fbgemm_pack_gemm_matrix_fp16(torch.ones(8, 8))
+            torch.fbgemm_linear_fp16_weight_fp32_activation(torch.ones(1, 8), packed, None)
+    except RuntimeError:  # "Your CPU does not support FBGEMM"
+        return False
+    return True
+
+
+def float16_linear(weight: torch.Tensor, bias: torch.Tensor | None = None) -> LinearFn:
+    """``x -> x @ weight.T + bias`` with the weight rounded to float16 and packed once for FBGEMM's
+    small-batch GEMM (float32 activations and accumulation). A decoding step multiplies a few rows by
+    each weight, where MKL's float32 GEMM runs far below its large-matrix rate; FBGEMM's kernel is
+    made for that shape and reads half the bytes: several times faster at 1-8 rows on a CPU
+    (benchmarks/README.md, "Float16 weights in the decoding step"). Rounding to float16 changes a
+    weight by at most 2^-11 of itself."""
+    if not float16_weights_supported():  # (which also takes the API's one deprecation warning)
+        raise ValueError("float16 weights need a CPU with FBGEMM (x86, AVX2)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        packed = torch.fbgemm_pack_gemm_matrix_fp16(weight.detach().float().contiguous())
+    return lambda x: torch.fbgemm_linear_fp16_weight_fp32_activation(x, packed, bias)
+
 
 class LayerWeights(NamedTuple):
-    """One block's weights as :meth:`Transformer.decode` uses them: linear weights as transposed
-    views, so each step calls ``mm`` / ``addmm`` directly (what ``F.linear`` calls, same results)."""
+    """One block's weights as :meth:`Transformer.decode` uses them, prepared once per cache: layer
+    norms' tensors and the linear layers as functions of ``[B, in]`` rows."""
 
     norm1_weight: torch.Tensor
     norm1_bias: torch.Tensor
-    qkv: torch.Tensor  # [dim, dim + 2 * kv_heads * head_dim]
-    out: torch.Tensor  # [dim, dim]
+    qkv: LinearFn  # dim -> dim + 2 * kv_heads * head_dim
+    out: LinearFn  # dim -> dim
     norm2_weight: torch.Tensor
     norm2_bias: torch.Tensor
-    up: torch.Tensor  # [dim, ff_dim]
-    up_bias: torch.Tensor
-    down: torch.Tensor  # [ff_dim, dim]
-    down_bias: torch.Tensor
+    up: LinearFn  # dim -> ff_dim, with its bias
+    down: LinearFn  # ff_dim -> dim, with its bias
 
 
 class KVCache:
@@ -52,12 +94,15 @@ class KVCache:
         device,
         dtype,
         weights: list[LayerWeights] | None = None,
+        linear: Callable[..., LinearFn] = float32_linear,
     ):
         shape = (batch, heads, max_len, head_dim)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.rope = rotary_factors(torch.arange(max_len, device=device), head_dim)
         self.weights = weights
+        self.linear = linear  # how ``weights`` were prepared; the LM head's id ranges alike
+        self.heads: dict[tuple[int, int | None], LinearFn] = {}
         self.length = 0
         self.max_len = max_len
 
@@ -145,19 +190,17 @@ class Block(nn.Module):
         h = F.linear(F.gelu(F.linear(h, up.weight, up.bias)), down.weight, down.bias)
         return x + (self.drop(h) if drop else h)
 
-    def decode_weights(self) -> LayerWeights:
+    def decode_weights(self, linear: Callable[..., LinearFn] = float32_linear) -> LayerWeights:
         up, _, down = self.ff
         return LayerWeights(
             self.norm1.weight,
             self.norm1.bias,
-            self.attn.qkv.weight.t(),
-            self.attn.out.weight.t(),
+            linear(self.attn.qkv.weight),
+            linear(self.attn.out.weight),
             self.norm2.weight,
             self.norm2.bias,
-            up.weight.t(),
-            up.bias,
-            down.weight.t(),
-            down.bias,
+            linear(up.weight, up.bias),
+            linear(down.weight, down.bias),
         )
 
 
@@ -184,9 +227,13 @@ class Transformer(nn.Module):
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
 
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
+    def new_cache(self, batch: int, max_len: int, *, float16_weights: bool = False) -> KVCache:
+        """An empty cache for ``batch`` rows of up to ``max_len`` positions; with
+        ``float16_weights`` (a CPU with :func:`float16_weights_supported`) the decoding step and the
+        head multiply by float16 copies of the weights (:func:`float16_linear`)."""
         c = self.config
         p = self.head.weight
+        linear = float16_linear if float16_weights else float32_linear
         return KVCache(
             c.depth,
             batch,
@@ -195,7 +242,8 @@ class Transformer(nn.Module):
             head_dim=c.dim // c.heads,
             device=p.device,
             dtype=p.dtype,
-            weights=[block.decode_weights() for block in self.blocks],
+            weights=[block.decode_weights(linear) for block in self.blocks],
+            linear=linear,
         )
 
     def hidden(
@@ -255,7 +303,7 @@ class Transformer(nn.Module):
             x = x + extra
         for i, w in enumerate(cache.weights):
             h = F.layer_norm(x, shape, w.norm1_weight, w.norm1_bias)
-            qkv = torch.mm(h, w.qkv).view(b, heads + 2 * kv_heads, head_dim)
+            qkv = w.qkv(h).view(b, heads + 2 * kv_heads, head_dim)
             qk = rotary(qkv[:, : heads + kv_heads], factors)
             k, v = cache.k[i], cache.v[i]
             # the query heads of a group are its kv head's queries: one query position has no mask
@@ -268,16 +316,23 @@ class Transformer(nn.Module):
                 k[:, :, pos] = qk[:, heads:]
                 v[:, :, pos] = qkv[:, heads + kv_heads :]
                 y = F.scaled_dot_product_attention(q, k[:, :, : pos + 1], v[:, :, : pos + 1])
-            x = x + torch.mm(y.view(b, c.dim), w.out)
+            x = x + w.out(y.view(b, c.dim))
             h = F.layer_norm(x, shape, w.norm2_weight, w.norm2_bias)
-            x = x + torch.addmm(w.down_bias, F.gelu(torch.addmm(w.up_bias, h, w.up)), w.down)
+            x = x + w.down(F.gelu(w.up(h)))
         if not fixed:
             cache.length += 1
         return F.layer_norm(x, shape, self.norm.weight, self.norm.bias)
 
-    def logits(self, hidden: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
-        """Logits of the ids ``[lo, hi)`` only: sampling one RVQ level needs just its rows of the head."""
-        return F.linear(hidden, self.head.weight[lo:hi])
+    def logits(
+        self, hidden: torch.Tensor, lo: int = 0, hi: int | None = None, cache: KVCache | None = None
+    ) -> torch.Tensor:
+        """Logits of the ids ``[lo, hi)`` only: sampling one RVQ level needs just its rows of the head
+        (multiplied as ``cache`` multiplies its decoding step's weights, when given)."""
+        if cache is None or cache.linear is float32_linear:
+            return F.linear(hidden, self.head.weight[lo:hi])
+        if (lo, hi) not in cache.heads:
+            cache.heads[lo, hi] = cache.linear(self.head.weight[lo:hi])
+        return cache.heads[lo, hi](hidden)
 
     def forward(
         self, tokens: torch.Tensor, cache: KVCache | None = None, extra: torch.Tensor | None = None

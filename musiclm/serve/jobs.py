@@ -78,7 +78,7 @@ class Request:
         out["segments"] = [{"prompt": p, "seconds": s} for p, s in self.segments]
         out["melody"] = self.melody is not None
         if isinstance(self.guidance, tuple):
-            out["guidance"] = dict(zip(("semantic", "coarse"), self.guidance))
+            out["guidance"] = checks.guidance_record(self.guidance)
         return out
 
     def total_seconds(self, sample_rate: int) -> float:

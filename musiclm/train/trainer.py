@@ -80,7 +80,8 @@ class TrainTask(nn.Module):
             return {}
         device = next(self.parameters()).device
         phase = next(iter(self.phases()))
-        losses = [float(self(_to(batch, device), phase, step)[0]) for batch in self.valid_batches]
+        with torch.no_grad():  # (the trainer calls it so; a caller of its own may not)
+            losses = [float(self(_to(batch, device), phase, step)[0]) for batch in self.valid_batches]
         return {"val/loss": sum(losses) / len(losses)}
 
     def export(self, directory: Path) -> None:
