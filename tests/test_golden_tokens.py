@@ -26,7 +26,7 @@ def model(tmp_path_factory):
     model = MusicLM.from_pretrained(
         make_bundle(root / "bundle", save_parts(root, components())), device="cpu"
     )
-    model.float16_weights = False  # float32 throughout: the same tokens on every CPU
+    model.float16_weights = False  # float32 throughout, the path the references were written with
     return model
 
 
