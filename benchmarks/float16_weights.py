@@ -68,10 +68,9 @@ def teacher_forced(stage: StageLM, example: dict, float16: bool) -> tuple[torch.
     tracks = [example.get(k) for k in ("chroma", "beats")]
     inputs = tokens[:, : n - 1]
     extra = stage.extra_embeddings(inputs, *(None if t is None else t[None, : n - 1] for t in tracks))
-    at = lambda lo, hi: None if extra is None else extra[:, lo:hi]  # noqa: E731
     tf = stage.transformer
     cache = tf.new_cache(1, n, float16_weights=float16)
-    hidden = tf.hidden(tokens[:, :p], cache, at(0, p))[:, -1]
+    hidden = tf.hidden(tokens[:, :p], cache, None if extra is None else extra[:, :p])[:, -1]
     rows = []
     t0 = time.perf_counter()
     for j in range(n - p):

@@ -14,7 +14,7 @@ from musiclm.lm.guidance import guide
 from musiclm.lm.sampling import SamplingConfig, categorical, sample
 from musiclm.lm.stages import CoarseStage, FineStage, SemanticStage, StageConfig
 from musiclm.lm.train import StageDataset, StageTask
-from musiclm.lm.transformer import float16_weights_supported
+from musiclm.lm.transformer import float16_linear, float16_weights_supported
 from musiclm.train import TrainConfig, Trainer
 
 
@@ -141,12 +141,19 @@ def test_float16_weights_decode_what_float32_decodes_within_their_rounding():
     # cannot serve is refused before any work
     sem = torch.randint(0, 16, (2, 10))
     cond = Conditioning.constant(torch.randint(0, 16, (2, 4)))
+    built, new_cache = [], tf.new_cache
+
+    def recorded(*args, **kwargs):
+        built.append(new_cache(*args, **kwargs))
+        return built[-1]
+
     for setting, used in ((None, True), (True, True), (False, False)):
         model.float16_weights = setting
-        with mock.patch.object(tf, "new_cache", wraps=tf.new_cache) as new_cache:
+        built.clear()
+        with mock.patch.object(tf, "new_cache", recorded):
             out = model.generate(cond, 20, inputs=sem, generator=torch.Generator().manual_seed(0))
         assert out.shape == (2, 2, 20)
-        assert {c.kwargs["float16_weights"] for c in new_cache.call_args_list} == {used}
+        assert built and {c.linear is float16_linear for c in built} == {used}
     model.to(torch.bfloat16).float16_weights = True
     with pytest.raises(ValueError, match="float16_weights needs a float32 model"):
         model.generate(cond, 20, inputs=sem)

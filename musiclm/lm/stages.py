@@ -38,7 +38,7 @@ from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.graphs import GraphDecoder
 from musiclm.lm.guidance import NULL, guide, with_unconditional
 from musiclm.lm.sampling import SamplingConfig, sample
-from musiclm.lm.transformer import Transformer, float16_weights_supported
+from musiclm.lm.transformer import Transformer
 from musiclm.tempo import BEAT_PHASES
 
 PAD, SEP = 0, 1  # and NULL = 2 (guidance.py): dropped conditioning
@@ -577,12 +577,7 @@ class StageLM(nn.Module):
             if beats is not None:
                 beats = torch.cat([beats, torch.full_like(beats, -1) if self.config.beat_guidance else beats])
         tf, p = self.transformer, prefix.shape[1]
-        weight = tf.head.weight
-        can = weight.device.type == "cpu" and weight.dtype == torch.float32 and float16_weights_supported()
-        half = can if self.float16_weights is None else self.float16_weights
-        if half and not can:
-            raise ValueError("float16_weights needs a float32 model on a CPU with FBGEMM (x86, AVX2)")
-        cache = tf.new_cache(prefix.shape[0], p + n_new, float16_weights=half)
+        cache = tf.new_cache(prefix.shape[0], p + n_new, float16_weights=self.float16_weights)
         pitch, phase = (None if x is None else x[:, :p] for x in (chroma, beats))
         hidden = tf.hidden(prefix, cache, self.extra_embeddings(prefix, pitch, phase))[:, -1]
         decode = GraphDecoder(tf, cache) if self.cuda_graphs else functools.partial(tf.decode, cache=cache)

@@ -227,13 +227,17 @@ class Transformer(nn.Module):
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
 
-    def new_cache(self, batch: int, max_len: int, *, float16_weights: bool = False) -> KVCache:
+    def new_cache(self, batch: int, max_len: int, *, float16_weights: bool | None = False) -> KVCache:
         """An empty cache for ``batch`` rows of up to ``max_len`` positions; with
-        ``float16_weights`` (a CPU with :func:`float16_weights_supported`) the decoding step and the
-        head multiply by float16 copies of the weights (:func:`float16_linear`)."""
+        ``float16_weights`` (a float32 model on a CPU with :func:`float16_weights_supported`; None:
+        wherever that holds) the decoding step and the head multiply by float16 copies of the
+        weights (:func:`float16_linear`)."""
         c = self.config
         p = self.head.weight
-        linear = float16_linear if float16_weights else float32_linear
+        can = p.device.type == "cpu" and p.dtype == torch.float32 and float16_weights_supported()
+        if float16_weights and not can:
+            raise ValueError("float16_weights needs a float32 model on a CPU with FBGEMM (x86, AVX2)")
+        linear = float16_linear if (can if float16_weights is None else float16_weights) else float32_linear
         return KVCache(
             c.depth,
             batch,
