@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The GPU rows of benchmarks/README.md in one run, each figure's output kept in OUT:
+#   bash benchmarks/gpu_rows.sh OUT [PRESET] [DEVICE]      (defaults: paper, cuda)
+# Paper-size generation (10 s, 4 candidates, guidance 3) in bf16 without and with CUDA graphs and with
+# grouped-query attention, then training tokens/s and MFU per stage LM and codec steps/s.
+# `bash benchmarks/gpu_rows.sh OUT tiny cpu` runs the same commands small, as a check of the script.
+set -euo pipefail
+out=${1:?usage: gpu_rows.sh OUT [PRESET] [DEVICE]}
+preset=${2:-paper}
+device=${3:-cuda}
+mkdir -p "$out"
+dtype=bf16
+graphs=--cuda-graphs
+if [ "$device" = cpu ]; then dtype=fp32 graphs=""; fi
+run() {  # NAME COMMAND...: the command's output to the terminal and to OUT/NAME.txt
+    local name=$1
+    shift
+    echo "== $name: $*" | tee "$out/$name.txt"
+    "$@" 2>&1 | tee -a "$out/$name.txt"
+}
+nvidia-smi -L >"$out/device.txt" 2>/dev/null || echo "$device" >"$out/device.txt"
+rounds=3
+run generate python benchmarks/generate_audio.py --preset "$preset" --device "$device" --dtype "$dtype" \
+    --rounds "$rounds"
+if [ -n "$graphs" ]; then
+    run generate-graphs python benchmarks/generate_audio.py --preset "$preset" --device "$device" \
+        --dtype "$dtype" --rounds "$rounds" $graphs
+fi
+run generate-gqa python benchmarks/generate_audio.py --preset "$preset" --device "$device" --dtype "$dtype" \
+    --rounds "$rounds" --kv-heads 1 $graphs
+run train python benchmarks/train_throughput.py --preset "$preset"
