@@ -15,23 +15,15 @@ half); the clip's own next seconds are the upper bound.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
-from unittest import mock
 
 import numpy as np
 import torch
 
-import musiclm.pipeline
 from musiclm.eval.attributes import estimate_tempo, tempo_accuracy
 from musiclm.eval.report import load_clip, load_prompts
 from musiclm.pipeline import MusicLM
-
-
-def _no_beats(beats, frames, **_):
-    """What :func:`musiclm.tempo.continued_beat_phases` gives when nothing is known: no beat phases."""
-    return torch.full((frames,), -1, dtype=torch.long)
 
 
 def main() -> None:
@@ -64,16 +56,10 @@ def main() -> None:
         given, rest = clip[: round(args.given * sr)], clip[round(args.given * sr) :]
         tempi["the clip's next seconds"].append(estimate_tempo(rest.numpy(), sr))
         for name, how in systems.items():
-            keep = contextlib.nullcontext()
-            with (
-                keep
-                if how["beats"]
-                else mock.patch.object(musiclm.pipeline, "continued_beat_phases", _no_beats)
-            ):
-                out = model.continue_audio(
-                    given, e.caption if how["text"] else None, seconds=args.seconds, sample_rate=sr,
-                    seed=i, progress=False,
-                )  # fmt: skip
+            out = model.continue_audio(
+                given, e.caption if how["text"] else None, seconds=args.seconds, sample_rate=sr,
+                seed=i, progress=False, beat_phases=how["beats"],
+            )  # fmt: skip
             continued = out.audio[0, round(args.given * sr) :]
             tempi[name].append(estimate_tempo(continued.numpy(), sr))
         print(f"{i + 1}/{len(entries)} clips ({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -529,13 +529,15 @@ class MusicLM:
         progress: Progress = True,
         max_memory_gb: float | None = None,
         bpm: float | None = None,
+        beat_phases: bool = True,
     ) -> Generation:
         """Continue an audio prompt by ``seconds``: its semantic and acoustic tokens are the prefix of
         every stage. Conditioned on ``prompt`` text, or without one on the prompt audio's own MuLaN
         tokens (M_A). The returned audio is the whole piece, prompt (re-synthesised) included.
 
         Models whose LMs read beat phases (:attr:`reads_tempo`) get the beats tracked in the audio
-        prompt, continued at ``bpm``, else at the tempo ``prompt`` names, else at the tracked one."""
+        prompt, continued at ``bpm``, else at the tempo ``prompt`` names, else at the tracked one;
+        ``beat_phases=False`` gives them none (as for a prompt that names no tempo: free time)."""
         seconds = checks.seconds(seconds)
         prompts = checks.prompts([prompt]) if prompt is not None else None
         bpm = checks.bpm(bpm)
@@ -554,7 +556,7 @@ class MusicLM:
         else:
             mulan = self.mulan.tokens_from_audio(given["audio"][None].to(self.device), self.sample_rate)
         beats = None
-        if self.reads_tempo:
+        if self.reads_tempo and beat_phases:
             frames = given["semantic"].shape[-1] + self._semantic_steps(seconds)
             tempo = bpm or (tempo_from_prompt(prompt) if prompt is not None else None)
             rate = self.semantic_lm.config.semantic_rate

@@ -169,6 +169,9 @@ def test_the_tempo_a_prompt_names_reaches_beat_reading_lms_as_a_beat_grid(monkey
     seen.clear()
     model.continue_audio(clicks, None, seconds=1.0, sample_rate=SR, progress=False)  # the audio's own tempo
     assert torch.equal(seen[0][0, -n - 1 : -1], continued_beat_phases(tracked, frames, frame_rate=rate)[-n:])
+    seen.clear()
+    model.continue_audio(clicks, None, seconds=1.0, sample_rate=SR, progress=False, beat_phases=False)
+    assert seen[0] is None  # in free time, as for a prompt that names no tempo
     with pytest.raises(PromptError, match="outside"):
         model.generate(PROMPTS[0], seconds=1.0, candidates=1, bpm=1000, progress=False)
     assert main(["generate", PROMPTS[0], "--bpm", "0", "-o", str(tmp_path / "x.wav")]) == 1
