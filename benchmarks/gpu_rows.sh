@@ -19,7 +19,7 @@ run() {  # NAME COMMAND...: the command's output to the terminal and to OUT/NAME
     "$@" 2>&1 | tee -a "$out/$name.txt"
 }
 nvidia-smi -L >"$out/device.txt" 2>/dev/null || echo "$device" >"$out/device.txt"
-rounds=3
+rounds=${ROUNDS:-3}  # ROUNDS=1 for a quick pass
 run generate python benchmarks/generate_audio.py --preset "$preset" --device "$device" --dtype "$dtype" \
     --rounds "$rounds"
 if [ -n "$graphs" ]; then
