@@ -124,3 +124,44 @@ def test_classifier_trains_on_the_clips_and_their_codec_round_trips(tmp_path, mo
     assert main([*args, "--out", str(tmp_path / "bad"), "--through-codec", str(tmp_path / "nothing")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing" in err[0], err
+
+
+def test_eval_over_seeds_reports_each_figure_s_mean_and_spread(tmp_path, monkeypatch, capsys):
+    from musiclm.cli import main
+    from musiclm.eval import report as report_module
+
+    bundle = make_bundle(tmp_path / "bundle", save_parts(tmp_path / "parts", components()), name="tiny-eval")
+    manifest, out = _benchmark(tmp_path), tmp_path / "report"
+    args = ["eval", "--model", str(bundle), "--prompts", str(manifest), "--out", str(out), "--seconds", "3",
+            "--device", "cpu", "--batch-size", "3", "--no-unconditional"]  # fmt: skip
+    assert main([*args, "--seeds", "0", "1", "1"]) == 0  # once per seed, each in its own folder
+    report = json.loads((out / "report.json").read_text())
+    runs = [json.loads((out / f"seed-{s}" / "report.json").read_text())["systems"] for s in (0, 1)]
+    assert report["seeds"] == [0, 1] and not (out / "seed-2").exists()
+    assert report["systems"]["model"]["mcc"] == pytest.approx(np.mean([r["model"]["mcc"] for r in runs]))
+    capsys.readouterr()
+    assert main([*args, "--seeds", "0", "1", "--generated", str(out / "seed-0" / "generated")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seeds" in err[0]
+
+    # the figures of each seed's run, combined (this tiny random bundle's clips do not vary by seed)
+    def one_run(model, source, folder, *, config, **kwargs):
+        s = config.seed
+        return {
+            "prompts": 6, "seconds": 3.0, "model": "m", "wall_seconds": {"generation": 1.0, "total": 2.0},
+            "systems": {
+                "model": {"fad_mulan": 0.4 + 0.1 * s, "adherence": {"tempo": 0.5 * s}},
+                "unconditional": {"fad_mulan": 0.5 + 0.3 * s, "adherence": {"tempo": 0.25}},
+            },
+        }  # fmt: skip
+
+    monkeypatch.setattr(report_module, "evaluate", one_run)
+    config = report_module.EvalConfig()
+    combined = report_module.evaluate_seeds(None, manifest, tmp_path / "fake", config=config, seeds=[0, 1, 2])
+    assert combined["systems"]["model"]["fad_mulan"] == pytest.approx(0.5)
+    assert combined["spread"]["model"]["fad_mulan"] == pytest.approx(0.1)
+    assert combined["systems"]["model"]["adherence"]["tempo"] == pytest.approx(0.5)
+    assert combined["fad_mulan_below_unconditional"] == pytest.approx([0.2, 0.375, 0.4545454])
+    assert combined["wall_seconds"] == {"generation": 3.0, "total": 6.0}
+    table = (tmp_path / "fake" / "report.md").read_text()
+    assert "Mean over seeds 0, 1, 2" in table and "20.0 %, 37.5 %, 45.5 %" in table
