@@ -17,31 +17,16 @@ import torch
 
 from musiclm.checkpoint import load_model
 from musiclm.data.cache import TokenCache
-from musiclm.lm.commands import NEEDS
+from musiclm.lm.commands import NEEDS, cache_fields
 from musiclm.lm.train import StageDataset, StageTask
 from musiclm.pretrained import component_path
 from musiclm.train.trainer import held_out_batches
 
 
-def fields_for(model) -> list[str]:
-    """The token cache fields ``model`` reads."""
-    c = model.config
-    fields = list(NEEDS[c.stage])
-    if c.melody_quantizers:
-        fields.append("melody_tokens")
-    if c.text_token_prob > 0:
-        fields.append("mulan_text_tokens")
-    if c.melody_chroma:
-        fields.append("chroma")
-    if c.beat_phase:
-        fields.append("beats")
-    return fields
-
-
 @torch.no_grad()
 def score(model, cache_dir: str, *, clips: int, batch_size: int, seed: int) -> dict[str, float]:
     """Loss with everything given, and the gain of each conditioning part, on fixed held-out windows."""
-    cache = TokenCache(cache_dir, fields=fields_for(model))
+    cache = TokenCache(cache_dir, fields=cache_fields(model.config))
     task = StageTask(model.eval())
     task.valid_batches = held_out_batches(StageDataset(cache, model, seed=seed), batch_size, max_items=clips)
     losses, sizes = [], []

@@ -11,6 +11,20 @@ NEEDS = {
 }
 
 
+def cache_fields(config) -> list[str]:
+    """The token cache fields an LM of this ``StageConfig`` trains and is scored on."""
+    fields = list(NEEDS[config.stage])
+    if config.melody_quantizers:
+        fields.append("melody_tokens")
+    if config.text_token_prob > 0:
+        fields.append("mulan_text_tokens")
+    if config.melody_chroma:
+        fields.append("chroma")
+    if config.beat_phase:
+        fields.append("beats")
+    return fields
+
+
 def register(sub, train) -> None:
     from musiclm.train.args import add_train_arguments
 
@@ -149,7 +163,6 @@ def _train(args: argparse.Namespace) -> None:
     checks.positive_int(args.sample_clips, "--sample-clips")
     checks.seconds(args.sample_seconds, "--sample-seconds")
     melody = getattr(args, "melody", False)
-    fields = NEEDS[args.stage] + (["melody_tokens"] if melody else [])
     config = StageConfig.from_musiclm(args.stage, get_preset(args.preset), melody=melody)
     config.mulan_levels = checks.mulan_levels(getattr(args, "mulan_levels", 0), config.mulan_quantizers)
     config.text_token_prob = checks.share(getattr(args, "text_token_prob", 0.0), "--text-token-prob")
@@ -165,12 +178,7 @@ def _train(args: argparse.Namespace) -> None:
         config.lm.cond_drop_prob = checks.share(args.cond_drop_prob, "--cond-drop-prob")
     if getattr(args, "melody_drop_prob", None) is not None:
         config.melody_drop_prob = checks.share(args.melody_drop_prob, "--melody-drop-prob")
-    if config.text_token_prob > 0:
-        fields.append("mulan_text_tokens")
-    if config.melody_chroma:
-        fields.append("chroma")
-    if config.beat_phase:
-        fields.append("beats")
+    fields = cache_fields(config)
     quantizer = None
     if getattr(args, "mulan_codebooks", None):
         quantizer = _mulan_quantizer(args.mulan_codebooks, config)
