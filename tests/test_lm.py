@@ -543,8 +543,28 @@ def test_warm_start_into_fewer_layers_takes_every_other_block():
     tokens = torch.randint(3, source.layout.vocab_size, (2, 11))
     source.transformer.blocks = torch.nn.ModuleList(source.transformer.blocks[i] for i in (0, 2))
     assert torch.equal(shallow.transformer(tokens), source.transformer(tokens))
-    with pytest.raises(ConfigError, match="has 2 layers, fewer than the 4"):
-        warm_start(SemanticStage(stage_config("semantic", 1.0, depth=4)), shallow)
+    with pytest.raises(ConfigError, match="different preset"):
+        warm_start(SemanticStage(stage_config("semantic", 1.0, depth=1, ff_dim=48)), source)
+
+
+def test_warm_start_into_more_layers_starts_where_the_source_is_and_learns():
+    """A deeper model keeps the source's blocks and adds identity blocks: the same logits at the
+    start, and the new blocks' weights receive gradient (their output projections at once)."""
+    from musiclm.lm.warm_start import grown_positions, warm_start
+
+    assert grown_positions(8, 4) == [0, 2, 4, 6] and grown_positions(6, 4) == [0, 1, 3, 4]
+    torch.manual_seed(0)
+    source = CoarseStage(stage_config("coarse", 1.0, depth=2)).eval()
+    deep = CoarseStage(stage_config("coarse", 1.0, depth=4)).eval()
+    warm_start(deep, source)
+    tokens = torch.randint(3, source.layout.vocab_size, (2, 11))
+    assert torch.allclose(deep.transformer(tokens), source.transformer(tokens), atol=1e-6)
+    new, kept = deep.transformer.blocks[1], deep.transformer.blocks[2]
+    assert torch.equal(kept.attn.qkv.weight, source.transformer.blocks[1].attn.qkv.weight)
+    assert not new.attn.out.weight.any() and new.attn.qkv.weight.std() > 0  # fresh, not copied
+    deep.train()
+    deep.transformer(tokens).logsumexp(-1).mean().backward()
+    assert new.attn.out.weight.grad.abs().sum() > 0 and new.ff[2].weight.grad.abs().sum() > 0
 
 
 def test_codebook_embedding_carries_what_a_code_taught_to_its_unseen_neighbours(tmp_path):

@@ -116,8 +116,9 @@ def register(sub, train) -> None:
             "--depth",
             type=int,
             default=0,
-            help="transformer layers, fewer than the preset's for a faster LM (default 0: the preset's); "
-            "with --init, every (its depth / depth)-th layer of that LM is the start",
+            help="transformer layers (default 0: the preset's); with --init, a shallower LM starts from "
+            "every (its depth / depth)-th layer of that LM, a deeper one from all of them with new layers "
+            "between that start as the identity, so it starts where that LM is",
         )
         p.add_argument(
             "--init",

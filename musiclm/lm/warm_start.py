@@ -15,9 +15,14 @@ carried over by meaning, not by position:
 - a shallower model (``--depth``) takes every (source depth / depth)-th block from the first, the
   rule DistilBERT used to initialise its student (Sanh et al. 2019): of the shipped 4-layer fine
   LM's two-block subsets, blocks 0 and 2 start at the lowest held-out loss (7.20 nats against
-  7.52 for 0 and 3 and 12.09 for 0 and 1; the full model 6.77).
+  7.52 for 0 and 3 and 12.09 for 0 and 1; the full model 6.77);
+- a deeper model keeps the source's blocks in order, spread over its depth, with a new block
+  after each of them as far as it needs; a new block starts with its two residual output
+  projections at zero, so it passes its input through unchanged and the grown model computes
+  exactly what the source did (Net2Net's function-preserving deepening, Chen et al. 2016), while
+  its own attention and feed-forward weights keep their fresh initialisation to learn from.
 
-Anything else that differs (width, a deeper model, codebook sizes) is an error naming it.
+Anything else that differs (width, codebook sizes) is an error naming it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ CHROMA_EMBEDDING = "chroma_embedding."
 BEAT_EMBEDDING = "beat_embedding."
 ZERO_STARTED = (ALIGNED_EMBEDDING, CHROMA_EMBEDDING, BEAT_EMBEDDING)
 OPTIONAL = (CODEBOOK_EMBEDDING, *ZERO_STARTED)  # a run may add them to a source without them
+BLOCKS = "transformer.blocks."
+RESIDUAL_OUTPUTS = ("attn.out.weight", "ff.2.weight", "ff.2.bias")  # zero: a new block is the identity
 
 
 def warm_start(model: StageLM, source: StageLM, *, where: str = "--init") -> None:
@@ -51,9 +58,10 @@ def warm_start(model: StageLM, source: StageLM, *, where: str = "--init") -> Non
     if source.config.beat_phase and not model.config.beat_phase:
         raise ConfigError(f"{where}: reads beat phases; this run needs --beat-phase too")
     new, old = model.state_dict(), _pick_blocks(source.state_dict(), source, model, where=where)
+    added = _added_blocks(model, source)
 
-    def shared(names) -> set[str]:  # optional embeddings are compared apart: the source may lack them
-        return {n for n in names if not n.startswith(OPTIONAL)}
+    def shared(names) -> set[str]:  # optional embeddings and added blocks are compared apart
+        return {n for n in names if not n.startswith(OPTIONAL) and _block_of(n) not in added}
 
     if shared(new) != shared(old):
         missing = sorted(shared(new) ^ shared(old))[0]
@@ -66,6 +74,10 @@ def warm_start(model: StageLM, source: StageLM, *, where: str = "--init") -> Non
             if name.startswith(CODEBOOK_EMBEDDING) and (name not in old or name.endswith(".codebooks")):
                 continue
             if name.startswith(ZERO_STARTED) and name not in old:
+                continue
+            if _block_of(name) in added:
+                if name.endswith(RESIDUAL_OUTPUTS):
+                    target.zero_()
                 continue
             weight = old[name]
             if name in ROWS:
@@ -83,8 +95,23 @@ def warm_start(model: StageLM, source: StageLM, *, where: str = "--init") -> Non
 
 
 def block_indices(depth: int, source_depth: int) -> list[int]:
-    """The source blocks a ``depth``-block model starts from: every ``source_depth / depth``-th."""
+    """The source blocks a shallower ``depth``-block model starts from: every ``source_depth / depth``-th."""
     return [i * source_depth // depth for i in range(depth)]
+
+
+def grown_positions(depth: int, source_depth: int) -> list[int]:
+    """Where a deeper ``depth``-block model puts each source block, in order, the new blocks
+    between and after them (4 -> 8: 0, 2, 4, 6; 4 -> 6: 0, 1, 3, 4)."""
+    return [i * depth // source_depth for i in range(source_depth)]
+
+
+def _block_of(name: str) -> int | None:
+    return int(name[len(BLOCKS) :].split(".", 1)[0]) if name.startswith(BLOCKS) else None
+
+
+def _added_blocks(model: StageLM, source: StageLM) -> set[int]:
+    depth, source_depth = model.config.lm.depth, source.config.lm.depth
+    return set(range(depth)) - set(grown_positions(depth, source_depth)) if depth > source_depth else set()
 
 
 def _pick_blocks(state: dict, source: StageLM, model: StageLM, *, where: str) -> dict:
@@ -93,16 +120,16 @@ def _pick_blocks(state: dict, source: StageLM, model: StageLM, *, where: str) ->
     if depth == source_depth:
         return state
     if depth > source_depth:
-        raise ConfigError(f"{where}: has {source_depth} layers, fewer than the {depth} of this run")
-    prefix = "transformer.blocks."
-    picked = {str(i): j for j, i in enumerate(block_indices(depth, source_depth))}  # source -> new index
+        picked = {str(i): j for i, j in enumerate(grown_positions(depth, source_depth))}
+    else:
+        picked = {str(i): j for j, i in enumerate(block_indices(depth, source_depth))}  # source -> new
     out = {}
     for name, weight in state.items():
-        if name.startswith(prefix):
-            index, rest = name[len(prefix) :].split(".", 1)
+        if name.startswith(BLOCKS):
+            index, rest = name[len(BLOCKS) :].split(".", 1)
             if index not in picked:
                 continue  # a block the shallower model leaves out
-            name = f"{prefix}{picked[index]}.{rest}"
+            name = f"{BLOCKS}{picked[index]}.{rest}"
         out[name] = weight
     return out
 
