@@ -244,6 +244,26 @@ def test_sliding_generation_lengths_ranges_and_seeds():
     assert more.shape == (3, 2, 40)
 
 
+def test_slide_context_keeps_that_share_of_a_window_and_samples_each_frame_once():
+    # a 20-frame window whose contexts start on even frames (two codec frames a semantic token)
+    config = dataclasses.replace(stage_config("coarse", 0.4), slide_context=0.75)
+    coarse = CoarseStage(config).eval()
+    spans = coarse.sliding_spans(0, 46)
+    assert spans[:3] == [(0, 0, 20), (6, 20, 26), (12, 26, 32)] and spans[-1][2] == 46
+    assert all(b == a for (_, _, a), (_, b, _) in zip(spans, spans[1:], strict=False))  # no gap, no overlap
+    assert CoarseStage(stage_config("coarse", 0.4)).sliding_spans(0, 46)[1] == (10, 20, 30)  # default half
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    cond, sem = Conditioning.constant(torch.randint(0, 16, (2, 4))), torch.randint(0, 16, (2, 23))
+    steps = []
+    c = coarse.generate(cond, 46, inputs=sem, generator=g(), progress=lambda d, t: steps.append(d))
+    assert c.shape == (2, 2, 46) and steps == list(range(1, 93))
+    assert not torch.equal(
+        c, CoarseStage(stage_config("coarse", 0.4)).eval().generate(cond, 46, inputs=sem, generator=g())
+    )
+    with pytest.raises(ValueError, match="slide_context"):
+        CoarseStage(dataclasses.replace(stage_config("coarse", 0.4), slide_context=1.0))
+
+
 def test_fine_windows_side_by_side_read_only_their_own_coarse_codes():
     """Parallel windows: one batched pass whose windows each see only their coarse codes; sliding:
     a window also reads the fine codes sampled before it. Same shapes, prompt or not."""

@@ -115,6 +115,10 @@ class StageConfig:
     # alone and the beat phases act once, as in training (False: measured, tempo then follows the
     # prompt far less often; benchmarks/README.md)
     beat_guidance: bool = True
+    # generating past one training window slides: this share of the window's units, the newest, stays
+    # as context for the next (0.5: half a window). More context costs prefills, not decoding steps:
+    # every unit is still sampled once
+    slide_context: float = 0.5
     # fine stage only: generate the new frames as non-overlapping windows side by side in one batch, each
     # from its coarse codes alone (AudioLM's fine stage, and what training windows look like), instead
     # of sliding with half a window of fine context: a fifth of the sequential steps for 10 s, the
@@ -193,6 +197,8 @@ class StageLM(nn.Module):
             raise ValueError(
                 f"mulan_levels must be 0 (all) to {config.mulan_quantizers}, got {config.mulan_levels}"
             )
+        if not 0 <= config.slide_context < 1:
+            raise ValueError(f"slide_context must be in [0, 1), got {config.slide_context}")
         if config.aligned_semantic and config.stage != "coarse":
             raise ValueError(f"aligned_semantic is a coarse-stage option, not for the {config.stage} stage")
         if config.melody_chroma and not self.conditioned:
@@ -498,8 +504,8 @@ class StageLM(nn.Module):
 
         ``inputs`` are what the stage reads, covering prompt and new units (coarse: semantic ids
         ``[B, S]``; fine: coarse codes ``[B, coarse_levels, F]``). Longer than a training window,
-        generation slides: half a window of the newest units stays as context, the conditioning is
-        read per window, and no window crosses the start of a conditioning segment.
+        generation slides: ``slide_context`` of a window (the newest units) stays as context, the
+        conditioning is read per window, and no window crosses the start of a conditioning segment.
         """
         sampling = sampling or SamplingConfig(temperature=self.config.lm.temperature)
         ref = cond.mulan if cond is not None else inputs
@@ -538,11 +544,12 @@ class StageLM(nn.Module):
 
     def sliding_spans(self, start: int, length: int, bounds=()) -> list[tuple[int, int, int]]:
         """(first unit, first new, end) of the windows :meth:`generate` slides through to make units
-        ``start .. start + length``: half a window of the newest units as context, none crossing one
-        of ``bounds`` (the starts of conditioning segments)."""
+        ``start .. start + length``: ``slide_context`` of a window of the newest units as context,
+        none crossing one of ``bounds`` (the starts of conditioning segments)."""
         w, spans, have = self.window_units, [], start
+        keep = min(int(w * self.config.slide_context), w - self.align)  # at least one frame is new
         while have < start + length:
-            ctx = min(have, w // 2) // self.align * self.align
+            ctx = min(have, keep) // self.align * self.align
             next_bound = min([x for x in bounds if x > have], default=start + length)
             spans.append((have - ctx, have, min(have - ctx + w, start + length, next_bound)))
             have = spans[-1][2]
