@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -242,8 +242,6 @@ def evaluate_seeds(
     far below its unconditional samples the model's FAD (MuLaN) is. On a few dozen prompts one
     draw of the model's clips and one of the unconditional ones can move a relative figure by more
     than the difference between two models; several seeds say how far it can be trusted."""
-    from dataclasses import replace
-
     seeds = list(dict.fromkeys(seeds))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -272,12 +270,8 @@ def evaluate_seeds(
         k: round(sum(r["wall_seconds"][k] for r in runs), 1) for k in runs[0]["wall_seconds"]
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown_table(report).replace(
-        "# Evaluation of", f"# Mean over seeds {', '.join(map(str, seeds))}: evaluation of"
-    )
-    spread = markdown_table({**report, "systems": report["spread"]}).splitlines()[
-        2 : 4 + len(report["spread"])
-    ]
+    table = markdown_table(report, heading=f"Mean over seeds {', '.join(map(str, seeds))}: evaluation of")
+    spread = system_rows(report["spread"])
     below = report.get("fad_mulan_below_unconditional")
     extra = ["", "Standard deviation over the seeds:", "", *spread]
     if below:
@@ -287,14 +281,8 @@ def evaluate_seeds(
     return report
 
 
-def markdown_table(report: dict) -> str:
+def markdown_table(report: dict, *, heading: str = "Evaluation of") -> str:
     """The report as a Markdown table: one row per system, one column per metric."""
-    rows = report["systems"]
-    columns: list[str] = []
-    for row in rows.values():
-        for k, v in row.items():
-            keys = [f"{k}:{a}" for a in v] if isinstance(v, dict) else [k]
-            columns += [c for c in keys if c not in columns]
     setting = [f"{report['prompts']} prompts", f"{report['seconds']:g} s"]
     scales = report.get("guidance")  # {"semantic": s, "coarse": c}; one number in older reports
     if isinstance(scales, dict):
@@ -304,9 +292,26 @@ def markdown_table(report: dict) -> str:
         setting.append(f"guidance {scales:g}")
     if report.get("temperatures"):
         setting.append("temperatures " + " / ".join(f"{t:g}" for t in report["temperatures"].values()))
-    lines = [
-        f"# Evaluation of {report['model']} ({', '.join(setting)})",
+    lines = [f"# {heading} {report['model']} ({', '.join(setting)})", "", *system_rows(report["systems"])]
+    lines += [
         "",
+        "MCC: MuLaN text-audio cosine (higher is better); FAD: Frechet distance to the references in MuLaN "
+        "space, or in the label classifier's (fad_classifier: independent of the MuLaN that conditions "
+        "the model and ranks its candidates; lower is better); KLD: KL divergence of classifier label "
+        "distributions, reference vs system (lower is better); acc: attribute adherence against the "
+        "benchmark's labels.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def system_rows(rows: dict) -> list[str]:
+    """Markdown table lines, header first, for ``{system: {metric: value or {sub: value}}}``."""
+    columns: list[str] = []
+    for row in rows.values():
+        for k, v in row.items():
+            keys = [f"{k}:{a}" for a in v] if isinstance(v, dict) else [k]
+            columns += [c for c in keys if c not in columns]
+    lines = [
         "| system | " + " | ".join(c.replace("adherence:", "acc ") for c in columns) + " |",
         "|---|" + "---|" * len(columns),
     ]
@@ -317,15 +322,7 @@ def markdown_table(report: dict) -> str:
             v = row.get(k, {}).get(sub) if sub else row.get(k)
             cells.append("" if v is None else f"{v:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "MCC: MuLaN text-audio cosine (higher is better); FAD: Frechet distance to the references in MuLaN "
-        "space, or in the label classifier's (fad_classifier: independent of the MuLaN that conditions "
-        "the model and ranks its candidates; lower is better); KLD: KL divergence of classifier label "
-        "distributions, reference vs system (lower is better); acc: attribute adherence against the "
-        "benchmark's labels.",
-    ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _plot(report: dict, path: Path) -> None:

@@ -57,7 +57,7 @@ def warm_start(model: StageLM, source: StageLM, *, where: str = "--init") -> Non
         raise ConfigError(f"{where}: reads the melody's pitch classes; this run needs --melody-chroma too")
     if source.config.beat_phase and not model.config.beat_phase:
         raise ConfigError(f"{where}: reads beat phases; this run needs --beat-phase too")
-    new, old = model.state_dict(), _pick_blocks(source.state_dict(), source, model, where=where)
+    new, old = model.state_dict(), _pick_blocks(source.state_dict(), source, model)
     added = _added_blocks(model, source)
 
     def shared(names) -> set[str]:  # optional embeddings and added blocks are compared apart
@@ -114,7 +114,7 @@ def _added_blocks(model: StageLM, source: StageLM) -> set[int]:
     return set(range(depth)) - set(grown_positions(depth, source_depth)) if depth > source_depth else set()
 
 
-def _pick_blocks(state: dict, source: StageLM, model: StageLM, *, where: str) -> dict:
+def _pick_blocks(state: dict, source: StageLM, model: StageLM) -> dict:
     """``source``'s state dict with its blocks renumbered to ``model``'s depth (unchanged if equal)."""
     depth, source_depth = model.config.lm.depth, source.config.lm.depth
     if depth == source_depth:
