@@ -170,7 +170,10 @@ def load_model(
         diff = config_diff(config, expected_config)
         if diff:
             raise CheckpointError(f"{directory}: config does not match: " + "; ".join(diff[:5]))
-    model = cls(config)
+    try:
+        model = cls(config)
+    except ValueError as e:  # a value out of range in a hand-edited config: one line, not a traceback
+        raise CheckpointError(f"{directory / CONFIG_FILE}: {e}") from None
     if hasattr(model, "load_assets"):
         model.load_assets(directory)
     load_weights(model, directory / WEIGHTS_FILE, map_location)

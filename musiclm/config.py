@@ -160,6 +160,10 @@ class LMConfig:
     dropout: float = 0.1
     window_seconds: float = 10.0  # training crop of the generated stream (paper 30 / 10 / 3 s)
     temperature: float = 1.0  # default sampling temperature (paper 1.0 / 0.95 / 0.4)
+    # default truncation of sampling (None = off): the k likeliest ids, or the smallest set of ids
+    # holding top_p of the probability; a request's own top-k / top-p replaces these
+    top_k: int | None = None
+    top_p: float | None = None
     guidance: float = 1.0  # default classifier-free guidance scale of sampling (1 = off), by measurement
     cond_drop_prob: float = 0.1  # conditioning dropped in training, for classifier-free guidance
 

@@ -240,9 +240,9 @@ class MusicLM:
         *,
         guidance: Guidance = None,
     ) -> dict[str, SamplingConfig]:
-        """Per-stage sampling: temperatures and guidance from each stage's config unless given (the
-        paper's temperatures; guidance as measured for the LM: one scale for the semantic and coarse
-        stages, or a pair). The fine stage samples unguided."""
+        """Per-stage sampling: temperatures, top-k / top-p and guidance from each stage's config
+        unless given (the paper's temperatures; guidance as measured for the LM: one scale for the
+        semantic and coarse stages, or a pair). The fine stage samples unguided."""
         stages = {"semantic": self.semantic_lm, "coarse": self.coarse_lm, "fine": self.fine_lm}
         top_k, top_p, guidance = checks.top_k(top_k), checks.top_p(top_p), checks.guidance(guidance)
         if isinstance(temperatures, (tuple, list)):
@@ -253,8 +253,12 @@ class MusicLM:
             t = float(temperatures.get(name, stage.config.lm.temperature))
             if not (t > 0 and math.isfinite(t)):
                 raise PromptError(f"{name} temperature must be > 0, got {t}")
+            own = stage.config.lm
             out[name] = SamplingConfig(
-                temperature=t, top_k=top_k, top_p=top_p, guidance=self._guidance(stage, guidance)
+                temperature=t,
+                top_k=own.top_k if top_k is None else top_k,
+                top_p=own.top_p if top_p is None else top_p,
+                guidance=self._guidance(stage, guidance),
             )
         return out
 

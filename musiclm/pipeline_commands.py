@@ -30,8 +30,18 @@ def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None
     _add_temperatures_argument(
         p, "sampling temperatures per stage (default: the LMs' own, 1.0 0.95 0.7 for the shipped bundle)"
     )
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="sample each stage from its k likeliest ids (default: the LMs' own; none)",
+    )
+    p.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="nucleus sampling for every stage (default: the LMs' own; none)",
+    )
     p.add_argument(
         "--guidance",
         type=checks.guidance_arg,

@@ -367,6 +367,42 @@ def test_bundle_records_the_sampling_temperatures_requests_default_to(tmp_path, 
     assert not (tmp_path / "bad").exists()
 
 
+def test_an_lms_configured_truncation_is_how_requests_sample_unless_they_give_their_own(tmp_path):
+    """An LM's ``top_k`` / ``top_p`` (its config.json) truncate its sampling for requests that give
+    none; a request's own replaces them. top-k 1 makes a stage greedy: the same tokens at any seed."""
+    parts = save_parts(tmp_path, components())
+    plain = make_bundle(tmp_path / "plain", parts)
+    greedy = make_bundle(tmp_path / "greedy", parts)
+    path = greedy / "semantic_lm" / "config.json"
+    saved = json.loads(path.read_text())
+    saved["config"]["lm"].update(top_k=1, top_p=0.5)
+    path.write_text(json.dumps(saved))
+    model = MusicLM.from_pretrained(greedy, device="cpu")
+    assert [(s.top_k, s.top_p) for s in model.sampling_configs().values()] == [
+        (1, 0.5),
+        (None, None),
+        (None, None),
+    ]
+    assert [(s.top_k, s.top_p) for s in model.sampling_configs(top_k=7).values()] == [
+        (7, 0.5),
+        (7, None),
+        (7, None),
+    ]
+
+    def semantic(m, seed, **kw):
+        out = m.generate("a calm piano piece", seconds=0.5, candidates=1, seed=seed, progress=False, **kw)
+        return out.tokens["semantic"]
+
+    assert torch.equal(semantic(model, 1), semantic(model, 2))
+    loose = MusicLM.from_pretrained(plain, device="cpu")
+    assert not torch.equal(semantic(loose, 1), semantic(loose, 2))
+    assert not torch.equal(semantic(model, 1, top_k=50, top_p=1.0), semantic(model, 2, top_k=50, top_p=1.0))
+    saved["config"]["lm"]["top_p"] = 1.5
+    path.write_text(json.dumps(saved))
+    with pytest.raises(CheckpointError, match="top_p"):
+        MusicLM.from_pretrained(greedy, device="cpu")
+
+
 def test_requests_beyond_the_memory_cap_are_refused_before_sampling(model, monkeypatch):
     fixed = model.estimate_memory(0, 1.0, 1.0)
     small = model.estimate_memory(2, 1.0, 1.0)

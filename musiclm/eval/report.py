@@ -192,14 +192,18 @@ def evaluate(
         embed_features = ClassifierEmbedder(classifier).embed
         features = {name: embed_features(torch.stack(w), sr) for name, w in systems.items()}
         probs = {name: classifier.probabilities(f) for name, f in features.items()}
+    sampling = model.sampling_configs(config.temperatures)
     report: dict = {
         "prompts": len(entries),
         "seconds": config.seconds,
         "model": model.name,
         "guidance": checks.guidance_record(model.guidance_scales(config.guidance)),
-        "temperatures": {k: v.temperature for k, v in model.sampling_configs(config.temperatures).items()},
+        "temperatures": {k: v.temperature for k, v in sampling.items()},
         "systems": {},
     }
+    for key in ("top_k", "top_p"):  # recorded where a stage truncates its sampling
+        if any(getattr(v, key) is not None for v in sampling.values()):
+            report[key] = {k: getattr(v, key) for k, v in sampling.items()}
     for name, wavs in systems.items():
         row: dict = {}
         row["mcc"], _ = embedding_cosines(text, emb[name])
@@ -292,6 +296,11 @@ def markdown_table(report: dict, *, heading: str = "Evaluation of") -> str:
         setting.append(f"guidance {scales:g}")
     if report.get("temperatures"):
         setting.append("temperatures " + " / ".join(f"{t:g}" for t in report["temperatures"].values()))
+    for key, name in (("top_k", "top-k"), ("top_p", "top-p")):
+        if report.get(key):
+            setting.append(
+                f"{name} " + " / ".join("off" if v is None else f"{v:g}" for v in report[key].values())
+            )
     lines = [f"# {heading} {report['model']} ({', '.join(setting)})", "", *system_rows(report["systems"])]
     lines += [
         "",

@@ -36,7 +36,7 @@ def _conditioning(stage: StageLM, record: dict) -> Conditioning | None:
 
 
 def _sampling(lm: StageLM) -> SamplingConfig:
-    return SamplingConfig(temperature=lm.config.lm.temperature)  # the paper's per stage
+    return lm.default_sampling()  # the stage's own temperature and truncation
 
 
 @torch.no_grad()

@@ -197,6 +197,10 @@ class StageLM(nn.Module):
             raise ValueError(
                 f"mulan_levels must be 0 (all) to {config.mulan_quantizers}, got {config.mulan_levels}"
             )
+        if config.lm.top_k is not None and config.lm.top_k < 1:
+            raise ValueError(f"lm.top_k must be >= 1 or null, got {config.lm.top_k}")
+        if config.lm.top_p is not None and not 0 < config.lm.top_p <= 1:
+            raise ValueError(f"lm.top_p must be in (0, 1] or null, got {config.lm.top_p}")
         if not 0 <= config.slide_context < 1:
             raise ValueError(f"slide_context must be in [0, 1), got {config.slide_context}")
         if config.aligned_semantic and config.stage != "coarse":
@@ -231,6 +235,12 @@ class StageLM(nn.Module):
         if config.beat_phase:
             self.beat_embedding = nn.Embedding(BEAT_PHASES, config.lm.dim)
             nn.init.zeros_(self.beat_embedding.weight)
+
+    def default_sampling(self) -> SamplingConfig:
+        """How the stage samples when a caller says nothing: its config's temperature and
+        truncation, unguided."""
+        lm = self.config.lm
+        return SamplingConfig(temperature=lm.temperature, top_k=lm.top_k, top_p=lm.top_p)
 
     # ---------------------------------------------------------------- what each stage defines
 
@@ -507,7 +517,7 @@ class StageLM(nn.Module):
         generation slides: ``slide_context`` of a window (the newest units) stays as context, the
         conditioning is read per window, and no window crosses the start of a conditioning segment.
         """
-        sampling = sampling or SamplingConfig(temperature=self.config.lm.temperature)
+        sampling = sampling or self.default_sampling()
         ref = cond.mulan if cond is not None else inputs
         b = ref.shape[0]
         empty = self.target_units(torch.zeros(b, 0, dtype=torch.long, device=ref.device))
@@ -820,7 +830,7 @@ class FineStage(_AcousticStage):
                 cond, length, inputs=inputs, prompt=prompt, sampling=sampling, generator=generator,
                 progress=progress,
             )  # fmt: skip
-        sampling = sampling or SamplingConfig(temperature=self.config.lm.temperature)
+        sampling = sampling or self.default_sampling()
         p0 = 0 if prompt is None else prompt.shape[-1]
         spans = self.window_spans(p0, length)
         n = spans[0][2] - spans[0][0]  # every window is as long
