@@ -110,6 +110,7 @@ def test_train_settings_fail_with_one_line(capsys, tmp_path):
         (["--steps", "0"], "steps"),
         (["--init", "default", "--decoder", "seanet"], "has the istft decoder, not seanet"),
         (["--init", "default", "--encoder", "seanet"], "has the stft encoder, not seanet"),
+        (["--decoder-only"], "--decoder-only needs --init"),
     ]:
         _one_line_error(capsys, base + extra, match)
     assert not (tmp_path / "run" / "model").exists()

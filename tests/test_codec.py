@@ -124,6 +124,35 @@ def test_checkpoint_gives_identical_codes(trained, tmp_path):
     assert torch.equal(model.encode(held), again.encode(held))
 
 
+def test_decoder_only_training_keeps_every_code_and_improves_the_decoding(trained, tmp_path):
+    """``decoder_only``: the encoder and codebooks (weights and EMA state) come out as they went in,
+    so every code stays the same (LMs trained on them stay valid), and the decoder alone learns: a
+    fresh one learns to decode the trained codec's codes."""
+    import copy
+
+    model = copy.deepcopy(trained[0]).train()
+    model.decoder = SoundStream(fast_config()).decoder
+    held = torch.stack([ProceduralMusic(4, SR, 0.5, seed=11)[i]["wav"] for i in range(4)])
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("decoder.")}
+    codes = model.encode(held)
+
+    def distance():
+        return float(mel_distance(model.decode(codes, held.shape[-1]), held, SR))
+
+    before = distance()
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), max_steps=100, batch_size=4, lr=3e-3, warmup_steps=5,
+                      progress=False, checkpoint_every=1000, log_every=50, ema_decay=None)  # fmt: skip
+    losses = CodecLossConfig(adversarial_start=10_000, mel_ffts=(128, 512, 2048))
+    task = CodecTask(model, losses, decoder_only=True)
+    assert {id(p) for p in task.phases()["generator"]} == {id(p) for p in model.decoder.parameters()}
+    Trainer(task, ProceduralMusic(64, SR, 0.32, seed=3), cfg).fit()
+    model.eval()
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in frozen.items())
+    assert torch.equal(model.encode(held), codes)
+    assert distance() < 0.7 * before, (before, distance())
+
+
 def test_adversarial_phases_run(tmp_path):
     model = SoundStream(fast_config())
     cfg = TrainConfig(

@@ -29,6 +29,11 @@ def register(sub, train) -> None:
         default=None,
         help="warm-start from this codec checkpoint, or a bundle's ('default': the shipped one; same config)",
     )
+    p.add_argument(
+        "--decoder-only",
+        action="store_true",
+        help="with --init: train the decoder alone; the codes stay the same, so LMs trained on them stay valid",
+    )
     p.add_argument("--valid", default=None, help="held-out audio (folder/manifest) validated while training")
     p.add_argument("--valid-clips", type=int, default=32, help="validation clips (spread over --valid)")
     p.add_argument("--valid-seconds", type=float, default=5.0, help="seconds of each validation clip")
@@ -88,6 +93,10 @@ def _train(args: argparse.Namespace) -> None:
     phase_lr = {"discriminator": args.disc_lr} if args.disc_lr else {}
     train_config = train_config_from_args(args, phase_lr=phase_lr)  # checks every setting before any work
     init = None
+    if args.decoder_only and not args.init:
+        raise ConfigError(
+            "--decoder-only needs --init: the codec whose encoder and codebooks stay as they are"
+        )
     if args.init:  # the run continues that codec: its config, not the preset's
         from musiclm.pretrained import component_path
 
@@ -124,7 +133,7 @@ def _train(args: argparse.Namespace) -> None:
     model = SoundStream(config)
     if init is not None:
         model.load_state_dict(init.state_dict())
-    task = CodecTask(model, losses, valid_clips=valid)
+    task = CodecTask(model, losses, valid_clips=valid, decoder_only=args.decoder_only)
     trainer = Trainer(task, dataset, train_config)
     trainer.fit()
     if getattr(dataset, "report", None):

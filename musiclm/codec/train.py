@@ -17,7 +17,7 @@ from musiclm.codec.losses import (
     multiscale_mel_loss,
     si_sdr,
 )
-from musiclm.codec.soundstream import SoundStream
+from musiclm.codec.soundstream import CodecOutput, SoundStream
 from musiclm.modules.quantization import codebook_perplexity
 from musiclm.train import TrainTask
 
@@ -46,6 +46,10 @@ class CodecTask(TrainTask):
     With ``valid_clips`` (``[N, T]`` held-out audio) it validates: mel distance for every prefix of
     RVQ levels, SI-SDR at all levels, codebook perplexity per level, and a few decoded clips written
     beside the checkpoint. ``best/`` is chosen by the mel distance at all levels.
+
+    ``decoder_only`` trains the decoder alone, on every RVQ level of the frozen encoder's codes: the
+    codes of any audio stay what they were, so LMs trained on them stay valid while the decoder
+    adapts to new music (a bundle's codec tuned to its own domain without tokenizing again).
     """
 
     validation_metric = "val/mel_distance"
@@ -57,9 +61,14 @@ class CodecTask(TrainTask):
         *,
         valid_clips: torch.Tensor | None = None,
         samples: int = 3,
+        decoder_only: bool = False,
     ):
         super().__init__()
         self.model = model
+        self.decoder_only = decoder_only
+        if decoder_only:
+            model.encoder.requires_grad_(False)
+            model.quantizer.requires_grad_(False)
         self.valid_clips = valid_clips
         self.samples = samples
         self.losses = losses or CodecLossConfig()
@@ -70,7 +79,7 @@ class CodecTask(TrainTask):
 
     def phases(self) -> dict[str, list[nn.Parameter]]:
         return {
-            "generator": list(self.model.parameters()),
+            "generator": list((self.model.decoder if self.decoder_only else self.model).parameters()),
             "discriminator": list(self.discriminator.parameters()),
         }
 
@@ -94,7 +103,7 @@ class CodecTask(TrainTask):
         key = wav.data_ptr()
         if cfg.silence_prob > 0:
             wav = wav * (torch.rand(wav.shape[0], 1, device=wav.device) >= cfg.silence_prob).to(wav.dtype)
-        out = self.model(wav)
+        out = self._decoded(wav) if self.decoder_only else self.model(wav)
         mel = multiscale_mel_loss(out.audio, wav, sr, ffts=cfg.mel_ffts)
         loss = cfg.mel_weight * mel + out.commit_loss
         metrics = {"mel_loss": mel.detach(), "commit": out.commit_loss.detach()}
@@ -113,6 +122,12 @@ class CodecTask(TrainTask):
         with torch.no_grad():
             metrics["mel_distance"] = mel_distance(out.audio.detach(), wav, sr)
         return loss, metrics
+
+    def _decoded(self, wav: torch.Tensor) -> CodecOutput:
+        """The frozen encoder's codes at every level (no codebook update), decoded with gradients."""
+        codes = self.model.encode(wav)
+        audio = self.model.decoder(self.model.quantizer.decode(codes))[:, 0, : wav.shape[-1]]
+        return CodecOutput(audio, codes, torch.zeros((), device=audio.device))
 
     def validate(self, samples_dir: Path, step: int) -> dict[str, float]:
         if self.valid_clips is None:
