@@ -11,7 +11,7 @@ from musiclm.bundle import make_bundle
 from musiclm.data.manifest import ManifestEntry, load_entries, write_manifest
 from musiclm.eval import MulanEmbedder, fad, kl_divergence, mulan_cycle_consistency
 from musiclm.eval.classifiers import LabelClassifier, LabelClassifierConfig
-from musiclm.eval.report import load_clip
+from musiclm.eval.report import load_clip, markdown_table
 from musiclm.pipeline import MusicLM
 from tests._tiny_bundle import SR, components, save_parts
 
@@ -87,6 +87,9 @@ def test_eval_cli_writes_report_and_resumes(tmp_path):
     table = (out / "report.md").read_text()
     assert "| model |" in table and "| reference |" in table
     assert "guidance 1, temperatures 1 / 0.95 / 0.7)" in table.splitlines()[0]
+    assert "top_k" not in report and "top_p" not in report  # recorded only where a stage truncates
+    truncated = markdown_table({**report, "top_p": {"semantic": 0.9, "coarse": None, "fine": None}})
+    assert "temperatures 1 / 0.95 / 0.7, top-p 0.9 / off / off)" in truncated.splitlines()[0]
     generated = sorted((out / "generated").glob("*.wav"))
     assert len(generated) == 6
     stamps = [p.stat().st_mtime_ns for p in generated]
