@@ -479,3 +479,10 @@ def test_train_codec_warm_starts_with_the_checkpoints_config(tmp_path):
     assert main(args) == 0
     trained = load_model(out / "model")
     assert trained.config == source and read_checkpoint_config(out / "model")["kind"] == "codec"
+    # --decoder-only from that run: the decoder moves, nothing else does
+    args = [*args[:-3], "--steps", "2", "--out", str(tmp_path / "dec"), "--no-progress", "--decoder-only"]
+    args[args.index("--init") + 1] = str(out / "model")
+    assert main(args) == 0
+    tuned = load_model(tmp_path / "dec" / "model").state_dict()
+    moved = {k for k, v in trained.state_dict().items() if not torch.equal(v, tuned[k])}
+    assert moved and all(k.startswith("decoder.") for k in moved)
