@@ -197,10 +197,8 @@ class StageLM(nn.Module):
             raise ValueError(
                 f"mulan_levels must be 0 (all) to {config.mulan_quantizers}, got {config.mulan_levels}"
             )
-        if config.lm.top_k is not None and config.lm.top_k < 1:
-            raise ValueError(f"lm.top_k must be >= 1 or null, got {config.lm.top_k}")
-        if config.lm.top_p is not None and not 0 < config.lm.top_p <= 1:
-            raise ValueError(f"lm.top_p must be in (0, 1] or null, got {config.lm.top_p}")
+        # the default sampling is checked as any other (temperature, top_k, top_p in range)
+        SamplingConfig(temperature=config.lm.temperature, top_k=config.lm.top_k, top_p=config.lm.top_p)
         if not 0 <= config.slide_context < 1:
             raise ValueError(f"slide_context must be in [0, 1), got {config.slide_context}")
         if config.aligned_semantic and config.stage != "coarse":
