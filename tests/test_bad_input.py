@@ -111,8 +111,19 @@ def test_train_settings_fail_with_one_line(capsys, tmp_path):
         (["--init", "default", "--decoder", "seanet"], "has the istft decoder, not seanet"),
         (["--init", "default", "--encoder", "seanet"], "has the stft encoder, not seanet"),
         (["--decoder-only"], "--decoder-only needs --init"),
+        (["--init", "default", "--fine-lm", "default"], "--fine-lm needs --decoder-only"),
+        (["--init", "default", "--decoder-only", "--fine-lm-share", "0"], "--fine-lm-share must lie in"),
     ]:
         _one_line_error(capsys, base + extra, match)
+    # a fine LM of other RVQ levels than the codec's: refused before any audio is read
+    from musiclm.checkpoint import save_model
+    from musiclm.codec.soundstream import SoundStream
+    from musiclm.config import CodecConfig
+
+    small = CodecConfig(sample_rate=SR, channels=4, latent_dim=16, num_quantizers=4, codebook_size=64)
+    save_model(SoundStream(small), tmp_path / "codec")
+    extra = ["--init", str(tmp_path / "codec"), "--decoder-only", "--fine-lm", "default"]
+    _one_line_error(capsys, base + extra, "models 8 RVQ levels of 1024 codes, the codec has 4 of 64")
     assert not (tmp_path / "run" / "model").exists()
 
 

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,6 +152,40 @@ def test_decoder_only_training_keeps_every_code_and_improves_the_decoding(traine
     assert all(torch.equal(state[k], v) for k, v in frozen.items())
     assert torch.equal(model.encode(held), codes)
     assert distance() < 0.7 * before, (before, distance())
+
+
+def test_decoder_only_training_on_resampled_codes(trained):
+    """``resample``: a share of the crops is decoded from the codes it returns (here the fine levels
+    set to 0) instead of the encoder's; validation decodes such codes too, and that picks ``best/``."""
+    import copy
+
+    model = copy.deepcopy(trained[0]).eval()
+    wav = torch.stack([ProceduralMusic(8, SR, 0.32, seed=4)[i]["wav"] for i in range(8)])
+    codes = model.encode(wav)
+
+    def zero_fine(c):
+        c = c.clone()
+        c[:, 2:] = 0
+        return c
+
+    def decoded(c):
+        return model.decoder(model.quantizer.decode(c))[:, 0, : wav.shape[-1]]
+
+    losses = CodecLossConfig(adversarial_start=10_000, silence_prob=0.0)
+    with torch.no_grad():
+        every = CodecTask(model, losses, decoder_only=True, resample=zero_fine, resampled_share=1.0)
+        assert torch.allclose(every._decoded(wav).audio, decoded(zero_fine(codes)))
+        torch.manual_seed(0)
+        half = CodecTask(model, losses, decoder_only=True, resample=zero_fine)._decoded(wav).audio
+        as_is = torch.isclose(half, decoded(codes)).all(-1)
+        resampled = torch.isclose(half, decoded(zero_fine(codes))).all(-1)
+        assert (as_is | resampled).all() and 0 < int(resampled.sum()) < 8 and not (as_is & resampled).any()
+        task = CodecTask(model, losses, valid_clips=wav[:4], samples=0, decoder_only=True, resample=zero_fine)
+        figures = task.validate(Path("unused"), 0)
+    assert task.validation_metric == "val/mel_distance_resampled"
+    assert figures["val/mel_distance_resampled"] > figures["val/mel_distance"]
+    with pytest.raises(ValueError, match="decoder_only"):
+        CodecTask(model, losses, resample=zero_fine)
 
 
 def test_adversarial_phases_run(tmp_path):
@@ -484,5 +519,17 @@ def test_train_codec_warm_starts_with_the_checkpoints_config(tmp_path):
     args[args.index("--init") + 1] = str(out / "model")
     assert main(args) == 0
     tuned = load_model(tmp_path / "dec" / "model").state_dict()
+    moved = {k for k, v in trained.state_dict().items() if not torch.equal(v, tuned[k])}
+    assert moved and all(k.startswith("decoder.") for k in moved)
+    # ... and with a fine LM of its levels sampling the fine codes of every crop
+    from musiclm.config import LMConfig
+    from musiclm.lm.stages import FineStage, StageConfig
+
+    lm = LMConfig(dim=32, depth=1, heads=2, ff_dim=64, window_seconds=0.2)
+    fine = StageConfig(stage="fine", lm=lm, codec_levels=4, codec_codebook=64, coarse_levels=2)
+    save_model(FineStage(fine), tmp_path / "fine")
+    args[args.index("--out") + 1] = str(tmp_path / "resampled")
+    assert main([*args, "--fine-lm", str(tmp_path / "fine"), "--fine-lm-share", "1"]) == 0
+    tuned = load_model(tmp_path / "resampled" / "model").state_dict()
     moved = {k for k, v in trained.state_dict().items() if not torch.equal(v, tuned[k])}
     assert moved and all(k.startswith("decoder.") for k in moved)

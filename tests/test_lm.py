@@ -264,6 +264,20 @@ def test_slide_context_keeps_that_share_of_a_window_and_samples_each_frame_once(
         CoarseStage(dataclasses.replace(stage_config("coarse", 0.4), slide_context=1.0))
 
 
+def test_resample_fine_keeps_the_coarse_levels_and_samples_the_rest_from_them():
+    """What a decoder tuned on generated codes gets: the coarse levels as they were, fine levels the
+    LM's own samples given them (the same ones for the same generator)."""
+    fine = FineStage(stage_config("fine", 0.2)).eval()
+    codes = torch.randint(0, 16, (3, 4, 23))
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    out = fine.resample_fine(codes, generator=g())
+    assert out.shape == codes.shape and out.dtype == codes.dtype
+    assert torch.equal(out[:, :2], codes[:, :2]) and not torch.equal(out[:, 2:], codes[:, 2:])
+    assert torch.equal(out[:, 2:], fine.generate(None, 23, inputs=codes[:, :2], generator=g()))
+    with pytest.raises(ValueError, match=r"\[B, 4, frames\]"):
+        fine.resample_fine(codes[:, :3])
+
+
 def test_fine_windows_side_by_side_read_only_their_own_coarse_codes():
     """Parallel windows: one batched pass whose windows each see only their coarse codes; sliding:
     a window also reads the fine codes sampled before it. Same shapes, prompt or not."""

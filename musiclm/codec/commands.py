@@ -34,6 +34,18 @@ def register(sub, train) -> None:
         action="store_true",
         help="with --init: train the decoder alone; the codes stay the same, so LMs trained on them stay valid",
     )
+    p.add_argument(
+        "--fine-lm",
+        default=None,
+        help="with --decoder-only: a fine LM (checkpoint, or a bundle's: 'default') whose own fine levels,"
+        " sampled from each crop's coarse codes, the decoder learns to render (a share of the crops)",
+    )
+    p.add_argument(
+        "--fine-lm-share",
+        type=float,
+        default=0.5,
+        help="share of the crops whose fine levels --fine-lm samples",
+    )
     p.add_argument("--valid", default=None, help="held-out audio (folder/manifest) validated while training")
     p.add_argument("--valid-clips", type=int, default=32, help="validation clips (spread over --valid)")
     p.add_argument("--valid-seconds", type=float, default=5.0, help="seconds of each validation clip")
@@ -97,6 +109,12 @@ def _train(args: argparse.Namespace) -> None:
         raise ConfigError(
             "--decoder-only needs --init: the codec whose encoder and codebooks stay as they are"
         )
+    if args.fine_lm and not args.decoder_only:
+        raise ConfigError("--fine-lm needs --decoder-only: the codes it samples are the frozen encoder's")
+    if not 0 < args.fine_lm_share <= 1:
+        raise ConfigError(f"--fine-lm-share must lie in (0, 1], got {args.fine_lm_share}")
+    if not 0 <= args.silence_prob < 1:
+        raise ConfigError(f"--silence-prob must lie in [0, 1), got {args.silence_prob}")
     if args.init:  # the run continues that codec: its config, not the preset's
         from musiclm.pretrained import component_path
 
@@ -109,6 +127,7 @@ def _train(args: argparse.Namespace) -> None:
     config = dataclasses.replace(
         config, encoder=args.encoder or config.encoder, decoder=args.decoder or config.decoder
     )
+    fine_lm = _fine_lm(args.fine_lm, config) if args.fine_lm else None
     valid = (
         validation_clips(args.valid, config.sample_rate, args.valid_clips, seconds=args.valid_seconds)
         if args.valid
@@ -123,8 +142,6 @@ def _train(args: argparse.Namespace) -> None:
         preload=args.preload,
         max_bad_fraction=args.max_bad_fraction,
     )
-    if not 0 <= args.silence_prob < 1:
-        raise ConfigError(f"--silence-prob must lie in [0, 1), got {args.silence_prob}")
     losses = CodecLossConfig(
         adversarial_start=args.adversarial_start,
         waveform_l1_weight=args.waveform_l1,
@@ -133,8 +150,17 @@ def _train(args: argparse.Namespace) -> None:
     model = SoundStream(config)
     if init is not None:
         model.load_state_dict(init.state_dict())
-    task = CodecTask(model, losses, valid_clips=valid, decoder_only=args.decoder_only)
+    task = CodecTask(
+        model,
+        losses,
+        valid_clips=valid,
+        decoder_only=args.decoder_only,
+        resample=fine_lm.resample_fine if fine_lm is not None else None,
+        resampled_share=args.fine_lm_share,
+    )
     trainer = Trainer(task, dataset, train_config)
+    if fine_lm is not None:
+        fine_lm.to(trainer.accelerator.device)
     trainer.fit()
     if getattr(dataset, "report", None):
         print(dataset.report_text())
@@ -142,6 +168,22 @@ def _train(args: argparse.Namespace) -> None:
         f"codec written to {trainer.model_dir}"
         + (f" (best by validation: {trainer.best_dir})" if valid is not None else "")
     )
+
+
+def _fine_lm(path: str, codec_config):
+    """The fine LM whose samples a decoder-only run renders; its levels must be the codec's."""
+    from musiclm.checkpoint import load_model
+    from musiclm.errors import ConfigError
+    from musiclm.pretrained import component_path
+
+    lm = load_model(component_path(path, "fine_lm"), kind="fine_lm")
+    has = (lm.config.codec_levels, lm.config.codec_codebook)
+    wants = (codec_config.num_quantizers, codec_config.codebook_size)
+    if has != wants:
+        raise ConfigError(
+            f"--fine-lm {path} models {has[0]} RVQ levels of {has[1]} codes, the codec has {wants[0]} of {wants[1]}"
+        )
+    return lm
 
 
 def load_codec(model: str | None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,11 @@ class CodecTask(TrainTask):
     ``decoder_only`` trains the decoder alone, on every RVQ level of the frozen encoder's codes: the
     codes of any audio stay what they were, so LMs trained on them stay valid while the decoder
     adapts to new music (a bundle's codec tuned to its own domain without tokenizing again).
+    ``resample`` (with ``decoder_only``) gives the decoder, for ``resampled_share`` of the crops, the
+    codes a generated piece would have instead of the encoder's own: e.g. a fine LM's levels sampled
+    from the crop's coarse codes, so the decoder learns to render what the LMs make as the music it
+    came from. It then also validates on such codes (``val/mel_distance_resampled``, which picks
+    ``best/``): that is what the bundle decodes.
     """
 
     validation_metric = "val/mel_distance"
@@ -62,10 +68,19 @@ class CodecTask(TrainTask):
         valid_clips: torch.Tensor | None = None,
         samples: int = 3,
         decoder_only: bool = False,
+        resample: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        resampled_share: float = 0.5,
     ):
         super().__init__()
+        if resample is not None and not decoder_only:
+            raise ValueError("resampled codes train the decoder alone (decoder_only)")
+        if not 0 < resampled_share <= 1:
+            raise ValueError(f"resampled_share must lie in (0, 1], got {resampled_share}")
         self.model = model
         self.decoder_only = decoder_only
+        self.resample, self.resampled_share = resample, resampled_share
+        if resample is not None:
+            self.validation_metric = "val/mel_distance_resampled"
         if decoder_only:
             model.encoder.requires_grad_(False)
             model.quantizer.requires_grad_(False)
@@ -124,8 +139,14 @@ class CodecTask(TrainTask):
         return loss, metrics
 
     def _decoded(self, wav: torch.Tensor) -> CodecOutput:
-        """The frozen encoder's codes at every level (no codebook update), decoded with gradients."""
+        """The frozen encoder's codes at every level (no codebook update), a share of them resampled,
+        decoded with gradients."""
         codes = self.model.encode(wav)
+        if self.resample is not None:
+            rows = torch.rand(codes.shape[0], device=codes.device) < self.resampled_share
+            if rows.any():
+                codes = codes.clone()
+                codes[rows] = self.resample(codes[rows]).to(codes)
         audio = self.model.decoder(self.model.quantizer.decode(codes))[:, 0, : wav.shape[-1]]
         return CodecOutput(audio, codes, torch.zeros((), device=audio.device))
 
@@ -144,6 +165,10 @@ class CodecTask(TrainTask):
             figures[f"val/mel_distance@{k}"] = float(mel_distance(rec, clips, sr))
         figures["val/mel_distance"] = figures[f"val/mel_distance@{model.num_quantizers}"]
         figures["val/si_sdr"] = float(si_sdr(rec, clips).mean())
+        if self.resample is not None:  # the same resampled codes at every validation (seeded)
+            resampled = torch.cat([self.resample(c) for c in codes.split(16)])
+            rec_resampled = torch.cat([model.decode(c, length) for c in resampled.split(16)])
+            figures["val/mel_distance_resampled"] = float(mel_distance(rec_resampled, clips, sr))
         perplexity = codebook_perplexity(codes, model.config.codebook_size)
         figures["val/perplexity_min"] = float(perplexity.min())
         figures.update({f"val/perplexity@{i + 1}": float(p) for i, p in enumerate(perplexity)})

@@ -842,6 +842,18 @@ class FineStage(_AcousticStage):
         units = rearrange(self.target_units(new), "(k b) l n -> k b l n", k=len(spans))
         return torch.cat([units[i, ..., a - s : e - s] for i, (s, a, e) in enumerate(spans)], dim=-1)
 
+    @torch.no_grad()
+    def resample_fine(self, codes: torch.Tensor, *, sampling=None, generator=None) -> torch.Tensor:
+        """Codec codes ``[B, codec_levels, F]`` with their fine levels sampled anew by this LM from
+        their coarse levels: what the codec's decoder gets in a generated piece (to tune it on)."""
+        if codes.dim() != 3 or codes.shape[1] != self.config.codec_levels:
+            raise ValueError(
+                f"codes must be [B, {self.config.codec_levels}, frames] for this fine LM, got {list(codes.shape)}"
+            )
+        coarse = codes[:, : self.config.coarse_levels]
+        fine = self.generate(None, codes.shape[-1], inputs=coarse, sampling=sampling, generator=generator)
+        return torch.cat([coarse, fine.to(codes)], dim=1)
+
     def training_window(self, record, rng):
         codes = record["codec"].long()
         f = min(self.window_units, codes.shape[-1])
