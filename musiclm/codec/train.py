@@ -158,17 +158,23 @@ class CodecTask(TrainTask):
         model, sr = self.model, self.model.sample_rate
         clips = self.valid_clips.to(model._device)
         length = clips.shape[-1]
-        codes = torch.cat([model.encode(c) for c in clips.split(16)])
+
+        def chunked(fn, x: torch.Tensor) -> torch.Tensor:  # 16 clips at a time bound the memory
+            return torch.cat([fn(c) for c in x.split(16)])
+
+        def decoded(c: torch.Tensor) -> torch.Tensor:
+            return model.decode(c, length)
+
+        codes = chunked(model.encode, clips)
         figures: dict[str, float] = {}
         for k in range(1, model.num_quantizers + 1):
-            rec = torch.cat([model.decode(c[:, :k], length) for c in codes.split(16)])
+            rec = chunked(decoded, codes[:, :k])
             figures[f"val/mel_distance@{k}"] = float(mel_distance(rec, clips, sr))
         figures["val/mel_distance"] = figures[f"val/mel_distance@{model.num_quantizers}"]
         figures["val/si_sdr"] = float(si_sdr(rec, clips).mean())
         if self.resample is not None:  # the same resampled codes at every validation (seeded)
-            resampled = torch.cat([self.resample(c) for c in codes.split(16)])
-            rec_resampled = torch.cat([model.decode(c, length) for c in resampled.split(16)])
-            figures["val/mel_distance_resampled"] = float(mel_distance(rec_resampled, clips, sr))
+            resampled = chunked(decoded, chunked(self.resample, codes))
+            figures["val/mel_distance_resampled"] = float(mel_distance(resampled, clips, sr))
         perplexity = codebook_perplexity(codes, model.config.codebook_size)
         figures["val/perplexity_min"] = float(perplexity.min())
         figures.update({f"val/perplexity@{i + 1}": float(p) for i, p in enumerate(perplexity)})
