@@ -113,6 +113,10 @@ def test_train_settings_fail_with_one_line(capsys, tmp_path):
         (["--decoder-only"], "--decoder-only needs --init"),
         (["--init", "default", "--fine-lm", "default"], "--fine-lm needs --decoder-only"),
         (["--init", "default", "--decoder-only", "--fine-lm-share", "0"], "--fine-lm-share must lie in"),
+        (
+            ["--init", "default", "--decoder-only", "--fine-lm-captioned"],
+            "--fine-lm-captioned needs --fine-lm",
+        ),
     ]:
         _one_line_error(capsys, base + extra, match)
     # a fine LM of other RVQ levels than the codec's: refused before any audio is read

@@ -180,6 +180,12 @@ def test_decoder_only_training_on_resampled_codes(trained):
         as_is = torch.isclose(half, decoded(codes)).all(-1)
         resampled = torch.isclose(half, decoded(zero_fine(codes))).all(-1)
         assert (as_is | resampled).all() and 0 < int(resampled.sum()) < 8 and not (as_is & resampled).any()
+        # captioned crops alone: bare audio keeps the encoder's codes whatever the share
+        captioned = torch.tensor([True, False] * 4)
+        kw = dict(decoder_only=True, resample=zero_fine, resampled_share=1.0, resample_captioned=True)
+        some = CodecTask(model, losses, **kw)._decoded(wav, captioned).audio
+        assert torch.allclose(some[captioned], decoded(zero_fine(codes))[captioned])
+        assert torch.allclose(some[~captioned], decoded(codes)[~captioned])
         task = CodecTask(model, losses, valid_clips=wav[:4], samples=0, decoder_only=True, resample=zero_fine)
         figures = task.validate(Path("unused"), 0)
     assert task.validation_metric == "val/mel_distance_resampled"

@@ -55,7 +55,9 @@ class CodecTask(TrainTask):
     codes a generated piece would have instead of the encoder's own: e.g. a fine LM's levels sampled
     from the crop's coarse codes, so the decoder learns to render what the LMs make as the music it
     came from. It then also validates on such codes (``val/mel_distance_resampled``, which picks
-    ``best/``): that is what the bundle decodes.
+    ``best/``): that is what the bundle decodes. ``resample_captioned`` resamples only crops of
+    captioned clips (the music the LMs were trained on), so bare audio in a mixed corpus keeps
+    teaching the decoder the encoder's own codes.
     """
 
     validation_metric = "val/mel_distance"
@@ -70,6 +72,7 @@ class CodecTask(TrainTask):
         decoder_only: bool = False,
         resample: Callable[[torch.Tensor], torch.Tensor] | None = None,
         resampled_share: float = 0.5,
+        resample_captioned: bool = False,
     ):
         super().__init__()
         if resample is not None and not decoder_only:
@@ -79,6 +82,7 @@ class CodecTask(TrainTask):
         self.model = model
         self.decoder_only = decoder_only
         self.resample, self.resampled_share = resample, resampled_share
+        self.resample_captioned = resample_captioned
         if resample is not None:
             self.validation_metric = "val/mel_distance_resampled"
         if decoder_only:
@@ -118,7 +122,10 @@ class CodecTask(TrainTask):
         key = wav.data_ptr()
         if cfg.silence_prob > 0:
             wav = wav * (torch.rand(wav.shape[0], 1, device=wav.device) >= cfg.silence_prob).to(wav.dtype)
-        out = self._decoded(wav) if self.decoder_only else self.model(wav)
+        captioned = None
+        if self.resample_captioned and isinstance(batch, dict):
+            captioned = torch.tensor([bool(c.strip()) for c in batch["caption"]], device=wav.device)
+        out = self._decoded(wav, captioned) if self.decoder_only else self.model(wav)
         mel = multiscale_mel_loss(out.audio, wav, sr, ffts=cfg.mel_ffts)
         loss = cfg.mel_weight * mel + out.commit_loss
         metrics = {"mel_loss": mel.detach(), "commit": out.commit_loss.detach()}
@@ -138,12 +145,14 @@ class CodecTask(TrainTask):
             metrics["mel_distance"] = mel_distance(out.audio.detach(), wav, sr)
         return loss, metrics
 
-    def _decoded(self, wav: torch.Tensor) -> CodecOutput:
-        """The frozen encoder's codes at every level (no codebook update), a share of them resampled,
-        decoded with gradients."""
+    def _decoded(self, wav: torch.Tensor, captioned: torch.Tensor | None = None) -> CodecOutput:
+        """The frozen encoder's codes at every level (no codebook update), a share of them resampled
+        (of the ``captioned`` rows alone where given), decoded with gradients."""
         codes = self.model.encode(wav)
         if self.resample is not None:
             rows = torch.rand(codes.shape[0], device=codes.device) < self.resampled_share
+            if captioned is not None:
+                rows &= captioned
             if rows.any():
                 codes = codes.clone()
                 codes[rows] = self.resample(codes[rows]).to(codes)
