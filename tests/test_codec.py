@@ -535,7 +535,10 @@ def test_train_codec_warm_starts_with_the_checkpoints_config(tmp_path):
     fine = StageConfig(stage="fine", lm=lm, codec_levels=4, codec_codebook=64, coarse_levels=2)
     save_model(FineStage(fine), tmp_path / "fine")
     args[args.index("--out") + 1] = str(tmp_path / "resampled")
-    assert main([*args, "--fine-lm", str(tmp_path / "fine"), "--fine-lm-share", "1"]) == 0
+    # (procedural clips carry captions: --fine-lm-captioned reads them from the batch, every crop resampled)
+    assert (
+        main([*args, "--fine-lm", str(tmp_path / "fine"), "--fine-lm-share", "1", "--fine-lm-captioned"]) == 0
+    )
     tuned = load_model(tmp_path / "resampled" / "model").state_dict()
     moved = {k for k, v in trained.state_dict().items() if not torch.equal(v, tuned[k])}
     assert moved and all(k.startswith("decoder.") for k in moved)
