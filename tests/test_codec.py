@@ -192,6 +192,8 @@ def test_decoder_only_training_on_resampled_codes(trained):
     assert figures["val/mel_distance_resampled"] > figures["val/mel_distance"]
     with pytest.raises(ValueError, match="decoder_only"):
         CodecTask(model, losses, resample=zero_fine)
+    with pytest.raises(ValueError, match="give resample"):
+        CodecTask(model, losses, decoder_only=True, resample_captioned=True)
 
 
 def test_adversarial_phases_run(tmp_path):

@@ -77,6 +77,8 @@ class CodecTask(TrainTask):
         super().__init__()
         if resample is not None and not decoder_only:
             raise ValueError("resampled codes train the decoder alone (decoder_only)")
+        if resample_captioned and resample is None:
+            raise ValueError("resample_captioned narrows which crops resample rewrites: give resample too")
         if not 0 < resampled_share <= 1:
             raise ValueError(f"resampled_share must lie in (0, 1], got {resampled_share}")
         self.model = model
