@@ -117,6 +117,10 @@ def test_train_settings_fail_with_one_line(capsys, tmp_path):
             ["--init", "default", "--decoder-only", "--fine-lm-captioned"],
             "--fine-lm-captioned needs --fine-lm",
         ),
+        (
+            ["--init", "default", "--decoder-only", "--fine-lm-mel-only"],
+            "--fine-lm-mel-only needs --fine-lm",
+        ),
     ]:
         _one_line_error(capsys, base + extra, match)
     # a fine LM of other RVQ levels than the codec's: refused before any audio is read

@@ -174,16 +174,16 @@ def test_decoder_only_training_on_resampled_codes(trained):
     losses = CodecLossConfig(adversarial_start=10_000, silence_prob=0.0)
     with torch.no_grad():
         every = CodecTask(model, losses, decoder_only=True, resample=zero_fine, resampled_share=1.0)
-        assert torch.allclose(every._decoded(wav).audio, decoded(zero_fine(codes)))
+        assert torch.allclose(every._decoded(wav)[0].audio, decoded(zero_fine(codes)))
         torch.manual_seed(0)
-        half = CodecTask(model, losses, decoder_only=True, resample=zero_fine)._decoded(wav).audio
+        half = CodecTask(model, losses, decoder_only=True, resample=zero_fine)._decoded(wav)[0].audio
         as_is = torch.isclose(half, decoded(codes)).all(-1)
         resampled = torch.isclose(half, decoded(zero_fine(codes))).all(-1)
         assert (as_is | resampled).all() and 0 < int(resampled.sum()) < 8 and not (as_is & resampled).any()
         # captioned crops alone: bare audio keeps the encoder's codes whatever the share
         captioned = torch.tensor([True, False] * 4)
         kw = dict(decoder_only=True, resample=zero_fine, resampled_share=1.0, resample_captioned=True)
-        some = CodecTask(model, losses, **kw)._decoded(wav, captioned).audio
+        some = CodecTask(model, losses, **kw)._decoded(wav, captioned)[0].audio
         assert torch.allclose(some[captioned], decoded(zero_fine(codes))[captioned])
         assert torch.allclose(some[~captioned], decoded(codes)[~captioned])
         task = CodecTask(model, losses, valid_clips=wav[:4], samples=0, decoder_only=True, resample=zero_fine)
@@ -194,6 +194,38 @@ def test_decoder_only_training_on_resampled_codes(trained):
         CodecTask(model, losses, resample=zero_fine)
     with pytest.raises(ValueError, match="give resample"):
         CodecTask(model, losses, decoder_only=True, resample_captioned=True)
+    with pytest.raises(ValueError, match="give resample"):
+        CodecTask(model, losses, decoder_only=True, resampled_mel_only=True)
+
+
+def test_resampled_crops_scored_by_mel_alone(trained):
+    """``resampled_mel_only``: the waveform L1 leaves out the resampled crops (another sample than the
+    target's) and weighs the encoder's crops as before; the mel loss covers every crop."""
+    import copy
+
+    model = copy.deepcopy(trained[0]).eval()
+    wav = torch.stack([ProceduralMusic(4, SR, 0.32, seed=5)[i]["wav"] for i in range(4)])
+    batch = {"wav": wav, "caption": ["a", "", "b", ""]}
+
+    def zero_fine(c):
+        c = c.clone()
+        c[:, 2:] = 0
+        return c
+
+    def loss(l1: float, **kw) -> float:
+        losses = CodecLossConfig(adversarial_start=10_000, silence_prob=0.0, waveform_l1_weight=l1)
+        task = CodecTask(model, losses, decoder_only=True, resample=zero_fine, resampled_share=1.0, **kw)
+        with torch.no_grad():
+            return float(task(batch, "generator", 0)[0])
+
+    captioned = dict(resample_captioned=True)
+    mel = loss(0.0, **captioned)
+    with torch.no_grad():
+        out = model.decoder(model.quantizer.decode(model.encode(wav)))[:, 0, : wav.shape[-1]]
+    own_l1 = float((out - wav).abs().mean(-1)[1::2].sum()) / 4  # the two bare crops, over all four
+    assert loss(100.0, resampled_mel_only=True, **captioned) == pytest.approx(mel + 100 * own_l1, rel=1e-4)
+    assert loss(100.0, **captioned) > loss(100.0, resampled_mel_only=True, **captioned) + 1e-3
+    assert loss(100.0, resampled_mel_only=True) == pytest.approx(loss(0.0), rel=1e-5)  # every crop resampled
 
 
 def test_adversarial_phases_run(tmp_path):
@@ -537,10 +569,10 @@ def test_train_codec_warm_starts_with_the_checkpoints_config(tmp_path):
     fine = StageConfig(stage="fine", lm=lm, codec_levels=4, codec_codebook=64, coarse_levels=2)
     save_model(FineStage(fine), tmp_path / "fine")
     args[args.index("--out") + 1] = str(tmp_path / "resampled")
-    # (procedural clips carry captions: --fine-lm-captioned reads them from the batch, every crop resampled)
-    assert (
-        main([*args, "--fine-lm", str(tmp_path / "fine"), "--fine-lm-share", "1", "--fine-lm-captioned"]) == 0
-    )
+    # (procedural clips carry captions: --fine-lm-captioned reads them from the batch, every crop resampled;
+    # --fine-lm-mel-only leaves those crops out of the waveform L1)
+    resampled = ["--fine-lm", str(tmp_path / "fine"), "--fine-lm-share", "1", "--fine-lm-captioned"]
+    assert main([*args, *resampled, "--fine-lm-mel-only", "--waveform-l1", "10"]) == 0
     tuned = load_model(tmp_path / "resampled" / "model").state_dict()
     moved = {k for k, v in trained.state_dict().items() if not torch.equal(v, tuned[k])}
     assert moved and all(k.startswith("decoder.") for k in moved)

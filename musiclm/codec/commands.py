@@ -52,6 +52,12 @@ def register(sub, train) -> None:
         help="with --fine-lm: resample only crops of captioned clips (the LMs' music); bare audio keeps"
         " the encoder's codes",
     )
+    p.add_argument(
+        "--fine-lm-mel-only",
+        action="store_true",
+        help="with --fine-lm: no --waveform-l1 on resampled crops (their codes are another sample than"
+        " the target's, so its phase is no target for them; the mel loss still is)",
+    )
     p.add_argument("--valid", default=None, help="held-out audio (folder/manifest) validated while training")
     p.add_argument("--valid-clips", type=int, default=32, help="validation clips (spread over --valid)")
     p.add_argument("--valid-seconds", type=float, default=5.0, help="seconds of each validation clip")
@@ -119,6 +125,10 @@ def _train(args: argparse.Namespace) -> None:
         raise ConfigError("--fine-lm needs --decoder-only: the codes it samples are the frozen encoder's")
     if args.fine_lm_captioned and not args.fine_lm:
         raise ConfigError("--fine-lm-captioned needs --fine-lm: it says which crops that LM resamples")
+    if args.fine_lm_mel_only and not args.fine_lm:
+        raise ConfigError(
+            "--fine-lm-mel-only needs --fine-lm: it changes the loss of the crops that LM resamples"
+        )
     if not 0 < args.fine_lm_share <= 1:
         raise ConfigError(f"--fine-lm-share must lie in (0, 1], got {args.fine_lm_share}")
     if not 0 <= args.silence_prob < 1:
@@ -166,6 +176,7 @@ def _train(args: argparse.Namespace) -> None:
         resample=fine_lm.resample_fine if fine_lm is not None else None,
         resampled_share=args.fine_lm_share,
         resample_captioned=args.fine_lm_captioned,
+        resampled_mel_only=args.fine_lm_mel_only,
     )
     trainer = Trainer(task, dataset, train_config)
     if fine_lm is not None:

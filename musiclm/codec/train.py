@@ -57,7 +57,10 @@ class CodecTask(TrainTask):
     came from. It then also validates on such codes (``val/mel_distance_resampled``, which picks
     ``best/``): that is what the bundle decodes. ``resample_captioned`` resamples only crops of
     captioned clips (the music the LMs were trained on), so bare audio in a mixed corpus keeps
-    teaching the decoder the encoder's own codes.
+    teaching the decoder the encoder's own codes. ``resampled_mel_only`` scores resampled crops by
+    the mel loss alone: their codes are another sample of the fine levels than the one the target
+    was encoded from, so its spectrum is a fair target and its waveform (the phase) is not; a
+    waveform L1 there pulls the decoder towards the mean of the possible waveforms, a duller sound.
     """
 
     validation_metric = "val/mel_distance"
@@ -73,18 +76,22 @@ class CodecTask(TrainTask):
         resample: Callable[[torch.Tensor], torch.Tensor] | None = None,
         resampled_share: float = 0.5,
         resample_captioned: bool = False,
+        resampled_mel_only: bool = False,
     ):
         super().__init__()
         if resample is not None and not decoder_only:
             raise ValueError("resampled codes train the decoder alone (decoder_only)")
         if resample_captioned and resample is None:
             raise ValueError("resample_captioned narrows which crops resample rewrites: give resample too")
+        if resampled_mel_only and resample is None:
+            raise ValueError("resampled_mel_only changes the loss of resampled crops: give resample too")
         if not 0 < resampled_share <= 1:
             raise ValueError(f"resampled_share must lie in (0, 1], got {resampled_share}")
         self.model = model
         self.decoder_only = decoder_only
         self.resample, self.resampled_share = resample, resampled_share
         self.resample_captioned = resample_captioned
+        self.resampled_mel_only = resampled_mel_only
         if resample is not None:
             self.validation_metric = "val/mel_distance_resampled"
         if decoder_only:
@@ -127,12 +134,19 @@ class CodecTask(TrainTask):
         captioned = None
         if self.resample_captioned and isinstance(batch, dict):
             captioned = torch.tensor([bool(c.strip()) for c in batch["caption"]], device=wav.device)
-        out = self._decoded(wav, captioned) if self.decoder_only else self.model(wav)
+        resampled = None
+        if self.decoder_only:
+            out, resampled = self._decoded(wav, captioned)
+        else:
+            out = self.model(wav)
         mel = multiscale_mel_loss(out.audio, wav, sr, ffts=cfg.mel_ffts)
         loss = cfg.mel_weight * mel + out.commit_loss
         metrics = {"mel_loss": mel.detach(), "commit": out.commit_loss.detach()}
         if cfg.waveform_l1_weight:
-            loss = loss + cfg.waveform_l1_weight * (out.audio - wav).abs().mean()
+            l1 = (out.audio - wav).abs().mean(dim=-1)  # [B]
+            if self.resampled_mel_only and resampled is not None:
+                l1 = l1 * ~resampled  # each crop of the encoder's codes weighs as it did
+            loss = loss + cfg.waveform_l1_weight * l1.mean()
         if step >= cfg.adversarial_start:
             fake_out = self.discriminator(out.audio)
             with torch.no_grad():
@@ -147,10 +161,14 @@ class CodecTask(TrainTask):
             metrics["mel_distance"] = mel_distance(out.audio.detach(), wav, sr)
         return loss, metrics
 
-    def _decoded(self, wav: torch.Tensor, captioned: torch.Tensor | None = None) -> CodecOutput:
+    def _decoded(
+        self, wav: torch.Tensor, captioned: torch.Tensor | None = None
+    ) -> tuple[CodecOutput, torch.Tensor]:
         """The frozen encoder's codes at every level (no codebook update), a share of them resampled
-        (of the ``captioned`` rows alone where given), decoded with gradients."""
+        (of the ``captioned`` rows alone where given), decoded with gradients; and which rows were
+        resampled (``[B]`` bool)."""
         codes = self.model.encode(wav)
+        rows = torch.zeros(codes.shape[0], dtype=torch.bool, device=codes.device)
         if self.resample is not None:
             rows = torch.rand(codes.shape[0], device=codes.device) < self.resampled_share
             if captioned is not None:
@@ -159,7 +177,7 @@ class CodecTask(TrainTask):
                 codes = codes.clone()
                 codes[rows] = self.resample(codes[rows]).to(codes)
         audio = self.model.decoder(self.model.quantizer.decode(codes))[:, 0, : wav.shape[-1]]
-        return CodecOutput(audio, codes, torch.zeros((), device=audio.device))
+        return CodecOutput(audio, codes, torch.zeros((), device=audio.device)), rows
 
     def validate(self, samples_dir: Path, step: int) -> dict[str, float]:
         if self.valid_clips is None:
