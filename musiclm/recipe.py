@@ -69,6 +69,9 @@ GROUPS = (
 # share of a trainer's time given to optimiser steps; the rest is start-up, k-means / RVQ fits, export
 STEP_SHARE = {"semantic": 0.6, "mulan": 0.75}
 VALID_SHARE = 0.1
+# wall minutes the tiny preset's fixed work took on 2 CPU cores whatever the budget (each phase's first
+# steps, quantizer fits, feature passes, samples; README): a smaller budget is overrun
+CPU_FLOOR_MINUTES = 7.0
 
 
 @dataclass
@@ -476,6 +479,12 @@ class Recipe:
             f"batches {plan.batch}, {plan.num_workers} loader processes, "
             + ("components side by side" if plan.parallel else "one phase at a time")
         )
+        if plan.device == "cpu" and self.minutes < CPU_FLOOR_MINUTES:
+            print(
+                f"note: a {self.minutes:g}-minute budget will be overrun: on a CPU the recipe's fixed work"
+                f" (each phase's first steps, quantizer fits, feature passes, samples) takes about"
+                f" {CPU_FLOOR_MINUTES:g} minutes of the tiny preset on 2 cores"
+            )
         if self.options.codec is not None:  # used as given: nothing to train
             self.state["phases"].setdefault("codec", {"done": True, "minutes": 0.0})
         for index, group in enumerate(GROUPS, 1):

@@ -145,6 +145,8 @@ def test_every_phase_runs_once_within_the_budget(tmp_path):
         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    note = proc.stdout.find("a 5-minute budget will be overrun")
+    assert 0 <= note < proc.stdout.index("codec: done")  # said before any phase runs
     state = json.loads((tmp_path / "run" / "recipe.json").read_text())
     assert all(state["phases"][p]["done"] for p in SHARES)
     assert 0 < state["spent_minutes"] < 1
