@@ -228,6 +228,19 @@ def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: in
     return path
 
 
+def integrated_loudness(wav: torch.Tensor, sample_rate: int) -> float | None:
+    """ITU-R BS.1770 integrated loudness (LUFS, through pyloudnorm) of ``[T]`` or ``[C, T]`` audio;
+    ``None`` for audio too short to measure (< 0.4 s), silent, or below the absolute gate."""
+    import pyloudnorm
+
+    data = wav.detach().cpu().double().numpy()
+    data = data.T if data.ndim == 2 else data
+    if data.shape[0] < int(0.4 * sample_rate) or is_silent(data):
+        return None
+    loudness = pyloudnorm.Meter(sample_rate).integrated_loudness(data)
+    return float(loudness) if np.isfinite(loudness) else None
+
+
 def normalize_loudness(
     wav: torch.Tensor, sample_rate: int, *, lufs: float = TARGET_LUFS, peak_dbfs: float = PEAK_DBFS
 ) -> tuple[torch.Tensor, float | None]:
@@ -235,16 +248,10 @@ def normalize_loudness(
     pyloudnorm), but never past a sample peak of ``peak_dbfs``: a generated clip is as loud as
     streamed music and never clipped. Returns the audio and its loudness after scaling; audio too
     short to measure (< 0.4 s) or silent comes back unchanged with ``None``."""
-    import pyloudnorm
-
-    data = wav.detach().cpu().double().numpy()
-    data = data.T if data.ndim == 2 else data
-    if data.shape[0] < int(0.4 * sample_rate) or is_silent(data):
+    loudness = integrated_loudness(wav, sample_rate)
+    if loudness is None:
         return wav, None
-    loudness = pyloudnorm.Meter(sample_rate).integrated_loudness(data)
-    if not np.isfinite(loudness):
-        return wav, None
-    peak = float(np.abs(data).max())
+    peak = float(wav.detach().abs().max())
     gain_db = min(lufs - loudness, peak_dbfs - 20 * np.log10(peak))
     return wav * float(10 ** (gain_db / 20)), float(loudness + gain_db)
 

@@ -25,6 +25,7 @@ from musiclm.eval import (
     kl_per_clip,
     mulan_cycle_consistency,
     normalize_key_name,
+    order_accuracy,
     tempo_accuracy,
 )
 from musiclm.mulan.model import MuLaN
@@ -466,3 +467,30 @@ def test_accuracies():
     assert tempo_accuracy(pred, true, tolerance=0.01) == pytest.approx(1 / 5)
     with pytest.raises(ValueError, match="same length"):
         tempo_accuracy([120], [120, 60])
+
+
+def test_dynamics_are_scored_as_the_order_of_loudness():
+    """Pairs with different labels count, in the labels' order or not (ties half); same-label pairs
+    do not; and in the eval a louder rendering of the 'loud' prompts scores 1, a reversed one 0."""
+    from types import SimpleNamespace
+
+    from musiclm.eval.report import _attributes
+
+    labels = ["soft", "medium", "loud", "loud"]
+    assert order_accuracy([-30, -20, -10, -12], labels) == 1.0
+    assert order_accuracy([-10, -20, -30, -5], labels) == pytest.approx(2 / 5)  # 2 of 5 pairs in order
+    assert order_accuracy([-20, -20, -20, -20], labels) == 0.5
+    assert order_accuracy([-30, -20, -10, -40], labels) == pytest.approx(3 / 5)
+    with pytest.raises(ValueError, match="not in the order"):
+        order_accuracy([1, 2], ["soft", "quiet"])
+    with pytest.raises(ValueError, match="no pair"):
+        order_accuracy([1, 2], ["loud", "loud"])
+    t = torch.arange(2 * SR) / SR
+    tone = torch.sin(2 * torch.pi * 440 * t)
+    entries = [SimpleNamespace(labels={"dynamics": d}) for d in labels]
+    in_order = [tone * g for g in (0.02, 0.1, 0.5, 0.4)]
+    assert _attributes(in_order, SR, entries)["dynamics"] == 1.0
+    assert _attributes(in_order[::-1], SR, entries)["dynamics"] == pytest.approx(1 / 5)
+    silent_soft = [torch.zeros_like(tone), *in_order[1:]]  # silence counts as the quietest
+    assert _attributes(silent_soft, SR, entries)["dynamics"] == 1.0
+    assert "dynamics" not in _attributes(in_order, SR, [SimpleNamespace(labels={})] * 4)

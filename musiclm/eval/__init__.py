@@ -11,6 +11,7 @@ from musiclm.eval.attributes import (
     estimate_key,
     estimate_tempo,
     normalize_key_name,
+    order_accuracy,
     tempo_accuracy,
 )
 from musiclm.eval.classifiers import HFAudioClassifier, LabelClassifier, LabelClassifierConfig
@@ -50,5 +51,6 @@ __all__ = [
     "kl_per_clip",
     "mulan_cycle_consistency",
     "normalize_key_name",
+    "order_accuracy",
     "tempo_accuracy",
 ]

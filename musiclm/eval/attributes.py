@@ -103,6 +103,27 @@ def attribute_accuracy(pred: Sequence[object], truth: Sequence[object]) -> float
     return float(np.mean([p == t for p, t in zip(pred, truth)]))
 
 
+DYNAMICS = ("soft", "medium", "loud")  # the benchmark's dynamics labels, quietest first
+
+
+def order_accuracy(values: Sequence[float], labels: Sequence[str], order: Sequence[str] = DYNAMICS) -> float:
+    """Share of pairs of clips with different ``labels`` whose ``values`` come in the labels' ``order``
+    (ties count half): 0.5 is chance, 1 every pair in order. Dynamics are read this way, not as a
+    class per clip, so no loudness threshold has to be fixed (a soft piece is softer, not -30 LUFS)."""
+    if len(values) != len(labels):
+        raise ValueError(f"got {len(values)} values for {len(labels)} labels")
+    unknown = sorted({str(label) for label in labels} - set(order))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not in the order {list(order)}")
+    rank = np.array([list(order).index(label) for label in labels])
+    v = np.asarray(values, np.float64)
+    pairs = np.sign(rank[:, None] - rank[None, :])  # +1 where i is labelled louder than j
+    if not (pairs > 0).any():
+        raise ValueError("every clip has the same label: no pair to order")
+    agree = np.sign(v[:, None] - v[None, :]) * pairs  # +1 in order, -1 reversed, 0 tied
+    return float(((agree[pairs > 0] + 1) / 2).mean())
+
+
 def tempo_accuracy(
     pred_bpm: Sequence[float] | np.ndarray,
     true_bpm: Sequence[float] | np.ndarray,

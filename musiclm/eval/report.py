@@ -4,9 +4,9 @@ For each system (the model, its unconditional baseline, the real reference audio
 and the references through the model's codec, the bound of any LM over that codec) it computes FAD
 (and FAD-inf) against the references in MuLaN embedding space, the KL divergence of a label
 classifier's outputs between paired reference and generated clips, MuLaN cycle consistency (MCC),
-and, where the benchmark has labels, attribute adherence (tempo, key, mode, and
-classifier-predicted factors). A prompts-shuffled MCC is the chance level. Generated clips are kept
-on disk, so an interrupted evaluation resumes where it stopped.
+and, where the benchmark has labels, attribute adherence (tempo, key, mode, dynamics as the order of
+the clips' loudness, and classifier-predicted factors). A prompts-shuffled MCC is the chance level.
+Generated clips are kept on disk, so an interrupted evaluation resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -21,20 +21,24 @@ import torch
 from tqdm import tqdm
 
 from musiclm import checks
-from musiclm.audio import load_audio, save_audio
+from musiclm.audio import integrated_loudness, load_audio, save_audio
 from musiclm.data.manifest import ManifestEntry, from_musiccaps, load_entries
 from musiclm.errors import DataError
 from musiclm.eval.attributes import (
+    DYNAMICS,
     attribute_accuracy,
     estimate_key,
     estimate_tempo,
     normalize_key_name,
+    order_accuracy,
     tempo_accuracy,
 )
 from musiclm.eval.embedders import ClassifierEmbedder, MulanEmbedder
 from musiclm.eval.fad import fad, fad_infinity
 from musiclm.eval.kld import kl_divergence
 from musiclm.eval.mcc import embedding_cosines
+
+SILENT_LUFS = -70.0  # BS.1770's absolute gate: a silent clip counts as the quietest
 
 
 @dataclass
@@ -125,6 +129,10 @@ def _attributes(wavs: list[torch.Tensor], sample_rate: int, entries, *, classifi
             [normalize_key_name(k[0]) for k in keys], [normalize_key_name(lab["key"]) for lab in labels]
         )
         out["mode"] = attribute_accuracy([k[1] for k in keys], [lab["mode"] for lab in labels])
+    dynamics = [lab.get("dynamics") for lab in labels]
+    if all(d in DYNAMICS for d in dynamics) and len(set(dynamics)) > 1:
+        levels = [integrated_loudness(w, sample_rate) for w in wavs]
+        out["dynamics"] = order_accuracy([SILENT_LUFS if v is None else v for v in levels], dynamics)
     if classifier is not None:
         for factor, names in classifier.config.labels.items():
             if factor in classifier.config.multilabel or not all(factor in lab for lab in labels):
