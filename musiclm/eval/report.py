@@ -316,7 +316,8 @@ def markdown_table(report: dict, *, heading: str = "Evaluation of") -> str:
         "space, or in the label classifier's (fad_classifier: independent of the MuLaN that conditions "
         "the model and ranks its candidates; lower is better); KLD: KL divergence of classifier label "
         "distributions, reference vs system (lower is better); acc: attribute adherence against the "
-        "benchmark's labels.",
+        "benchmark's labels (dynamics: the share of differently labelled pairs whose loudness comes in "
+        "the labels' order, 0.5 chance).",
     ]
     return "\n".join(lines) + "\n"
 
