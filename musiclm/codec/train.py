@@ -60,7 +60,7 @@ class CodecTask(TrainTask):
     teaching the decoder the encoder's own codes. ``resampled_mel_only`` scores resampled crops by
     the mel loss alone: their codes are another sample of the fine levels than the one the target
     was encoded from, so its spectrum is a fair target and its waveform (the phase) is not; a
-    waveform L1 there pulls the decoder towards the mean of the possible waveforms, a duller sound.
+    waveform L1 there pulls the decoder towards the mean of the possible waveforms, which is quieter.
     """
 
     validation_metric = "val/mel_distance"

@@ -115,13 +115,17 @@ def order_accuracy(values: Sequence[float], labels: Sequence[str], order: Sequen
     unknown = sorted({str(label) for label in labels} - set(order))
     if unknown:
         raise ValueError(f"labels {unknown} are not in the order {list(order)}")
-    rank = np.array([list(order).index(label) for label in labels])
-    v = np.asarray(values, np.float64)
-    pairs = np.sign(rank[:, None] - rank[None, :])  # +1 where i is labelled louder than j
-    if not (pairs > 0).any():
+    v, names = np.asarray(values, np.float64), np.asarray([str(label) for label in labels])
+    groups = [v[names == name] for name in order]
+    in_order = pairs = 0.0
+    for i, lower in enumerate(groups):  # group by group: memory grows with the groups, not all pairs
+        for higher in groups[i + 1 :]:
+            sign = np.sign(higher[:, None] - lower[None, :])  # +1 in order, -1 reversed, 0 tied
+            in_order += float(((sign + 1) / 2).sum())
+            pairs += sign.size
+    if not pairs:
         raise ValueError("every clip has the same label: no pair to order")
-    agree = np.sign(v[:, None] - v[None, :]) * pairs  # +1 in order, -1 reversed, 0 tied
-    return float(((agree[pairs > 0] + 1) / 2).mean())
+    return in_order / pairs
 
 
 def tempo_accuracy(
