@@ -471,7 +471,7 @@ def test_accuracies():
 
 def test_dynamics_are_scored_as_the_order_of_loudness():
     """Pairs with different labels count, in the labels' order or not (ties half); same-label pairs
-    do not; and in the eval a louder rendering of the 'loud' prompts scores 1, a reversed one 0."""
+    do not; in the eval, clips as loud as their labels say score 1, the same clips reversed 1 pair of 5."""
     from types import SimpleNamespace
 
     from musiclm.eval.report import _attributes
