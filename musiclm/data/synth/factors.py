@@ -9,11 +9,11 @@ only memorised caption strings scores near chance on the held-out column.
 
 from __future__ import annotations
 
-from musiclm.data.synth.captions import TEMPO_WORDS, tempo_bucket
+from musiclm.data.synth.captions import DYNAMIC_WORDS, TEMPO_WORDS, tempo_bucket
 from musiclm.data.synth.styles import INSTRUMENTS, STYLES
 
 WORDINGS = ("train", "heldout")
-FACTORS = ("genre", "lead family", "tempo", "mode", "drums")
+FACTORS = ("genre", "lead family", "tempo", "mode", "drums", "dynamics")
 FAMILY_WORDS = {
     "keyboard": "keyboard",
     "mallet": "mallet percussion",
@@ -43,6 +43,8 @@ def factor_value(factor: str, labels: dict) -> str | None:
         return labels.get("mode")
     if factor == "drums":
         return None if "drums" not in labels else ("drums" if labels["drums"] else "no drums")
+    if factor == "dynamics":
+        return labels.get("dynamics")
     raise ValueError(f"unknown factor {factor!r}")
 
 
@@ -78,4 +80,5 @@ def factor_prompts(wording: str) -> dict[str, dict[str, str]]:
             "drums": "There is a steady drum beat." if train else "Percussion keeps time.",
             "no drums": "There are no drums." if train else "No percussion at all.",
         },
+        "dynamics": {d: f"It is {words[0]}." for d, words in DYNAMIC_WORDS[split].items()},
     }
