@@ -23,7 +23,7 @@ def _benchmark(tmp_path):
         bpm = [90, 120, 150][i % 3]
         t = np.arange(3 * SR) / SR
         clicks = (np.mod(t, 60 / bpm) < 0.01) * rng.normal(0, 0.5, len(t))
-        wav = 0.2 * np.sin(2 * np.pi * [220, 330][i % 2] * t) + clicks
+        wav = (0.2 * np.sin(2 * np.pi * [220, 330][i % 2] * t) + clicks) * [0.25, 0.5, 1.0][i % 3]
         path = tmp_path / f"ref{i}.wav"
         sf.write(path, wav.astype(np.float32), SR)
         labels = {
@@ -31,6 +31,7 @@ def _benchmark(tmp_path):
             "key": "A" if i % 2 == 0 else "E",
             "mode": "major",
             "genre": ["rock", "jazz"][i % 2],
+            "dynamics": ["soft", "medium", "loud"][i % 3],
         }
         entries.append(ManifestEntry(str(path), f"a {labels['genre']} piece at {bpm} bpm", labels=labels))
     return write_manifest(tmp_path / "bench.jsonl", entries)
@@ -54,8 +55,9 @@ def test_eval_cli_writes_report_and_resumes(tmp_path):
     systems = report["systems"]
     assert set(systems) == {"model", "unconditional", "reference", "codec round trip", "shuffled prompts"}
     for name in ("model", "unconditional", "reference", "codec round trip"):
-        assert {"tempo", "key", "mode", "genre"} <= set(systems[name]["adherence"])
+        assert {"tempo", "key", "mode", "dynamics", "genre"} <= set(systems[name]["adherence"])
     assert systems["reference"]["adherence"]["tempo_octave"] >= 0.5  # the click tracks carry their tempo
+    assert systems["reference"]["adherence"]["dynamics"] == 1.0  # each as loud as its label says
     # every figure is what the metric gives on the files the report names, prompt i with clip i
     model = MusicLM.from_pretrained(bundle, device="cpu")
     entries = load_entries(manifest)
