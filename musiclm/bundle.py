@@ -1,7 +1,7 @@
 """MusicLM bundles: the component checkpoints of one model, side by side, plus ``musiclm.json``.
 
     musiclm.json   {"name": ..., "components": {"codec": "codec", "semantic": "semantic", ...}}
-    codec/ semantic/ mulan/ [melody/] semantic_lm/ coarse_lm/ fine_lm/
+    codec/ semantic/ mulan/ [melody/] semantic_lm/ coarse_lm/ fine_lm/ [loudness/]
 
 Each component directory is an ordinary checkpoint (``config.json`` + safetensors) whose kind is the
 component's name, or for the codec, semantic tokenizer and MuLaN one of the ``transformers``
@@ -25,8 +25,8 @@ if TYPE_CHECKING:  # torch loads only when a bundle does: the CLI lists the comp
     from torch import nn
 
 # every component of a bundle; each name is also the checkpoint kind of its directory
-COMPONENTS = ("codec", "semantic", "mulan", "melody", "semantic_lm", "coarse_lm", "fine_lm")
-OPTIONAL = frozenset({"melody"})
+COMPONENTS = ("codec", "semantic", "mulan", "melody", "semantic_lm", "coarse_lm", "fine_lm", "loudness")
+OPTIONAL = frozenset({"melody", "loudness"})
 LM_COMPONENTS = ("semantic_lm", "coarse_lm", "fine_lm")  # in the order of per-stage temperatures
 
 

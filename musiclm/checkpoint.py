@@ -166,6 +166,8 @@ def load_model(
         config = config_from_dict(_config_class(cls), meta["config"], where=str(directory / CONFIG_FILE))
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
+    except ValueError as e:  # a config's own check of its values (__post_init__)
+        raise CheckpointError(f"{directory / CONFIG_FILE}: {e}") from None
     if expected_config is not None:
         diff = config_diff(config, expected_config)
         if diff:
@@ -242,6 +244,7 @@ def _import_builtin_models() -> None:
         "musiclm.codec.soundstream",
         "musiclm.semantic.tokenizer",
         "musiclm.mulan.model",
+        "musiclm.mulan.loudness",
         "musiclm.melody.model",
         "musiclm.lm.stages",
         "musiclm.eval.classifiers",

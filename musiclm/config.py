@@ -146,6 +146,39 @@ class MelodyConfig:
 
 
 @dataclass
+class LoudnessConfig:
+    """The loudness a prompt asks for (:mod:`musiclm.mulan.loudness`): each sentence of the prompt is
+    matched softly to the sentences of the training captions, and each of those carries a fitted
+    contribution to the integrated loudness of the clip."""
+
+    text_encoder: str = "minilm"  # all-MiniLM-L6-v2, as MuLaN's "minilm" text tower (shared with it)
+    hidden_size: int = 384  # the encoder's width
+    max_text_tokens: int = 64  # per sentence
+    anchors: int = 1  # training sentences a prompt's sentences are matched to
+    # softmax temperature of the match over cosine similarities: low enough that a sentence goes to
+    # its nearest known sentences ("gentle and hushed" to "quiet", "softly played"), chosen on held-out clips
+    temperature: float = 0.03
+    # the training clips' median loudness (LUFS): the level that output normalisation moves to its
+    # target, so that a prompt that names no dynamics lands near that target
+    reference_lufs: float = -23.0
+    # the range a prediction is kept in (the training clips' 1st and 99th percentiles): a prompt unlike
+    # any caption never asks for a level no training clip had
+    min_lufs: float = -70.0
+    max_lufs: float = 0.0
+
+    def __post_init__(self):
+        if self.text_encoder != "minilm":
+            raise ValueError(f"text_encoder {self.text_encoder!r}: only 'minilm' is supported")
+        if min(self.hidden_size, self.max_text_tokens, self.anchors) < 1 or self.temperature <= 0:
+            raise ValueError("hidden_size, max_text_tokens, anchors and temperature must be positive")
+        if not self.min_lufs <= self.reference_lufs <= self.max_lufs:
+            raise ValueError(
+                f"need min_lufs <= reference_lufs <= max_lufs, got {self.min_lufs}, "
+                f"{self.reference_lufs}, {self.max_lufs}"
+            )
+
+
+@dataclass
 class LMConfig:
     """One decoder-only token language model (semantic, coarse or fine stage)."""
 

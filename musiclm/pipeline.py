@@ -22,7 +22,14 @@ import torch
 from tqdm import tqdm
 
 from musiclm import checks
-from musiclm.audio import PITCH_CLASS_RATE, audio_info, check_waveform, load_audio, pitch_classes
+from musiclm.audio import (
+    PITCH_CLASS_RATE,
+    audio_info,
+    check_waveform,
+    load_audio,
+    normalize_loudness,
+    pitch_classes,
+)
 from musiclm.bundle import COMPONENTS, check_compatible, load_bundle
 from musiclm.checks import Guidance
 from musiclm.errors import AudioError, PromptError
@@ -56,6 +63,12 @@ class Generation:
     cond_tokens: torch.Tensor | None = None  # [P, Mq] MuLaN text tokens
     timings: dict[str, float] = field(default_factory=dict)
     segment_starts: list[float] = field(default_factory=list)  # story mode: where each prompt takes over (s)
+    # the integrated loudness (LUFS) each prompt asks for, read by the bundle's loudness head, which
+    # every clip and candidate of the prompt is set to; and its distance (dB) from the head's reference
+    # level (a prompt that names no dynamics: near 0), for output normalisation to keep. None without
+    # a loudness head, for unconditional samples and for continuations and stories
+    prompt_lufs: torch.Tensor | None = None  # [P]
+    prompt_level_db: torch.Tensor | None = None  # [P]
 
 
 class MusicLM:
@@ -70,8 +83,12 @@ class MusicLM:
         self.semantic_lm: SemanticStage = components["semantic_lm"]
         self.coarse_lm: CoarseStage = components["coarse_lm"]
         self.fine_lm: FineStage = components["fine_lm"]
+        self.loudness = components.get("loudness")
         for module in self.modules().values():
             module.eval()
+        text = getattr(self.mulan, "text", None)
+        if self.loudness is not None and getattr(self.mulan.config, "text_tower", None) == "minilm":
+            self.loudness.use_text_encoder(text.encoder, text.tokenizer)  # one MiniLM for both
         check_compatible(self.modules(), name)
 
     @classmethod
@@ -443,6 +460,26 @@ class MusicLM:
             timings=timings,
         )
 
+    def _set_loudness(self, result: Generation, prompts: list[str]) -> Generation:
+        """Every clip and candidate of each prompt at the loudness the prompt asks for (peaks kept
+        below -1 dBFS), by the bundle's loudness head; unchanged without one."""
+        if self.loudness is None:
+            return result
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            lufs = self.loudness(prompts).float().cpu()
+        for p, target in enumerate(lufs.tolist()):
+            for n in range(result.candidates.shape[1]):
+                result.candidates[p, n] = normalize_loudness(
+                    result.candidates[p, n], self.sample_rate, lufs=target
+                )[0]
+        result.audio = result.candidates[torch.arange(len(prompts)), result.chosen].clone()
+        result.prompt_lufs = lufs
+        result.prompt_level_db = lufs - self.loudness.config.reference_lufs
+        result.timings["loudness"] = time.perf_counter() - t0
+        result.timings["total"] += result.timings["loudness"]
+        return result
+
     def _semantic_steps(self, seconds: float) -> int:
         return max(1, round(seconds * self.semantic_lm.config.semantic_rate))
 
@@ -495,10 +532,11 @@ class MusicLM:
             progress=progress,
             timings=timings,
         )
-        return self._finish(
+        result = self._finish(
             tokens, prompts=prompts, num_samples=round(seconds * self.sample_rate), candidates=candidates,
             cond_tokens=cond.mulan[:, 0], timings=timings, start=start, progress=progress,
         )  # fmt: skip
+        return result if unconditional else self._set_loudness(result, prompts)
 
     def tokenize_audio(self, audio, sample_rate: int | None = None) -> dict[str, torch.Tensor]:
         """Semantic ``[1, S]`` and codec ``[1, Q, 2S]`` tokens of an audio prompt (aligned, even frames)."""

@@ -56,9 +56,13 @@ def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None
         type=float,
         default=-14.0,
         metavar="LUFS",
-        help="normalise the output to this integrated loudness, peaks kept below -1 dBFS (default -14)",
+        help="normalise the output to this integrated loudness, peaks kept below -1 dBFS (default -14); "
+        "with a bundle that reads loudness from the prompt, a prompt that names no dynamics comes out "
+        "here and a quiet or loud one as far below or above it as the bundle reads",
     )
-    p.add_argument("--no-normalize", action="store_true", help="write the audio as decoded")
+    p.add_argument(
+        "--no-normalize", action="store_true", help="write the audio as generated (at the prompt's own level)"
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU if there is one)")
     p.add_argument(
         "--max-memory-gb", type=float, default=None, help="refuse larger requests (default: the free memory)"
@@ -203,8 +207,9 @@ def _write(result, row: int, path: Path, *, model, args, extra: dict) -> None:
     from musiclm.audio import normalize_loudness, save_audio, write_text_atomic
 
     wav, loudness = result.audio[row], None
+    level = None if result.prompt_level_db is None else float(result.prompt_level_db[row])
     if not args.no_normalize:
-        wav, loudness = normalize_loudness(wav, result.sample_rate, lufs=args.loudness)
+        wav, loudness = normalize_loudness(wav, result.sample_rate, lufs=args.loudness + (level or 0.0))
     save_audio(path, wav, result.sample_rate)
     sidecar = {
         "model": model.name,
@@ -215,6 +220,7 @@ def _write(result, row: int, path: Path, *, model, args, extra: dict) -> None:
         "scores": [round(float(x), 4) for x in result.scores[row]],
         "chosen": int(result.chosen[row]),
         "loudness_lufs": None if loudness is None else round(loudness, 2),
+        "prompt_level_db": None if level is None else round(level, 2),
         "parameters": {
             "temperatures": args.temperatures,
             "top_k": args.top_k,

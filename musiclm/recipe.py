@@ -5,6 +5,8 @@ Phases, each a child process (``python -m musiclm ...``) writing its log to ``RU
     split       train / validation manifests, split by file (``RUN/data/``)
     codec, semantic, mulan, melody        the components, each with a validation loss, and
                 MuLaN's retrieval report on the held-out captions (``RUN/mulan/report.json``)
+    loudness    the head that reads a prompt's loudness, fitted to the captions (its error on the
+                held-out clips in its ``config.json``)
     tokenize    token caches of both splits through the trained components
     fine-lm, coarse-lm, semantic-lm       the stage LMs, each with a validation loss and a generated
                                           clip per validation (RUN/PHASE/samples)
@@ -49,18 +51,19 @@ SHARES = {
     "semantic": 0.09,
     "mulan": 0.13,
     "melody": 0.06,
-    "tokenize": 0.06,
+    "loudness": 0.01,  # a closed-form fit: its time is reading the clips, whatever the budget
+    "tokenize": 0.05,
     "semantic-lm": 0.13,
     "coarse-lm": 0.17,
     "fine-lm": 0.12,
     "bundle": 0.01,
     "samples": 0.02,
 }
-TRAINERS = ("codec", "semantic", "mulan", "melody", "semantic-lm", "coarse-lm", "fine-lm")
+TRAINERS = ("codec", "semantic", "mulan", "melody", "loudness", "semantic-lm", "coarse-lm", "fine-lm")
 # phases that may run side by side (they do on a GPU); the groups run in this order
 GROUPS = (
     ("split",),
-    ("codec", "semantic", "mulan", "melody"),
+    ("codec", "semantic", "mulan", "melody", "loudness"),
     ("tokenize",),
     ("fine-lm", "coarse-lm", "semantic-lm"),  # one at a time: the semantic LM's samples use the others
     ("bundle",),
@@ -292,6 +295,9 @@ class Recipe:
             for part in TRAINERS:
                 cmd += [f"--{part}", str(self._model_dir(part))]
             return cmd
+        if phase == "loudness":
+            return [*ml, "train", "loudness", "--data", data, "--valid", valid, "--out",
+                    str(self.root / "loudness" / "model"), "--workers", str(max(1, plan.cores))]  # fmt: skip
         steps = STEP_SHARE.get(phase, 0.85) * minutes
         common = [
             "--out", str(self.root / phase), "--max-minutes", f"{steps:.3f}",
@@ -522,6 +528,9 @@ class Recipe:
             validation = self.root / part / "best" / "validation.json"
             if validation.is_file():
                 row["validation"] = json.loads(validation.read_text())
+            fitted = self.root / part / "model" / "config.json"
+            if part == "loudness" and fitted.is_file():  # fitted in closed form: its figures are the fit's
+                row["validation"] = json.loads(fitted.read_text()).get("fit")
             components[part] = row
         if self.options.codec is not None:
             components["codec"]["checkpoint"] = str(Path(self.options.codec).resolve())

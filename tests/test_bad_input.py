@@ -277,3 +277,23 @@ def test_default_model_for_codec_encode_and_an_all_bad_folder(capsys, tmp_path):
         ["train", "codec", "--data", str(bad), "--out", str(tmp_path / "run"), "--no-progress"],
         "a.wav",
     )
+
+
+def test_the_loudness_fit_refuses_bad_data_in_one_line(capsys, tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(3):  # audio without captions
+        sf.write(
+            clips / f"{i}.wav", np.random.default_rng(i).standard_normal(SR).astype(np.float32) * 0.1, SR
+        )
+    base = ["train", "loudness", "--out", str(tmp_path / "head")]
+    _one_line_error(
+        capsys, [*base, "--data", str(clips), "--valid", str(clips)], "fewer than 2 captioned clips"
+    )
+    _one_line_error(
+        capsys, [*base, "--data", str(tmp_path / "none.jsonl"), "--valid", str(clips)], "none.jsonl"
+    )
+    _one_line_error(
+        capsys, [*base, "--data", str(clips), "--valid", str(clips), "--workers", "0"], "--workers"
+    )
+    assert not (tmp_path / "head" / "config.json").exists()

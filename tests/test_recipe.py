@@ -161,8 +161,8 @@ def test_side_by_side_the_components_run_at_once_and_all_stop(tmp_path):
     data = _data(tmp_path)
     state = tmp_path / "run" / "recipe.json"
     proc = _run(tmp_path, data, "30", "--parallel", "yes")
-    running = _running(state, at_least=4)
-    assert sorted(running) == ["codec", "melody", "mulan", "semantic"]
+    running = _running(state, at_least=5)
+    assert sorted(running) == ["codec", "loudness", "melody", "mulan", "semantic"]
     os.kill(proc.pid, signal.SIGINT)
     assert proc.wait(30) == 130
     time.sleep(0.5)

@@ -1,4 +1,4 @@
-"""``musiclm train mulan`` and ``musiclm embed``."""
+"""``musiclm train mulan``, ``musiclm train loudness``, ``musiclm embed`` and ``musiclm mulan-report``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,20 @@ def register(sub, train) -> None:
     p.add_argument("--valid", default=None, help="held-out captioned audio: val/loss while training")
     add_train_arguments(p, out_dir="runs/mulan", max_steps=20000, batch_size=32, lr=3e-4)
     p.set_defaults(func=_train)
+
+    lo = train.add_parser(
+        "loudness",
+        help='fit the head that reads a prompt\'s loudness ("quiet", "powerful and loud")',
+        description="Ridge regression from the frozen MiniLM's features of each caption to its clip's "
+        "integrated loudness (LUFS); the penalty is chosen on --valid. Seconds to minutes on a CPU.",
+    )
+    lo.add_argument(
+        "--data", required=True, help="captioned audio: manifest, CSV or folder with .txt captions"
+    )
+    lo.add_argument("--valid", required=True, help="held-out captioned audio (other tracks than --data)")
+    lo.add_argument("--out", default="runs/loudness", help="checkpoint folder to write")
+    lo.add_argument("--workers", type=int, default=2, help="processes that measure the clips' loudness")
+    lo.set_defaults(func=_train_loudness)
 
     e = sub.add_parser("embed", help="MuLaN embeddings / tokens of prompts or audio files (JSON lines)")
     e.add_argument("--model", default="default", help="MuLaN checkpoint ('default': the shipped bundle's)")
@@ -77,6 +91,23 @@ def _train(args: argparse.Namespace) -> None:
         valid=valid,
     )
     print(f"MuLaN written to {trainer.model_dir}")
+
+
+def _train_loudness(args: argparse.Namespace) -> None:
+    import json
+
+    from musiclm import checks
+    from musiclm.checkpoint import save_model
+    from musiclm.data.manifest import load_entries
+    from musiclm.mulan.loudness_train import fit_prompt_loudness
+
+    workers = checks.positive_int(args.workers, "--workers")
+    checks.writable_dir(args.out, "--out")
+    train, valid = load_entries(args.data), load_entries(args.valid)
+    head, metrics = fit_prompt_loudness(train, valid, workers=workers)
+    save_model(head, args.out, metadata={"fit": metrics})
+    print(json.dumps(metrics))
+    print(f"loudness head written to {args.out}")
 
 
 def _report(args: argparse.Namespace) -> None:

@@ -40,7 +40,11 @@ class Sampling(BaseModel):
     top_k: int | None = None
     top_p: float | None = None
     normalize: bool = Field(True, description="loudness-normalise the output (peaks kept below -1 dBFS)")
-    loudness: float = Field(-14.0, description="target integrated loudness in LUFS")
+    loudness: float = Field(
+        -14.0,
+        description="target integrated loudness in LUFS of a prompt that names no dynamics; a bundle that "
+        "reads loudness from the prompt puts a quiet or loud one below or above it",
+    )
 
 
 class GenerateBody(Sampling):

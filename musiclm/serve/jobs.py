@@ -362,6 +362,7 @@ class JobQueue:
                 "candidates": out.candidates[i],
                 "scores": [round(float(s), 4) for s in out.scores[i]],
                 "chosen": int(out.chosen[i]),
+                "level_db": None if out.prompt_level_db is None else float(out.prompt_level_db[i]),
                 "timings": {k: round(v, 3) for k, v in out.timings.items()},
                 "segment_starts": out.segment_starts,
             }
@@ -372,7 +373,9 @@ class JobQueue:
         """Write the job's WAVs (each normalised alike), spectrogram and JSON into its folder."""
         from musiclm.plot import save_spectrogram_png
 
-        sr, loudness = self.model.sample_rate, job.request.loudness
+        sr, loudness, level = self.model.sample_rate, job.request.loudness, result["level_db"]
+        if loudness is not None and level is not None:
+            loudness += level  # the prompt's own dynamics, kept
         job.folder.mkdir(parents=True, exist_ok=True)
         wav, lufs = result["audio"], None
         if loudness is not None:
@@ -390,6 +393,7 @@ class JobQueue:
             "scores": result["scores"],
             "chosen": result["chosen"],
             "loudness_lufs": None if lufs is None else round(lufs, 2),
+            "prompt_level_db": None if level is None else round(level, 2),
             "timings": result["timings"],
             "segment_starts": result["segment_starts"],
         }
