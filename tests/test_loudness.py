@@ -46,7 +46,7 @@ def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("loudness")
     train = _entries(root / "train", STYLES[:8], 0)
     valid = _entries(root / "valid", STYLES[8:], 1)  # other pieces and other words
-    return fit_prompt_loudness(train, valid, workers=1)
+    return fit_prompt_loudness(train, valid, workers=2)  # in worker processes (spawned)
 
 
 def test_sentences_split_a_caption():

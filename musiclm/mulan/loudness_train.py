@@ -9,6 +9,7 @@ as reading the audio and encoding the captions.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -39,7 +40,8 @@ def clip_loudness(entries: list[ManifestEntry], *, workers: int = 2) -> np.ndarr
     if workers <= 1:
         values = [_entry_loudness(e) for e in entries]
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        # spawned, not forked: a fork after torch has run its thread pool can hang in the child
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             values = list(pool.map(_entry_loudness, entries, chunksize=16))
     return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
