@@ -226,6 +226,19 @@ def test_checkpoints_get_the_usual_permissions(tmp_path):
     assert (path / "model.safetensors").stat().st_mode & 0o777 == 0o644
 
 
+def test_a_half_precision_bundle_gets_the_usual_permissions(tmp_path):
+    from musiclm.bundle import make_bundle
+    from tests._tiny_bundle import components, save_parts
+
+    old = os.umask(0o022)
+    try:
+        bundle = make_bundle(tmp_path / "bundle", save_parts(tmp_path, components()), half=True)
+    finally:
+        os.umask(old)
+    modes = {p.parent.name: p.stat().st_mode & 0o777 for p in bundle.rglob("model.safetensors")}
+    assert len(modes) == 7 and set(modes.values()) == {0o644}, modes
+
+
 def test_audio_is_written_through_a_temporary_name(tmp_path, monkeypatch):
     from musiclm.audio import save_audio
 
