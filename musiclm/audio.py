@@ -17,12 +17,12 @@ import soxr
 import torch
 import torch.nn.functional as F
 
+from musiclm.config import TARGET_LUFS
 from musiclm.errors import AudioError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
 SILENCE_RMS = 1e-4  # below this RMS (about -80 dBFS) a clip counts as silent
 STREAM_SECONDS = 60.0  # longer reads are decoded and resampled in blocks (bounded memory)
-TARGET_LUFS = -14.0  # streaming loudness, as audiocraft's audio_write
 PEAK_DBFS = -1.0  # loudness normalisation never lifts a sample peak above this
 
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from musiclm import checks
+from musiclm.config import TARGET_LUFS
 from musiclm.errors import MusicLMError, PromptError
 from musiclm.tempo import tempo_from_prompt
 
@@ -54,9 +55,9 @@ def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None
     p.add_argument(
         "--loudness",
         type=float,
-        default=-14.0,
+        default=TARGET_LUFS,
         metavar="LUFS",
-        help="normalise the output to this integrated loudness, peaks kept below -1 dBFS (default -14); "
+        help="normalise the output to this integrated loudness, peaks kept below -1 dBFS (default %(default)g, EBU R128); "
         "with a bundle that reads loudness from the prompt, a prompt that names no dynamics comes out "
         "here and a quiet or loud one as far below or above it as the bundle reads",
     )

@@ -16,6 +16,7 @@ DEFAULT_COMPONENTS = {
     "semantic_lm": "musiclm-tiny/semantic_lm",
     "coarse_lm": "musiclm-tiny/coarse_lm",
     "fine_lm": "musiclm-tiny/fine_lm",
+    "loudness": "musiclm-tiny/loudness",
 }
 BUNDLES = {"default": "musiclm-tiny", "musiclm-tiny": "musiclm-tiny"}
 BUNDLE_FILE = "musiclm.json"  # a bundle's manifest: {"name": ..., "components": {component: directory}}

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from musiclm.config import TARGET_LUFS
 from musiclm.errors import MusicLMError
 from musiclm.serve.jobs import Job, JobQueue, QueueFull, load_upload
 from musiclm.serve.jobs import Request as JobRequest
@@ -41,7 +42,7 @@ class Sampling(BaseModel):
     top_p: float | None = None
     normalize: bool = Field(True, description="loudness-normalise the output (peaks kept below -1 dBFS)")
     loudness: float = Field(
-        -14.0,
+        TARGET_LUFS,
         description="target integrated loudness in LUFS of a prompt that names no dynamics; a bundle that "
         "reads loudness from the prompt puts a quiet or loud one below or above it",
     )

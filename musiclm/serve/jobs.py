@@ -24,6 +24,7 @@ import torch
 
 from musiclm import checks
 from musiclm.audio import load_audio, normalize_loudness, save_audio, write_text_atomic
+from musiclm.config import TARGET_LUFS
 from musiclm.errors import AudioError, MusicLMError, PromptError
 from musiclm.serve.limits import Limits
 
@@ -54,7 +55,7 @@ class Request:
     temperatures: tuple[float, float, float] | None = None
     top_k: int | None = None
     top_p: float | None = None
-    loudness: float | None = -14.0  # None: written as decoded
+    loudness: float | None = TARGET_LUFS  # None: written as decoded
     segments: tuple[tuple[str, float], ...] = ()
     audio: torch.Tensor | None = field(default=None, compare=False, repr=False)
     melody: torch.Tensor | None = field(default=None, compare=False, repr=False)

@@ -14,6 +14,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
+from musiclm.config import TARGET_LUFS  # noqa: E402
 from musiclm.errors import MusicLMError  # noqa: E402
 from musiclm.serve.jobs import FINISHED, STEPS, JobQueue, Request, load_upload  # noqa: E402
 
@@ -106,7 +107,7 @@ def build(queue: JobQueue) -> gr.Blocks:
                 ]
             with gr.Row():
                 top_k = gr.Number(0, precision=0, minimum=0, label="Top-k (0 = off)")
-                normalize = gr.Checkbox(True, label="Normalise loudness to -14 LUFS")
+                normalize = gr.Checkbox(True, label=f"Normalise loudness to {TARGET_LUFS:g} LUFS")
         with gr.Row():
             cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
         status = gr.Markdown(elem_id="status")
@@ -130,7 +131,7 @@ def build(queue: JobQueue) -> gr.Blocks:
                 mode=mode, seconds=float(secs), candidates=int(n), seed=int(sd or 0),
                 guidance=(float(g1), float(g2)),
                 temperatures=(float(t1), float(t2), float(t3)), top_k=int(k) if k else None,
-                loudness=-14.0 if norm else None, **extra,
+                loudness=TARGET_LUFS if norm else None, **extra,
             )  # fmt: skip
 
         def follow(make_request, progress):
