@@ -579,8 +579,8 @@ def register(sub, train) -> None:
     p = train.add_parser(
         "bundle",
         help="the whole recipe on a captioned dataset in one time budget",
-        description="Split, train the codec, semantic tokenizer, MuLaN and melody model, tokenize, train the "
-        "three stage LMs and assemble a bundle, all within --minutes; rerun to continue.",
+        description="Split, train the codec, semantic tokenizer, MuLaN, melody model and loudness head, "
+        "tokenize, train the three stage LMs and assemble a bundle, all within --minutes; rerun to continue.",
     )
     p.add_argument(
         "--data", required=True, help="captioned audio: folder with .txt captions, manifest or CSV"

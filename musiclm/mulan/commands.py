@@ -29,8 +29,9 @@ def register(sub, train) -> None:
     lo = train.add_parser(
         "loudness",
         help='fit the head that reads a prompt\'s loudness ("quiet", "powerful and loud")',
-        description="Ridge regression from the frozen MiniLM's features of each caption to its clip's "
-        "integrated loudness (LUFS); the penalty is chosen on --valid. Seconds to minutes on a CPU.",
+        description="Each sentence of a caption is matched softly to the training captions' sentences "
+        "(frozen MiniLM) and a kernel ridge regression fitted to each clip's integrated loudness (LUFS); "
+        "the match temperature and penalty are chosen on --valid. Minutes on a CPU, no gradient steps.",
     )
     lo.add_argument(
         "--data", required=True, help="captioned audio: manifest, CSV or folder with .txt captions"
