@@ -18,14 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from musiclm import checks
 from musiclm.audio import (
+    PEAK_DBFS,
     PITCH_CLASS_RATE,
     audio_info,
     check_waveform,
+    integrated_loudness,
     load_audio,
     normalize_loudness,
     pitch_classes,
@@ -44,6 +47,7 @@ from musiclm.tempo import (
 )
 
 DECODE_BATCH = 8  # candidates decoded at once
+STORY_GAIN_RAMP = 0.5  # seconds over which a story's level moves from one segment's to the next
 STAGE_NAMES = ("semantic", "coarse", "fine")
 # tqdm bars (True), silence (False), or a callback ``(stage, done, total)``; stages are STAGE_NAMES,
 # then "decode" and "rerank". An exception raised by the callback stops the request.
@@ -65,8 +69,9 @@ class Generation:
     segment_starts: list[float] = field(default_factory=list)  # story mode: where each prompt takes over (s)
     # the integrated loudness (LUFS) each prompt asks for, read by the bundle's loudness head, which
     # every clip and candidate of the prompt is set to; and its distance (dB) from the head's reference
-    # level (a prompt that names no dynamics: near 0), for output normalisation to keep. None without
-    # a loudness head, for unconditional samples and for continuations and stories
+    # level (a prompt that names no dynamics: near 0), for output normalisation to keep (a story: each
+    # segment at its own prompt's level, these the segments' mean by duration). None without a
+    # loudness head, for unconditional samples and for continuations
     prompt_lufs: torch.Tensor | None = None  # [P]
     prompt_level_db: torch.Tensor | None = None  # [P]
 
@@ -480,6 +485,42 @@ class MusicLM:
         result.timings["total"] += result.timings["loudness"]
         return result
 
+    def _set_story_loudness(self, result: Generation, prompts: list[str]) -> Generation:
+        """Each segment of a story at the loudness its prompt asks for, the gain moving linearly over
+        :data:`STORY_GAIN_RAMP` seconds at each boundary; a clip whose peak would pass -1 dBFS is
+        scaled down whole, so the segments keep their levels relative to each other."""
+        if self.loudness is None:
+            return result
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            lufs = self.loudness(prompts).float().cpu()  # [K]
+        sr, total = self.sample_rate, result.candidates.shape[-1]
+        edges = [round(t * sr) for t in result.segment_starts] + [total]
+        shortest = min(b - a for a, b in zip(edges[:-1], edges[1:], strict=True))
+        ramp = min(STORY_GAIN_RAMP * sr, shortest) / 2  # knots stay in order however short a segment
+        for n in range(result.candidates.shape[1]):
+            clip = result.candidates[0, n]
+            gains = []
+            for k in range(len(prompts)):
+                measured = integrated_loudness(clip[edges[k] : edges[k + 1]], sr)
+                gains.append(0.0 if measured is None else float(lufs[k]) - measured)
+            knots = [(0.0, gains[0])]
+            for k in range(1, len(prompts)):
+                knots += [(edges[k] - ramp, gains[k - 1]), (edges[k] + ramp, gains[k])]
+            x, y = zip(*knots, (float(total), gains[-1]), strict=True)
+            curve = torch.from_numpy(np.interp(np.arange(total), x, y)).float()
+            scaled = clip * 10 ** (curve / 20)
+            peak, ceiling = float(scaled.abs().max()), 10 ** (PEAK_DBFS / 20)
+            result.candidates[0, n] = scaled * min(1.0, ceiling / peak) if peak > 0 else scaled
+        result.audio = result.candidates[0, result.chosen].clone()
+        seconds = torch.tensor([edges[k + 1] - edges[k] for k in range(len(prompts))], dtype=torch.float32)
+        level = float((lufs * seconds).sum() / seconds.sum())  # the story's level: its segments' mean
+        result.prompt_lufs = torch.tensor([level])
+        result.prompt_level_db = result.prompt_lufs - self.loudness.config.reference_lufs
+        result.timings["loudness"] = time.perf_counter() - t0
+        result.timings["total"] += result.timings["loudness"]
+        return result
+
     def _semantic_steps(self, seconds: float) -> int:
         return max(1, round(seconds * self.semantic_lm.config.semantic_rate))
 
@@ -687,4 +728,4 @@ class MusicLM:
         )  # fmt: skip
         out.cond_tokens = mulan.cpu()
         out.segment_starts = [b / rate for b in bounds[:-1]]
-        return out
+        return self._set_story_loudness(out, prompts)

@@ -150,3 +150,32 @@ def test_the_pipeline_sets_each_prompt_to_the_loudness_it_reads(tmp_path):
     meta = json.loads(wav.with_suffix(".json").read_text())
     assert meta["prompt_level_db"] == pytest.approx(float(want[0]) + 28.0, abs=0.01)
     assert meta["loudness_lufs"] == pytest.approx(-30.0 + meta["prompt_level_db"], abs=0.1)
+
+
+def test_each_segment_of_a_story_comes_out_at_its_own_prompts_level(tmp_path):
+    from musiclm.bundle import make_bundle
+    from musiclm.pipeline import STORY_GAIN_RAMP, MusicLM
+    from tests._tiny_bundle import components, save_parts
+
+    head = PromptLoudness(LoudnessConfig(anchors=2, reference_lufs=-30.0, min_lufs=-50.0, max_lufs=-10.0))
+    head.anchors.copy_(head.encode(["It is quiet.", "It is loud."]))  # a head that knows two sentences
+    head.weight.copy_(torch.tensor([-8.0, 8.0]))
+    parts = components(melody=False)
+    bundle = make_bundle(tmp_path / "bundle", save_parts(tmp_path, {**parts, "loudness": head}), name="lvl")
+    model = MusicLM.from_pretrained(bundle, device="cpu")
+    segments = [("a calm piano piece. It is quiet.", 1.5), ("loud rock with drums. It is loud.", 1.5)]
+    out = model.story(segments, candidates=2, seed=0, progress=False)
+    want = head([p for p, _ in segments])
+    assert abs(float(want[0] - want[1])) > 3  # the two prompts ask for different levels
+    edge, ramp = round(out.segment_starts[1] * SR), round(STORY_GAIN_RAMP * SR / 2)
+    for clip in out.candidates[0]:
+        first = integrated_loudness(clip[: edge - ramp], SR)
+        second = integrated_loudness(clip[edge + ramp :], SR)
+        # each segment as far from the other as their prompts ask (the whole clip may be scaled down
+        # together to keep its peaks below -1 dBFS)
+        assert second - first == pytest.approx(float(want[1] - want[0]), abs=1.0)
+        assert float(clip.abs().max()) <= 10 ** (-1 / 20) + 1e-4
+    # the story's level for normalisation: its segments' mean by duration (about equal here)
+    assert out.prompt_lufs.shape == (1,) and float(out.prompt_lufs[0]) == pytest.approx(
+        float(want.mean()), abs=0.5
+    )
