@@ -13,7 +13,6 @@ in :mod:`musiclm.pipeline`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -155,11 +154,9 @@ def make_bundle(
             from safetensors.torch import load_file, save_file
 
             weights = tmp / key / "model.safetensors"
-            state = load_file(str(weights))
+            state, mode = load_file(str(weights)), weights.stat().st_mode
             save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(weights))
-            umask = os.umask(0)
-            os.umask(umask)
-            weights.chmod(0o666 & ~umask)  # safetensors writes 0600; a bundle is read by others too
+            weights.chmod(mode)  # safetensors writes 0600: keep the checkpoint's own permissions
         lm = {}
         if guidance is not None and key in ("semantic_lm", "coarse_lm"):
             lm["guidance"] = guidance[key == "coarse_lm"]
