@@ -86,15 +86,20 @@ def fit_prompt_loudness(
     for split in ("train", "valid"):
         counts, unique = sentence_counts(captions[split])
         encoded[split] = (counts, head.encode(unique))
+
+    def features(split: str, temperature: float) -> np.ndarray:
+        counts, unique_encoded = encoded[split]
+        return (counts @ soft_match(unique_encoded, anchors, temperature)).numpy()
+
     fits = []
     for temperature in temperatures:
-        x = {s: (c @ soft_match(e, anchors, temperature)).numpy() for s, (c, e) in encoded.items()}
+        x = {split: features(split, temperature) for split in ("train", "valid")}
         for alpha in alphas:
             ridge = Ridge(alpha=alpha).fit(x["train"], y["train"])
             error = float(np.abs(ridge.predict(x["valid"]) - y["valid"]).mean())
-            train_error = float(np.abs(ridge.predict(x["train"]) - y["train"]).mean())
-            fits.append((error, train_error, temperature, alpha, ridge))
-    valid_mae, train_mae, temperature, alpha, ridge = min(fits, key=lambda f: f[0])
+            fits.append((error, temperature, alpha, ridge))
+    valid_mae, temperature, alpha, ridge = min(fits, key=lambda f: f[0])
+    train_mae = float(np.abs(ridge.predict(features("train", temperature)) - y["train"]).mean())
     head.config = replace(config, temperature=temperature)
     head.anchors.copy_(anchors)
     head.weight.copy_(torch.as_tensor(ridge.coef_, dtype=torch.float32))
@@ -102,7 +107,7 @@ def fit_prompt_loudness(
     metrics = {
         "temperature": temperature,
         "alpha": alpha,
-        "valid_mae_by_temperature_alpha": {f"{t:g},{a:g}": round(e, 3) for e, _, t, a, _ in fits},
+        "valid_mae_by_temperature_alpha": {f"{t:g},{a:g}": round(e, 3) for e, t, a, _ in fits},
         "anchors": len(anchor_text),
         "train_clips": len(y["train"]),
         "valid_clips": len(y["valid"]),
