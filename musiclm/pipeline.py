@@ -30,7 +30,6 @@ from musiclm.audio import (
     check_waveform,
     integrated_loudness,
     load_audio,
-    normalize_loudness,
     pitch_classes,
 )
 from musiclm.bundle import COMPONENTS, check_compatible, load_bundle
@@ -465,57 +464,42 @@ class MusicLM:
             timings=timings,
         )
 
-    def _set_loudness(self, result: Generation, prompts: list[str]) -> Generation:
-        """Every clip and candidate of each prompt at the loudness the prompt asks for (peaks kept
-        below -1 dBFS), by the bundle's loudness head; unchanged without one."""
+    def _set_loudness(self, result: Generation, prompts: list[list[str]]) -> Generation:
+        """Each row's segments at the loudness their prompts ask for, by the bundle's loudness head
+        (``prompts[row]``: a generated piece's one prompt, a story's one per segment, the segments
+        starting at ``result.segment_starts``), the gain moving linearly over :data:`STORY_GAIN_RAMP`
+        seconds at each boundary; a clip whose peak would pass -1 dBFS is scaled down whole, so its
+        segments keep their levels relative to each other. Unchanged without a head."""
         if self.loudness is None:
             return result
         t0 = time.perf_counter()
         with torch.no_grad():
-            lufs = self.loudness(prompts).float().cpu()
-        for p, target in enumerate(lufs.tolist()):
-            for n in range(result.candidates.shape[1]):
-                result.candidates[p, n] = normalize_loudness(
-                    result.candidates[p, n], self.sample_rate, lufs=target
-                )[0]
-        result.audio = result.candidates[torch.arange(len(prompts)), result.chosen].clone()
-        result.prompt_lufs = lufs
-        result.prompt_level_db = lufs - self.loudness.config.reference_lufs
-        result.timings["loudness"] = time.perf_counter() - t0
-        result.timings["total"] += result.timings["loudness"]
-        return result
-
-    def _set_story_loudness(self, result: Generation, prompts: list[str]) -> Generation:
-        """Each segment of a story at the loudness its prompt asks for, the gain moving linearly over
-        :data:`STORY_GAIN_RAMP` seconds at each boundary; a clip whose peak would pass -1 dBFS is
-        scaled down whole, so the segments keep their levels relative to each other."""
-        if self.loudness is None:
-            return result
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            lufs = self.loudness(prompts).float().cpu()  # [K]
+            flat = self.loudness([q for row in prompts for q in row]).float().cpu()
+        lufs = flat.split([len(row) for row in prompts])  # per row, per segment
         sr, total = self.sample_rate, result.candidates.shape[-1]
-        edges = [round(t * sr) for t in result.segment_starts] + [total]
-        shortest = min(b - a for a, b in zip(edges[:-1], edges[1:], strict=True))
-        ramp = min(STORY_GAIN_RAMP * sr, shortest) / 2  # knots stay in order however short a segment
-        for n in range(result.candidates.shape[1]):
-            clip = result.candidates[0, n]
-            gains = []
-            for k in range(len(prompts)):
-                measured = integrated_loudness(clip[edges[k] : edges[k + 1]], sr)
-                gains.append(0.0 if measured is None else float(lufs[k]) - measured)
-            knots = [(0.0, gains[0])]
-            for k in range(1, len(prompts)):
-                knots += [(edges[k] - ramp, gains[k - 1]), (edges[k] + ramp, gains[k])]
-            x, y = zip(*knots, (float(total), gains[-1]), strict=True)
-            curve = torch.from_numpy(np.interp(np.arange(total), x, y)).float()
-            scaled = clip * 10 ** (curve / 20)
-            peak, ceiling = float(scaled.abs().max()), 10 ** (PEAK_DBFS / 20)
-            result.candidates[0, n] = scaled * min(1.0, ceiling / peak) if peak > 0 else scaled
-        result.audio = result.candidates[0, result.chosen].clone()
-        seconds = torch.tensor([edges[k + 1] - edges[k] for k in range(len(prompts))], dtype=torch.float32)
-        level = float((lufs * seconds).sum() / seconds.sum())  # the story's level: its segments' mean
-        result.prompt_lufs = torch.tensor([level])
+        edges = [round(t * sr) for t in result.segment_starts or [0.0]] + [total]
+        lengths = torch.tensor(edges[1:], dtype=torch.float32) - torch.tensor(edges[:-1], dtype=torch.float32)
+        ramp = min(STORY_GAIN_RAMP * sr, float(lengths.min())) / 2  # knots in order however short a segment
+        ceiling = 10 ** (PEAK_DBFS / 20)
+        for row, targets in enumerate(lufs):
+            for n in range(result.candidates.shape[1]):
+                clip = result.candidates[row, n]
+                measured = [
+                    integrated_loudness(clip[a:b], sr) for a, b in zip(edges[:-1], edges[1:], strict=True)
+                ]
+                if all(m is None for m in measured):  # silent or too short to measure: left as it is
+                    continue
+                gains = [0.0 if m is None else t - m for t, m in zip(targets.tolist(), measured, strict=True)]
+                knots = [(0.0, gains[0])]
+                for k in range(1, len(gains)):
+                    knots += [(edges[k] - ramp, gains[k - 1]), (edges[k] + ramp, gains[k])]
+                x, y = zip(*knots, (float(total), gains[-1]), strict=True)
+                scaled = clip * 10 ** (torch.from_numpy(np.interp(np.arange(total), x, y)).float() / 20)
+                peak = float(scaled.abs().max())
+                result.candidates[row, n] = scaled * min(1.0, ceiling / peak) if peak > 0 else scaled
+        result.audio = result.candidates[torch.arange(len(prompts)), result.chosen].clone()
+        # a row's level: its segments' mean by duration (a generated piece: its prompt's)
+        result.prompt_lufs = torch.stack([(t * lengths).sum() / lengths.sum() for t in lufs])
         result.prompt_level_db = result.prompt_lufs - self.loudness.config.reference_lufs
         result.timings["loudness"] = time.perf_counter() - t0
         result.timings["total"] += result.timings["loudness"]
@@ -577,7 +561,7 @@ class MusicLM:
             tokens, prompts=prompts, num_samples=round(seconds * self.sample_rate), candidates=candidates,
             cond_tokens=cond.mulan[:, 0], timings=timings, start=start, progress=progress,
         )  # fmt: skip
-        return result if unconditional else self._set_loudness(result, prompts)
+        return result if unconditional else self._set_loudness(result, [[q] for q in prompts])
 
     def tokenize_audio(self, audio, sample_rate: int | None = None) -> dict[str, torch.Tensor]:
         """Semantic ``[1, S]`` and codec ``[1, Q, 2S]`` tokens of an audio prompt (aligned, even frames)."""
@@ -728,4 +712,4 @@ class MusicLM:
         )  # fmt: skip
         out.cond_tokens = mulan.cpu()
         out.segment_starts = [b / rate for b in bounds[:-1]]
-        return self._set_story_loudness(out, prompts)
+        return self._set_loudness(out, [prompts])
