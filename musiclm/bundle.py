@@ -1,7 +1,7 @@
 """MusicLM bundles: the component checkpoints of one model, side by side, plus ``musiclm.json``.
 
     musiclm.json   {"name": ..., "components": {"codec": "codec", "semantic": "semantic", ...}}
-    codec/ semantic/ mulan/ [melody/] semantic_lm/ coarse_lm/ fine_lm/ [loudness/]
+    codec/ semantic/ mulan/ [melody/] semantic_lm/ coarse_lm/ fine_lm/ [loudness/] [prototypes/]
 
 Each component directory is an ordinary checkpoint (``config.json`` + safetensors) whose kind is the
 component's name, or for the codec, semantic tokenizer and MuLaN one of the ``transformers``
@@ -25,8 +25,10 @@ if TYPE_CHECKING:  # torch loads only when a bundle does: the CLI lists the comp
     from torch import nn
 
 # every component of a bundle; each name is also the checkpoint kind of its directory
-COMPONENTS = ("codec", "semantic", "mulan", "melody", "semantic_lm", "coarse_lm", "fine_lm", "loudness")
-OPTIONAL = frozenset({"melody", "loudness"})
+COMPONENTS = (
+    "codec", "semantic", "mulan", "melody", "semantic_lm", "coarse_lm", "fine_lm", "loudness", "prototypes",
+)  # fmt: skip
+OPTIONAL = frozenset({"melody", "loudness", "prototypes"})
 LM_COMPONENTS = ("semantic_lm", "coarse_lm", "fine_lm")  # in the order of per-stage temperatures
 
 
@@ -121,6 +123,9 @@ def check_compatible(components: dict[str, nn.Module], name: str = "musiclm") ->
         expect(f"{stage} LM melody tokens", cfg.melody_quantizers, melody.config.num_quantizers)
         expect(f"{stage} LM melody codebook", cfg.melody_codebook, melody.config.codebook_size)
         expect(f"{stage} LM melody hop", cfg.melody_hop_seconds, melody.config.hop_seconds)
+    prototypes = components.get("prototypes")
+    if prototypes is not None and not prototypes.matches(mulan):
+        problems.append("the prototypes were embedded by another MuLaN than the bundle's")
     if problems:
         raise CheckpointError(f"{name}: components do not fit together: " + "; ".join(problems[:4]))
 

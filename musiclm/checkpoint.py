@@ -245,6 +245,7 @@ def _import_builtin_models() -> None:
         "musiclm.semantic.tokenizer",
         "musiclm.mulan.model",
         "musiclm.mulan.loudness",
+        "musiclm.mulan.prototypes",
         "musiclm.melody.model",
         "musiclm.lm.stages",
         "musiclm.eval.classifiers",

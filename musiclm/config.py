@@ -186,6 +186,24 @@ class LoudnessConfig:
 
 
 @dataclass
+class PrototypesConfig:
+    """Candidate ranking by audio prototypes (:mod:`musiclm.mulan.prototypes`): the MuLaN embeddings
+    of captioned training clips, text and audio side by side."""
+
+    entries: int = 1  # training clips kept
+    embed_dim: int = 128  # MuLaN's joint embedding width
+    # the nearest captions whose clips' audio embeddings are averaged into a prompt's prototype: few
+    # enough to stay the prompt's kind of music, enough to average out any one clip (chosen on
+    # held-out prompts: benchmarks/README.md, "Ranking the candidates")
+    neighbours: int = 32
+    seconds: float = 10.0  # of each clip embedded (from its start), as the clips MuLaN conditions on
+
+    def __post_init__(self):
+        if min(self.entries, self.embed_dim, self.neighbours) < 1 or self.seconds <= 0:
+            raise ValueError("entries, embed_dim, neighbours and seconds must be positive")
+
+
+@dataclass
 class LMConfig:
     """One decoder-only token language model (semantic, coarse or fine stage)."""
 

@@ -59,7 +59,9 @@ class Generation:
 
     audio: torch.Tensor  # [P, T] the chosen candidate of each prompt
     sample_rate: int
-    scores: torch.Tensor  # [P, N] MuLaN text-audio cosine of every candidate
+    # [P, N] every candidate's ranking score: MuLaN audio cosine to the prompt's audio prototype where
+    # the bundle has prototypes, else MuLaN text-audio cosine (:meth:`MusicLM.rank_targets`)
+    scores: torch.Tensor
     chosen: torch.Tensor  # [P] index of the returned candidate (argmax of scores)
     candidates: torch.Tensor  # [P, N, T] every candidate
     tokens: dict[str, torch.Tensor] = field(default_factory=dict)  # chosen semantic / coarse / fine
@@ -88,6 +90,7 @@ class MusicLM:
         self.coarse_lm: CoarseStage = components["coarse_lm"]
         self.fine_lm: FineStage = components["fine_lm"]
         self.loudness = components.get("loudness")
+        self.prototypes = components.get("prototypes")
         for module in self.modules().values():
             module.eval()
         text = getattr(self.mulan, "text", None)
@@ -422,13 +425,21 @@ class MusicLM:
                 [self.codec.decode(c, num_samples).float().clamp(-1, 1) for c in codes.split(DECODE_BATCH)]
             )
 
+    @torch.no_grad()
+    def rank_targets(self, prompts: list[str]) -> torch.Tensor:
+        """``[P, D]``: what candidates are ranked against, each prompt's audio prototype where the bundle
+        has prototypes (:mod:`musiclm.mulan.prototypes`), else its MuLaN text embedding (the paper's)."""
+        text = self.mulan.embed_text(prompts).to(self.device)
+        return text if self.prototypes is None else self.prototypes.prototype(text).to(text.dtype)
+
     def score(self, prompts: list[str], audio: torch.Tensor) -> torch.Tensor:
-        """MuLaN cosine between each prompt and each of its candidates: audio ``[P, N, T]`` -> ``[P, N]``."""
+        """MuLaN cosine between each prompt's ranking target and each of its candidates' audio:
+        ``[P, N, T]`` -> ``[P, N]``."""
         p, n, _ = audio.shape
         with torch.no_grad():
-            text = self.mulan.embed_text(prompts).to(self.device)  # [P, D]
+            target = self.rank_targets(prompts)  # [P, D]
             emb = self.mulan.embed_audio(audio.reshape(p * n, -1), self.sample_rate).reshape(p, n, -1)
-        return torch.einsum("pd,pnd->pn", text, emb)
+        return torch.einsum("pd,pnd->pn", target, emb)
 
     def _finish(
         self, tokens, *, prompts, num_samples, candidates, cond_tokens, timings, start, progress, scorer=None
@@ -669,7 +680,7 @@ class MusicLM:
     ) -> Generation:
         """Story mode (paper 6): one piece whose text conditioning changes at each segment boundary,
         each segment continuing from the tokens before it. ``segments`` = ``[(prompt, seconds), ...]``.
-        Candidates are ranked by the mean MuLaN score of each segment against its own prompt."""
+        Candidates are ranked by the mean score of each segment against its own prompt (:meth:`score`)."""
         if not segments:
             raise PromptError("story mode needs at least one (prompt, seconds) segment")
         prompts = checks.prompts([s[0] for s in segments])
@@ -696,14 +707,14 @@ class MusicLM:
         )
         rate = self.semantic_lm.config.semantic_rate
         bounds = [*cond.bounds(rate), tokens["semantic"].shape[-1]]
-        text = self.mulan.embed_text(prompts).to(self.device)  # [K, D]
+        target = self.rank_targets(prompts)  # [K, D]
 
         def scorer(audio: torch.Tensor) -> torch.Tensor:
-            """Each segment of each candidate against its own prompt, averaged over segments."""
+            """Each segment of each candidate against its own prompt's target, averaged over segments."""
             seg_scores = []
             for k in range(len(prompts)):
                 a, b = (round(bounds[i] / rate * self.sample_rate) for i in (k, k + 1))
-                seg_scores.append(self.mulan.embed_audio(audio[0, :, a:b], self.sample_rate) @ text[k])
+                seg_scores.append(self.mulan.embed_audio(audio[0, :, a:b], self.sample_rate) @ target[k])
             return torch.stack(seg_scores, dim=1).mean(1).reshape(1, n)
 
         out = self._finish(

@@ -4,7 +4,8 @@ Phases, each a child process (``python -m musiclm ...``) writing its log to ``RU
 
     split       train / validation manifests, split by file (``RUN/data/``)
     codec, semantic, mulan, melody        the components, each with a validation loss, and
-                MuLaN's retrieval report on the held-out captions (``RUN/mulan/report.json``)
+                MuLaN's retrieval report on the held-out captions (``RUN/mulan/report.json``) and
+                the prototypes candidates are ranked by (``RUN/prototypes``)
     loudness    the head that reads a prompt's loudness, fitted to the captions (its error on the
                 held-out clips in its ``config.json``)
     tokenize    token caches of both splits through the trained components
@@ -69,6 +70,8 @@ GROUPS = (
     ("bundle",),
     ("samples",),
 )
+# training clips embedded for ranking candidates (minutes on 2 CPU cores: `musiclm train prototypes`)
+PROTOTYPE_CLIPS = 1000
 # share of a trainer's time given to optimiser steps; the rest is start-up, k-means / RVQ fits, export
 STEP_SHARE = {"semantic": 0.6, "mulan": 0.75}
 VALID_SHARE = 0.1
@@ -294,6 +297,8 @@ class Recipe:
             cmd = [*ml, "bundle", "--half", "--name", self.name, "--out", str(self.root / "bundle")]
             for part in TRAINERS:
                 cmd += [f"--{part}", str(self._model_dir(part))]
+            if (self.root / "prototypes" / "model" / "config.json").is_file():
+                cmd += ["--prototypes", str(self.root / "prototypes" / "model")]
             return cmd
         if phase == "loudness":
             return [*ml, "train", "loudness", "--data", data, "--valid", valid, "--out",
@@ -352,9 +357,17 @@ class Recipe:
         if phase == "samples":
             return [self._samples_command()]
         commands = [self._command(phase, minutes, plan)]
-        if phase == "mulan":  # how well it learned the captions: retrieval on the held-out split
-            commands.append(self._report_command())
+        if phase == "mulan":  # how well it learned the captions: retrieval on the held-out split; and
+            # the prototypes candidates are ranked by, embedded by this MuLaN
+            commands += [self._report_command(), self._prototypes_command()]
         return commands
+
+    def _prototypes_command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "musiclm", "train", "prototypes", "--model", str(self._model_dir("mulan")),
+            "--data", str(self.root / "data" / "train.jsonl"), "--out", str(self.root / "prototypes" / "model"),
+            "--clips", str(PROTOTYPE_CLIPS),
+        ]  # fmt: skip
 
     def _samples_command(self, count: int = 3) -> list[str]:
         """Generate from the first held-out captions (the prompts file is written here)."""
@@ -532,6 +545,9 @@ class Recipe:
             if part == "loudness" and fitted.is_file():  # fitted in closed form: its figures are the fit's
                 row["validation"] = json.loads(fitted.read_text()).get("fit")
             components[part] = row
+        prototypes = self.root / "prototypes" / "model" / "config.json"
+        if prototypes.is_file():
+            components["prototypes"] = {"clips": json.loads(prototypes.read_text())["config"]["entries"]}
         if self.options.codec is not None:
             components["codec"]["checkpoint"] = str(Path(self.options.codec).resolve())
         report = self.root / "mulan" / "report.json"

@@ -170,3 +170,26 @@ def test_eval_over_seeds_reports_each_figure_s_mean_and_spread(tmp_path, monkeyp
     assert combined["wall_seconds"] == {"generation": 3.0, "total": 6.0}
     table = (tmp_path / "fake" / "report.md").read_text()
     assert "Mean over seeds 0, 1, 2" in table and "20.0 %, 37.5 %, 45.5 %" in table
+
+
+def test_unconditional_samples_draw_one_candidate(tmp_path, monkeypatch):
+    """The model's clip is the best of --candidates; the unconditional baseline never sees the prompt,
+    so it is not ranked by it either: one candidate."""
+    from musiclm.cli import main
+
+    bundle = make_bundle(tmp_path / "bundle", save_parts(tmp_path / "parts", components()), name="tiny-eval")
+    calls = []
+    generate = MusicLM.generate
+
+    def recording(self, prompts, *args, **kwargs):
+        calls.append((kwargs["unconditional"], kwargs["candidates"]))
+        return generate(self, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(MusicLM, "generate", recording)
+    out = tmp_path / "report"
+    args = ["eval", "--model", str(bundle), "--prompts", str(_benchmark(tmp_path)), "--out", str(out),
+            "--seconds", "3", "--device", "cpu", "--batch-size", "2", "--limit", "2", "--candidates", "3"]  # fmt: skip
+    assert main(args) == 0
+    assert calls == [(False, 3), (True, 1)]
+    report = json.loads((out / "report.json").read_text())
+    assert report["candidates"] == 3 and "best of 3 candidates" in (out / "report.md").read_text()

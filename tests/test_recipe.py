@@ -186,6 +186,14 @@ def test_every_trainer_command_parses(tmp_path):
     assert parser.parse_args(recipe._command("semantic-lm", 3.0, plan)[3:]).sample_fine_lm.endswith(
         str(Path("fine-lm") / "best")
     )
+    # the mulan phase ends by embedding the prototypes with the MuLaN it trained; the bundle takes them
+    mulan_phase = recipe._commands("mulan", 3.0, plan)
+    args = parser.parse_args(mulan_phase[-1][3:])
+    assert args.func.__name__ == "_train_prototypes" and Path(args.model) == recipe._model_dir("mulan")
+    assert parser.parse_args(recipe._command("bundle", 3.0, plan)[3:]).prototypes is None  # none yet
+    (Path(args.out) / "config.json").parent.mkdir(parents=True)
+    (Path(args.out) / "config.json").write_text("{}")
+    assert parser.parse_args(recipe._command("bundle", 3.0, plan)[3:]).prototypes == args.out
 
 
 def test_options_reach_the_trainers_and_a_given_codec_is_used_as_it_is(tmp_path, monkeypatch):

@@ -99,7 +99,8 @@ def _generate_missing(model, entries, folder: Path, *, config: EvalConfig, uncon
         out = model.generate(
             [entries[i].caption for i in batch],
             seconds=config.seconds,
-            candidates=config.candidates,
+            # unconditional samples draw one candidate: ranking them would read the prompt
+            candidates=1 if unconditional else config.candidates,
             seed=config.seed + batch[0],
             guidance=config.guidance,
             temperatures=config.temperatures,
@@ -205,6 +206,7 @@ def evaluate(
         "prompts": len(entries),
         "seconds": config.seconds,
         "model": model.name,
+        "candidates": config.candidates,  # of the model's clips; unconditional samples draw one
         "guidance": checks.guidance_record(model.guidance_scales(config.guidance)),
         "temperatures": {k: v.temperature for k, v in sampling.items()},
         "systems": {},
@@ -296,6 +298,8 @@ def evaluate_seeds(
 def markdown_table(report: dict, *, heading: str = "Evaluation of") -> str:
     """The report as a Markdown table: one row per system, one column per metric."""
     setting = [f"{report['prompts']} prompts", f"{report['seconds']:g} s"]
+    if report.get("candidates", 1) > 1:
+        setting.append(f"best of {report['candidates']} candidates")
     scales = report.get("guidance")  # {"semantic": s, "coarse": c}; one number in older reports
     if isinstance(scales, dict):
         s, c = scales["semantic"], scales["coarse"]

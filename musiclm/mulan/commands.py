@@ -1,4 +1,4 @@
-"""``musiclm train mulan``, ``musiclm train loudness``, ``musiclm embed`` and ``musiclm mulan-report``."""
+"""``musiclm train mulan|loudness|prototypes``, ``musiclm embed`` and ``musiclm mulan-report``."""
 
 from __future__ import annotations
 
@@ -40,6 +40,29 @@ def register(sub, train) -> None:
     lo.add_argument("--out", default="runs/loudness", help="checkpoint folder to write")
     lo.add_argument("--workers", type=int, default=2, help="processes that measure the clips' loudness")
     lo.set_defaults(func=_train_loudness)
+
+    pr = train.add_parser(
+        "prototypes",
+        help="embed captioned clips with MuLaN, to rank candidates by their prompt's audio prototype",
+        description="A seeded sample of the captioned clips is embedded by MuLaN, audio (the first "
+        "--seconds of each clip) and caption side by side. A bundle with this component ranks a prompt's "
+        "candidates by their closeness to the mean audio embedding of the clips whose captions are "
+        "nearest the prompt, rather than to the prompt's text embedding. No training: minutes on a CPU.",
+    )
+    pr.add_argument(
+        "--model", default="default", help="MuLaN checkpoint or bundle ('default': the shipped one)"
+    )
+    pr.add_argument(
+        "--data", required=True, help="captioned audio: manifest, CSV or folder with .txt captions"
+    )
+    pr.add_argument("--out", default="runs/prototypes", help="checkpoint folder to write")
+    pr.add_argument("--clips", type=int, default=3000, help="at most this many clips (a seeded sample)")
+    pr.add_argument(
+        "--neighbours", type=int, default=32, help="nearest captions whose clips make a prompt's prototype"
+    )
+    pr.add_argument("--seconds", type=float, default=10.0, help="of each clip, from its start")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.set_defaults(func=_train_prototypes)
 
     e = sub.add_parser("embed", help="MuLaN embeddings / tokens of prompts or audio files (JSON lines)")
     e.add_argument("--model", default="default", help="MuLaN checkpoint ('default': the shipped bundle's)")
@@ -109,6 +132,31 @@ def _train_loudness(args: argparse.Namespace) -> None:
     save_model(head, args.out, metadata={"fit": metrics})
     print(json.dumps(metrics))
     print(f"loudness head written to {args.out}")
+
+
+def _train_prototypes(args: argparse.Namespace) -> None:
+    from musiclm import checks
+    from musiclm.checkpoint import component_kinds, load_model, save_model
+    from musiclm.data.manifest import load_entries
+    from musiclm.errors import DataError
+    from musiclm.mulan.prototypes_build import build_prototypes
+    from musiclm.pretrained import component_path
+
+    clips = checks.positive_int(args.clips, "--clips")
+    neighbours = checks.positive_int(args.neighbours, "--neighbours")
+    seconds = checks.seconds(args.seconds, "--seconds")
+    checks.writable_dir(args.out, "--out")
+    entries = load_entries(args.data)
+    if not any(e.caption.strip() for e in entries):  # before MuLaN loads
+        raise DataError(
+            f"{args.data}: no captioned clips (prototypes pair each clip's audio with its caption)"
+        )
+    mulan = load_model(component_path(args.model, "mulan"), kind=component_kinds("mulan"))
+    bank = build_prototypes(
+        mulan, entries, clips=clips, neighbours=neighbours, seconds=seconds, seed=args.seed
+    )
+    save_model(bank, args.out, metadata={"clips": bank.config.entries, "seed": args.seed})
+    print(f"prototypes of {bank.config.entries} clips written to {args.out}")
 
 
 def _report(args: argparse.Namespace) -> None:
