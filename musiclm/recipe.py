@@ -596,7 +596,7 @@ def register(sub, train) -> None:
         "bundle",
         help="the whole recipe on a captioned dataset in one time budget",
         description="Split, train the codec, semantic tokenizer, MuLaN, melody model and loudness head, "
-        "tokenize, train the three stage LMs and assemble a bundle, all within --minutes; rerun to continue.",
+        "embed the prototypes candidates are ranked against, tokenize, train the three stage LMs and assemble a bundle, all within --minutes; rerun to continue.",
     )
     p.add_argument(
         "--data", required=True, help="captioned audio: folder with .txt captions, manifest or CSV"

@@ -1,0 +1,139 @@
+"""Which candidate to keep: ranking rules compared on the same candidates of held-out prompts.
+
+    python benchmarks/candidate_ranking.py --model BUNDLE --prompts MANIFEST [MANIFEST ...] \
+        --classifier CLS --work DIR [--limit 48] [--candidates 4] [--neighbours 8 32 128]
+
+Generates ``--candidates`` clips per prompt as ``musiclm eval --candidates N --batch-size 8`` draws
+them (seed = the batch's first index), keeps every one in ``--work`` (a rerun reuses them), and
+scores each rule's pick against the prompts' reference clips, pooled over the manifests: MCC (MuLaN
+text-audio cosine), FAD in MuLaN space and in the label classifier's (independent of MuLaN), genre
+by the classifier, tempo (within 4 %, or also at double / half). Rules: one fixed candidate (each,
+and their mean: what one candidate gives), the paper's MuLaN text score, the consensus pick
+(MuLaN audio nearest the other candidates), and the bundle's audio prototypes at each
+``--neighbours`` (the bundle needs a ``prototypes`` component).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from musiclm.audio import save_audio
+from musiclm.eval.attributes import attribute_accuracy, estimate_tempo, tempo_accuracy
+from musiclm.eval.classifiers import LabelClassifier
+from musiclm.eval.embedders import ClassifierEmbedder, MulanEmbedder
+from musiclm.eval.fad import fad
+from musiclm.eval.report import load_clip, load_prompts
+from musiclm.pipeline import MusicLM
+
+BATCH = 8  # prompts per generate call, as the eval's --batch-size 8
+
+
+def candidates(model, entries, folder: Path, n: int, seconds: float) -> torch.Tensor:
+    """``[P, N, T]`` every candidate of every prompt, generated where ``folder`` lacks them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(entries), BATCH):
+        rows = range(start, min(start + BATCH, len(entries)))
+        if all((folder / f"{i:05d}-{n - 1}.wav").is_file() for i in rows):
+            continue
+        out = model.generate([entries[i].caption for i in rows], seconds=seconds, candidates=n, seed=start,
+                             progress=False)  # fmt: skip
+        for row, i in enumerate(rows):
+            for k in range(n):
+                save_audio(folder / f"{i:05d}-{k}.wav", out.candidates[row, k], out.sample_rate)
+    sr = model.sample_rate
+    return torch.stack(
+        [torch.stack([load_clip(str(folder / f"{i:05d}-{k}.wav"), sr, seconds) for k in range(n)])
+         for i in range(len(entries))]
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--prompts", nargs="+", required=True, help="labelled manifests with reference clips")
+    parser.add_argument(
+        "--classifier", required=True, help="label classifier checkpoint (musiclm train classifier)"
+    )
+    parser.add_argument("--work", required=True, help="folder the candidates are kept in")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--candidates", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--neighbours", type=int, nargs="*", default=[8, 32, 128])
+    args = parser.parse_args()
+
+    model = MusicLM.from_pretrained(args.model)
+    classifier = LabelClassifier.load(args.classifier)
+    sr, n = model.sample_rate, args.candidates
+    mulan, features = MulanEmbedder(model.mulan), ClassifierEmbedder(classifier)
+    parts = {k: [] for k in ("m", "f", "tempo", "m_ref", "f_ref", "text", "bpm", "genre", "captions")}
+    for index, manifest in enumerate(args.prompts):
+        entries = load_prompts(manifest, args.limit, None)
+        audio = candidates(
+            model, entries, Path(args.work) / f"{index}-{Path(manifest).stem}", n, args.seconds
+        )
+        flat = audio.reshape(-1, audio.shape[-1])
+        refs = torch.stack([load_clip(e.path, sr, args.seconds, start=e.start) for e in entries])
+        parts["m"].append(mulan.embed(flat, sr).reshape(len(entries), n, -1))
+        parts["f"].append(features.embed(flat, sr).reshape(len(entries), n, -1))
+        parts["tempo"].append(torch.tensor([estimate_tempo(w, sr) for w in flat]).reshape(len(entries), n))
+        parts["m_ref"].append(mulan.embed(refs, sr))
+        parts["f_ref"].append(features.embed(refs, sr))
+        parts["bpm"] += [float(e.labels["bpm"]) for e in entries]
+        parts["genre"] += [e.labels["genre"] for e in entries]
+        parts["captions"] += [e.caption for e in entries]
+    m, f, tempo = (torch.cat(parts[k]) for k in ("m", "f", "tempo"))
+    m_ref, f_ref = torch.cat(parts["m_ref"]).numpy(), torch.cat(parts["f_ref"]).numpy()
+    p = len(m)
+    with torch.no_grad():
+        text = model.mulan.embed_text(parts["captions"]).float().cpu()
+    unit = F.normalize(m, dim=-1)
+    genre_probs = classifier.probabilities(f.reshape(p * n, -1))["genre"].reshape(p, n, -1)
+    names = classifier.config.labels["genre"]
+
+    rules = {f"candidate {k}": torch.full((p,), k) for k in range(n)}
+    rules["MuLaN text score (paper)"] = torch.einsum("pd,pnd->pn", F.normalize(text, dim=-1), unit).argmax(1)
+    rules["consensus (nearest the others)"] = torch.einsum("pnd,ped->pne", unit, unit).sum(-1).argmax(1)
+    if model.prototypes is not None:
+        for k in args.neighbours:
+            bank = copy.copy(model.prototypes)
+            bank.config = replace(bank.config, neighbours=k)
+            target = bank.prototype(text.to(bank.audio.device)).float().cpu()
+            rules[f"prototypes, {k} neighbours"] = torch.einsum("pd,pnd->pn", target, unit).argmax(1)
+
+    rows = torch.arange(p)
+    print(f"{p} prompts, {n} candidates each\n")
+    print("| rule | MCC | FAD (MuLaN) | FAD (classifier) | genre | tempo | tempo x2 |")
+    print("|---|---|---|---|---|---|---|")
+    single = []
+    for name, pick in rules.items():
+        chosen_m, chosen_f = m[rows, pick], f[rows, pick]
+        genre = [names[j] for j in genre_probs[rows, pick].argmax(-1).tolist()]
+        bpm = tempo[rows, pick].tolist()
+        figures = (
+            float(F.cosine_similarity(chosen_m, text).mean()),
+            fad(m_ref, chosen_m.numpy()),
+            fad(f_ref, chosen_f.numpy()),
+            attribute_accuracy(genre, parts["genre"]),
+            tempo_accuracy(bpm, parts["bpm"]),
+            tempo_accuracy(bpm, parts["bpm"], octave=True),
+        )
+        if name.startswith("candidate "):
+            single.append(figures)
+        print(f"| {name} | " + " | ".join(f"{x:.3f}" for x in figures) + " |")
+        if len(single) == n and name == f"candidate {n - 1}":
+            print(
+                "| one candidate (mean of the above) | "
+                + " | ".join(f"{x:.3f}" for x in np.mean(single, 0))
+                + " |"
+            )
+
+
+if __name__ == "__main__":
+    main()
