@@ -2,13 +2,13 @@
 
 The paper ranks a prompt's candidates by the MuLaN similarity of each one's audio to the prompt's
 text. Text and audio embeddings of a contrastive model lie apart (matched pairs score about 0.38
-here), and the candidate nearest the text is often not the most musical one: on held-out prompts
-that ranking raised MuLaN's own text score above the real clips' while the genre an independent
-classifier hears got worse (benchmarks/README.md, "Ranking the candidates"). So the prompt is
-carried across to the audio side first: the captions of the training clips nearest the prompt (in
-MuLaN's text space) give their clips' audio embeddings, whose mean is the prompt's prototype, and the
-candidate nearest the prototype is kept. A departure from the paper, taken because it measured
-better on every figure.
+here), and the candidate nearest the text is not the one most like music of the prompt's kind: on
+held-out prompts that ranking raised MuLaN's own text score above the real clips' while the genre an
+independent classifier hears got worse (benchmarks/README.md, "Ranking the candidates"). So the
+prompt is carried across to the audio side first: the captions of the training clips nearest the
+prompt (in MuLaN's text space) give their clips' audio embeddings, whose mean is the prompt's
+prototype, and the candidate nearest the prototype is kept. A departure from the paper, chosen on
+validation prompts, where it was ahead of the paper's rule on every figure.
 
 The bank is tied to the MuLaN that embedded it: a probe text and a probe sound are embedded with the
 bank, and a bundle whose MuLaN embeds them otherwise is refused when it loads.
