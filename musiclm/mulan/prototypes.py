@@ -8,7 +8,7 @@ independent classifier hears got worse (benchmarks/README.md, "Ranking the candi
 prompt is carried across to the audio side first: the captions of the training clips nearest the
 prompt (in MuLaN's text space) give their clips' audio embeddings, whose mean is the prompt's
 prototype, and the candidate nearest the prototype is kept. A departure from the paper, chosen on
-validation prompts, where it was ahead of the paper's rule on every figure.
+validation prompts, where it was ahead of the paper's rule on every figure but MuLaN's text score.
 
 The bank is tied to the MuLaN that embedded it: a probe text and a probe sound are embedded with the
 bank, and a bundle whose MuLaN embeds them otherwise is refused when it loads.
