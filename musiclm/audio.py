@@ -97,6 +97,15 @@ def load_audio(
     )
 
 
+def load_clip(
+    path: str | Path, sample_rate: int, seconds: float, *, start: float | None = None
+) -> torch.Tensor:
+    """Exactly ``seconds`` of a file from ``start`` (zero-padded when shorter)."""
+    wav, _ = load_audio(path, sample_rate, offset=start or 0.0, duration=seconds)
+    n = round(seconds * sample_rate)
+    return torch.nn.functional.pad(wav, (0, max(0, n - wav.shape[-1])))[:n]
+
+
 def _read_mono_stream(path: Path, sr: int, start: int, *, frames: int, target_sr: int) -> np.ndarray:
     """Read ``frames`` (``-1``: to the end) from ``start`` as mono at ``target_sr``, 10 s at a time, so
     a long multichannel file never sits in memory at its own rate (soxr's stream is seamless)."""

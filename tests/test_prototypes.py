@@ -51,8 +51,8 @@ def _bank(mulan, sounds: torch.Tensor, captions: list[str], neighbours: int = 1)
     return bank
 
 
-def test_candidates_are_ranked_by_the_prompts_prototype(parts, tmp_path):
-    root, comps = parts
+def test_candidates_are_ranked_by_the_prompts_prototype(parts):
+    _, comps = parts
     sounds = _sounds(len(PROMPTS))
     plain = MusicLM(comps, name="plain")
     # each prompt's own caption is its nearest: its prototype is the sound paired with it
@@ -114,7 +114,7 @@ def test_build_samples_captioned_clips(parts, tmp_path):
 
 
 def test_train_prototypes_command(parts, tmp_path, capsys):
-    root, comps = parts
+    _, comps = parts
     mulan_dir = save_model(comps["mulan"], tmp_path / "mulan")
     clips = tmp_path / "clips"
     clips.mkdir()

@@ -21,7 +21,11 @@ import torch
 from tqdm import tqdm
 
 from musiclm import checks
-from musiclm.audio import integrated_loudness, load_audio, save_audio
+from musiclm.audio import (
+    integrated_loudness,
+    load_clip,
+    save_audio,
+)  # benchmarks take load_clip from here too
 from musiclm.data.manifest import ManifestEntry, from_musiccaps, load_entries
 from musiclm.errors import DataError
 from musiclm.eval.attributes import (
@@ -79,13 +83,6 @@ def load_prompts(
     if not entries:
         raise DataError(f"{source}: no captioned entries to evaluate")
     return entries[:limit] if limit else entries
-
-
-def load_clip(path: str, sample_rate: int, seconds: float, *, start: float | None = None) -> torch.Tensor:
-    """Exactly ``seconds`` of a file from ``start`` (zero-padded when shorter)."""
-    wav, _ = load_audio(path, sample_rate, offset=start or 0.0, duration=seconds)
-    n = round(seconds * sample_rate)
-    return torch.nn.functional.pad(wav, (0, max(0, n - wav.shape[-1])))[:n]
 
 
 def _generate_missing(model, entries, folder: Path, *, config: EvalConfig, unconditional: bool) -> list[Path]:

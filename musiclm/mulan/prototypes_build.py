@@ -9,19 +9,13 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from musiclm.audio import load_audio
+from musiclm.audio import load_clip
 from musiclm.config import PrototypesConfig
 from musiclm.data.manifest import ManifestEntry
 from musiclm.errors import DataError
 from musiclm.mulan.prototypes import AudioPrototypes
 
 EMBED_BATCH = 32  # clips through the audio tower at once
-
-
-def _clip(entry: ManifestEntry, sample_rate: int, seconds: float) -> torch.Tensor:
-    wav, _ = load_audio(entry.path, sample_rate, offset=entry.start or 0.0, duration=seconds)
-    n = round(seconds * sample_rate)
-    return torch.nn.functional.pad(wav, (0, max(0, n - wav.shape[-1])))[:n]
 
 
 @torch.no_grad()
@@ -47,7 +41,9 @@ def build_prototypes(
     for start in tqdm(
         range(0, len(entries), EMBED_BATCH), desc="prototypes", unit="batch", disable=not progress
     ):
-        batch = torch.stack([_clip(e, sr, seconds) for e in entries[start : start + EMBED_BATCH]])
+        batch = torch.stack(
+            [load_clip(e.path, sr, seconds, start=e.start) for e in entries[start : start + EMBED_BATCH]]
+        )
         audio.append(mulan.embed_audio(batch, sr).float().cpu())
     text = torch.cat(
         [
