@@ -10,7 +10,8 @@ text-audio cosine), FAD in MuLaN space and in the label classifier's (independen
 by the classifier, tempo (within 4 %, or also at double / half). Rules: one fixed candidate (each,
 and their mean: what one candidate gives), the paper's MuLaN text score, the consensus pick
 (MuLaN audio nearest the other candidates), and the bundle's audio prototypes at each
-``--neighbours`` (the bundle needs a ``prototypes`` component).
+``--neighbours`` (the bundle needs a ``prototypes`` component), and the bundle's own prototypes on
+the first 2, 4, ... of the candidates: what fewer candidates would have given, on the same draws.
 """
 
 from __future__ import annotations
@@ -106,6 +107,13 @@ def main() -> None:
             bank.config = replace(bank.config, neighbours=k)
             target = bank.prototype(text.to(bank.audio.device)).float().cpu()
             rules[f"prototypes, {k} neighbours"] = torch.einsum("pd,pnd->pn", target, unit).argmax(1)
+        # How many candidates: the bundle's own rule on the first k of the same candidates.
+        target = model.prototypes.prototype(text.to(model.prototypes.audio.device)).float().cpu()
+        score = torch.einsum("pd,pnd->pn", target, unit)
+        k = 2
+        while k < n:
+            rules[f"prototypes (bundle's), best of the first {k}"] = score[:, :k].argmax(1)
+            k *= 2
 
     rows = torch.arange(p)
     print(f"{p} prompts, {n} candidates each\n")
