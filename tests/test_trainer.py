@@ -286,3 +286,40 @@ def test_every_validation_draws_the_same_randomness_and_training_keeps_its_own(t
     first, second = trainer.validate(), trainer.validate()
     assert first == second  # the best checkpoint is picked by the weights, not by the draw
     assert torch.equal(torch.get_rng_state(), state)  # training's random stream goes on as before
+
+
+class ValidationByStep(ToyTask):
+    """A validation whose best is the first (``sign`` 1) or the last (``sign`` -1) step validated."""
+
+    def __init__(self, sign: float):
+        super().__init__()
+        self.sign = sign
+
+    def validate(self, samples_dir, step):
+        return {"val/loss": self.sign * step}
+
+
+@pytest.mark.parametrize("last", [True, False])
+def test_best_gets_the_final_fit_and_is_copied_when_it_is_the_last_step(tmp_path, last):
+    """A fit after training (an RVQ, k-means) reaches best/ too; when best/ holds the last step's
+    weights the final export's fit is copied, not run again on the same weights."""
+    from musiclm.checkpoint import save_model
+
+    trainer = Trainer(ValidationByStep(-1.0 if last else 1.0), ToyData(), _cfg(tmp_path, validate_every=10))
+    trainer.fit()
+    final = load_model(tmp_path / "model")
+    final.lin.bias.data.fill_(42.0)  # what the final export's fit set
+    save_model(final, tmp_path / "model")
+    calls = []
+
+    def fit(model):
+        calls.append(model)
+        model.lin.bias.data.fill_(7.0)
+
+    trainer.finish_best(fit, kind="toy-linear", fitted=tmp_path / "model")
+    best = load_model(tmp_path / "best")
+    assert json.loads((tmp_path / "best" / "validation.json").read_text())["step"] == (40 if last else 10)
+    assert best.lin.bias.item() == (42.0 if last else 7.0) and len(calls) == (0 if last else 1)
+    if not last:  # the fit ran on the best step's weights, not the final ones
+        assert not torch.equal(best.lin.weight, final.lin.weight)
+    assert not (tmp_path / "best.tmp").exists() and not (tmp_path / "best.old").exists()

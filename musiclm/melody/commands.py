@@ -40,7 +40,11 @@ def _train(args: argparse.Namespace) -> None:
     )
     with trainer.ema.swapped_in(trainer.unwrapped) if trainer.ema else _null():
         error = finish_quantizer(trainer.unwrapped.model, held, Path(args.out) / "model")
-    trainer.finish_best(lambda best: fit_quantizer(best, embed_dataset(best, held)), kind="melody")
+    trainer.finish_best(
+        lambda best: fit_quantizer(best, embed_dataset(best, held)),
+        kind="melody",
+        fitted=Path(args.out) / "model",
+    )
     print(f"melody model written to {Path(args.out) / 'model'} (RVQ squared error {error:.4f})")
 
 

@@ -82,5 +82,9 @@ def train_semantic(
     with trainer.ema.swapped_in(task) if trainer.ema is not None else nullcontext():
         fit_tokens(dataset, task.model, kmeans_clips)
         save_model(task.model, Path(config.out_dir) / "model")
-    trainer.finish_best(lambda best: fit_tokens(dataset, best, kmeans_clips), kind="semantic")
+    trainer.finish_best(
+        lambda best: fit_tokens(dataset, best, kmeans_clips),
+        kind="semantic",
+        fitted=Path(config.out_dir) / "model",
+    )
     return trainer

@@ -346,16 +346,37 @@ class Trainer:
     def best_dir(self) -> Path:
         return self.out_dir / "best"
 
-    def finish_best(self, fit: Callable[[nn.Module], None], *, kind: str) -> None:
+    def finish_best(self, fit: Callable[[nn.Module], None], *, kind: str, fitted: Path | None = None) -> None:
         """Give ``best/`` what the final export got after training (k-means, an RVQ fitted on the
-        trained embeddings): ``best/`` is exported while training, before those fits."""
+        trained embeddings): ``best/`` is exported while training, before those fits. When ``best/``
+        holds the last step's weights, ``fitted`` (the final export, already fitted) is copied
+        instead of fitting the same weights twice (minutes of embedding passes on a CPU)."""
         if not (self.best_dir / "config.json").is_file():
             return
         figures = (self.best_dir / "validation.json").read_text()
-        model = load_model(self.best_dir, kind=kind)
-        fit(model)
-        save_model(model, self.best_dir)
-        (self.best_dir / "validation.json").write_text(figures)
+        tmp = self.out_dir / "best.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (
+            fitted is not None
+            and (Path(fitted) / "config.json").is_file()
+            and json.loads(figures)["step"] == self.step
+        ):
+            shutil.copytree(fitted, tmp)
+        else:
+            model = load_model(self.best_dir, kind=kind)
+            fit(model)
+            save_model(model, tmp)
+        (tmp / "validation.json").write_text(figures)
+        self._replace_best(tmp)
+
+    def _replace_best(self, tmp: Path) -> None:
+        """``tmp`` becomes ``best/``; a kill at any point leaves a complete one (or none before the first)."""
+        old = self.out_dir / "best.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if self.best_dir.exists():
+            os.replace(self.best_dir, old)
+        os.replace(tmp, self.best_dir)
+        shutil.rmtree(old, ignore_errors=True)
 
     def validate(self) -> dict[str, float]:
         """Run the task's validation (main process, EMA weights, eval mode); export ``best/`` when
@@ -380,12 +401,7 @@ class Trainer:
                 (tmp / "validation.json").write_text(
                     json.dumps({"step": self.step, **figures}, indent=2) + "\n"
                 )
-                old = self.out_dir / "best.old"
-                shutil.rmtree(old, ignore_errors=True)
-                if self.best_dir.exists():
-                    os.replace(self.best_dir, old)
-                os.replace(tmp, self.best_dir)
-                shutil.rmtree(old, ignore_errors=True)
+                self._replace_best(tmp)
         acc.wait_for_everyone()
         return figures
 
