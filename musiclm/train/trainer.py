@@ -370,7 +370,8 @@ class Trainer:
         self._replace_best(tmp)
 
     def _replace_best(self, tmp: Path) -> None:
-        """``tmp`` becomes ``best/``; a kill at any point leaves a complete one (or none before the first)."""
+        """``tmp`` becomes ``best/`` by renames, never written in place: a kill between them leaves the
+        previous one whole in ``best.old``."""
         old = self.out_dir / "best.old"
         shutil.rmtree(old, ignore_errors=True)
         if self.best_dir.exists():
