@@ -21,11 +21,9 @@ import torch
 from tqdm import tqdm
 
 from musiclm import checks
-from musiclm.audio import (
-    integrated_loudness,
-    load_clip,
-    save_audio,
-)  # benchmarks take load_clip from here too
+
+# load_clip is imported here for the benchmarks too, which take it from this module
+from musiclm.audio import integrated_loudness, load_clip, save_audio
 from musiclm.data.manifest import ManifestEntry, from_musiccaps, load_entries
 from musiclm.errors import DataError
 from musiclm.eval.attributes import (

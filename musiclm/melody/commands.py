@@ -43,7 +43,7 @@ def _train(args: argparse.Namespace) -> None:
     trainer.finish_best(
         lambda best: fit_quantizer(best, embed_dataset(best, held)),
         kind="melody",
-        fitted=Path(args.out) / "model",
+        fitted=trainer.model_dir,
     )
     print(f"melody model written to {Path(args.out) / 'model'} (RVQ squared error {error:.4f})")
 

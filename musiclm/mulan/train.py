@@ -86,6 +86,6 @@ def train_mulan(
     trainer.finish_best(
         lambda best: best.quantizer.fit(quantizer_vectors(best, dataset, quantizer_clips, quantizer_crops)),
         kind="mulan",
-        fitted=Path(config.out_dir) / "model",
+        fitted=trainer.model_dir,
     )
     return trainer

@@ -85,6 +85,6 @@ def train_semantic(
     trainer.finish_best(
         lambda best: fit_tokens(dataset, best, kmeans_clips),
         kind="semantic",
-        fitted=Path(config.out_dir) / "model",
+        fitted=trainer.model_dir,
     )
     return trainer
