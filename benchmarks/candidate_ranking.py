@@ -11,7 +11,9 @@ by the classifier, tempo (within 4 %, or also at double / half). Rules: one fixe
 and their mean: what one candidate gives), the paper's MuLaN text score, the consensus pick
 (MuLaN audio nearest the other candidates), and the bundle's audio prototypes at each
 ``--neighbours`` (the bundle needs a ``prototypes`` component), and the bundle's own prototypes on
-the first 2, 4, ... of the candidates: what fewer candidates would have given, on the same draws.
+the first 2, 4, ... of the candidates: what fewer candidates would have given, on the same draws;
+and targets drawn among the bundle's neighbours (the mean of ``--draws`` of them, two draws each)
+or the candidate nearest any one neighbour.
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--neighbours", type=int, nargs="*", default=[8, 32, 128])
+    parser.add_argument(
+        "--draws", type=int, nargs="*", default=[1, 4], help="neighbours drawn for a drawn prototype"
+    )
     args = parser.parse_args()
 
     model = MusicLM.from_pretrained(args.model)
@@ -114,11 +119,26 @@ def main() -> None:
         while k < n:
             rules[f"prototypes (bundle's), best of the first {k}"] = score[:, :k].argmax(1)
             k *= 2
+        # Targets drawn among the same neighbours instead of their mean: a mean is a typical clip,
+        # and the candidates nearest typical clips spread less than the music they stand for.
+        near = model.prototypes.neighbours(text.to(model.prototypes.audio.device)).cpu()
+        bank = F.normalize(model.prototypes.audio.float().cpu(), dim=-1)
+        for draws in args.draws:
+            for seed in range(2):
+                g = torch.Generator().manual_seed(seed)
+                cols = torch.stack([torch.randperm(near.shape[1], generator=g)[:draws] for _ in range(p)])
+                target = F.normalize(bank[near.gather(1, cols)].mean(1), dim=-1)
+                name = f"prototypes, mean of {draws} drawn neighbours (draw {seed})"
+                rules[name] = torch.einsum("pd,pnd->pn", target, unit).argmax(1)
+        nearest = torch.einsum("pkd,pnd->pkn", bank[near], unit).amax(1)
+        rules["nearest to any neighbour"] = nearest.argmax(1)
 
     rows = torch.arange(p)
     print(f"{p} prompts, {n} candidates each\n")
-    print("| rule | MCC | FAD (MuLaN) | FAD (classifier) | genre | tempo | tempo x2 |")
-    print("|---|---|---|---|---|---|---|")
+    # spread: the chosen clips' total variance in MuLaN's space over the references' (FAD also counts it)
+    ref_spread = float(np.trace(np.cov(m_ref, rowvar=False)))
+    print("| rule | MCC | FAD (MuLaN) | FAD (classifier) | genre | tempo | tempo x2 | spread |")
+    print("|---|---|---|---|---|---|---|---|")
     single = []
     for name, pick in rules.items():
         chosen_m, chosen_f = m[rows, pick], f[rows, pick]
@@ -131,6 +151,7 @@ def main() -> None:
             attribute_accuracy(genre, parts["genre"]),
             tempo_accuracy(bpm, parts["bpm"]),
             tempo_accuracy(bpm, parts["bpm"], octave=True),
+            float(np.trace(np.cov(chosen_m.numpy(), rowvar=False))) / ref_spread,
         )
         if name.startswith("candidate "):
             single.append(figures)

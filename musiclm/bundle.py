@@ -130,6 +130,34 @@ def check_compatible(components: dict[str, nn.Module], name: str = "musiclm") ->
         raise CheckpointError(f"{name}: components do not fit together: " + "; ".join(problems[:4]))
 
 
+def _store_compact(directory: Path, int8_names: tuple[str, ...]) -> None:
+    """Rewrite a checkpoint directory's weights as float16, and ``int8_names`` as int8 rows."""
+    from safetensors.torch import load_file, save_file
+
+    from musiclm.checkpoint import (
+        CONFIG_FILE,
+        INT8_ROWS_FORMAT,
+        ROW_SCALE,
+        WEIGHTS_FILE,
+        dequantize_rows,
+        quantize_rows,
+        read_checkpoint_config,
+    )
+
+    weights = directory / WEIGHTS_FILE
+    mode = weights.stat().st_mode
+    state = dequantize_rows(load_file(str(weights)), str(weights))  # a compact checkpoint again
+    out = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    for name in int8_names:
+        out[name], out[name + ROW_SCALE] = quantize_rows(state[name])
+    save_file(out, str(weights))
+    weights.chmod(mode)  # safetensors writes 0600: keep the checkpoint's own permissions
+    if int8_names:  # older readers refuse it in one line instead of failing on the int8 tensors
+        meta = read_checkpoint_config(directory)
+        meta["format_version"] = max(meta.get("format_version", 0), INT8_ROWS_FORMAT)
+        (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
 def make_bundle(
     out: str | Path,
     components: dict[str, str | Path],
@@ -141,14 +169,17 @@ def make_bundle(
 ) -> Path:
     """Copy component checkpoint directories into a bundle at ``out`` and write ``musiclm.json``.
     The components are loaded together first, so an incompatible set is refused. ``half`` stores
-    floating-point weights as float16 (half the size; they load back into float32 models);
+    floating-point weights as float16 (half the size; they load back into float32 models) and the
+    embedding banks a model names in ``int8_rows`` (the loudness head's anchors, the prototypes) as
+    int8 rows with a scale each (a quarter of float32);
     ``guidance`` becomes the semantic and coarse LMs' default guidance scale (one for both, or a pair:
     semantic, coarse), ``temperatures`` (semantic, coarse, fine) their default sampling temperatures."""
     _check_names(components, str(out))
     guidance, temperatures = checks.guidance_pair(guidance), checks.temperatures(temperatures)
-    from musiclm.checkpoint import CONFIG_FILE, component_kinds, load_model, read_checkpoint_config
+    from musiclm.checkpoint import CONFIG_FILE, component_kinds, int8_rows, load_model, read_checkpoint_config
 
-    check_compatible({k: load_model(v, kind=component_kinds(k)) for k, v in components.items()}, name)
+    models = {k: load_model(v, kind=component_kinds(k)) for k, v in components.items()}
+    check_compatible(models, name)
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -156,12 +187,7 @@ def make_bundle(
     for key, src in components.items():
         shutil.copytree(src, tmp / key, ignore=shutil.ignore_patterns("*.tmp"))
         if half:
-            from safetensors.torch import load_file, save_file
-
-            weights = tmp / key / "model.safetensors"
-            state, mode = load_file(str(weights)), weights.stat().st_mode
-            save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(weights))
-            weights.chmod(mode)  # safetensors writes 0600: keep the checkpoint's own permissions
+            _store_compact(tmp / key, int8_rows(models[key]))
         lm = {}
         if guidance is not None and key in ("semantic_lm", "coarse_lm"):
             lm["guidance"] = guidance[key == "coarse_lm"]

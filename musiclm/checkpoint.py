@@ -23,7 +23,10 @@ from torch import nn
 from musiclm.config import config_diff, config_from_dict, config_to_dict
 from musiclm.errors import CheckpointError, ConfigError
 
-FORMAT_VERSION = 1
+PLAIN_FORMAT = 1  # what a checkpoint of floating-point (and integer) tensors alone is written as
+INT8_ROWS_FORMAT = 2  # one with int8 rows, each scaled by its ROW_SCALE tensor (compact bundles)
+FORMAT_VERSION = INT8_ROWS_FORMAT  # the newest format this code reads
+ROW_SCALE = ".row_scale"  # key suffix of an int8 tensor's per-row scales: value = int8 * scale
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -85,7 +88,7 @@ def save_model(model: nn.Module, directory: str | Path, metadata: dict[str, Any]
         save_file(dedupe_shared(state), str(tmp / WEIGHTS_FILE), metadata={"kind": kind})
         meta = {
             "kind": kind,
-            "format_version": FORMAT_VERSION,
+            "format_version": PLAIN_FORMAT,
             "config": config_to_dict(model.config),
             **(metadata or {}),
         }
@@ -115,6 +118,32 @@ def dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         ptr = v.untyped_storage().data_ptr() if v.numel() else id(v)
         out[k] = v.clone() if ptr in seen else v
         seen.add(ptr)
+    return out
+
+
+def int8_rows(model: nn.Module) -> tuple[str, ...]:
+    """Names of ``model``'s tensors that compact storage (``make_bundle(half=True)``) may keep as int8
+    rows: banks of embeddings read by their direction, which 8 bits a value keep (the shipped banks'
+    rows to a cosine of 0.99994 or more: benchmarks/README.md, "Compact storage")."""
+    return tuple(getattr(model, "int8_rows", ()))
+
+
+def quantize_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(int8 [R, D], float32 [R, 1] scales)``: each row scaled so that its largest value is 127."""
+    tensor = tensor.float()
+    scale = tensor.abs().amax(-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / 127
+    return torch.round(tensor / scale).to(torch.int8), scale
+
+
+def dequantize_rows(state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """``state`` with each int8 tensor that has ``ROW_SCALE`` scales turned back into float32."""
+    out = dict(state)
+    for key in [k for k in state if k.endswith(ROW_SCALE)]:
+        name, scale = key.removesuffix(ROW_SCALE), out.pop(key)
+        values = out.get(name)
+        if values is None or values.dtype != torch.int8 or scale.shape != (*values.shape[:-1], 1):
+            raise CheckpointError(f"{where}: {key} does not scale an int8 tensor {name}")
+        out[name] = values.float() * scale.float()
     return out
 
 
@@ -195,7 +224,8 @@ def load_tensors(directory: str | Path, kinds: tuple[str, ...], prefix: str) -> 
     if not path.is_file():
         raise CheckpointError(f"{directory}: {WEIGHTS_FILE} is missing")
     with safe_open(str(path), framework="pt") as f:
-        state = {k.removeprefix(prefix): f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+        state = {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    state = {k.removeprefix(prefix): v for k, v in dequantize_rows(state, str(path)).items()}
     if not state:
         raise CheckpointError(f"{path}: holds no tensors under {prefix!r}")
     return state
@@ -210,6 +240,7 @@ def load_weights(model: nn.Module, path: str | Path, map_location: str | torch.d
         state = load_file(str(path), device=str(map_location))
     except Exception as e:
         raise CheckpointError(f"{path}: cannot read weights ({str(e).splitlines()[0]})") from None
+    state = dequantize_rows(state, str(path))
     own = model.state_dict()
     from_package = {k for k in set(own) - set(state) if k.startswith(packaged_weights(model))}
     missing = sorted(set(own) - set(state) - from_package)

@@ -119,7 +119,11 @@ def register(sub, train) -> None:
     b = sub.add_parser("bundle", help="assemble trained components into a MusicLM bundle")
     b.add_argument("--out", required=True)
     b.add_argument("--name", default="musiclm")
-    b.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
+    b.add_argument(
+        "--half",
+        action="store_true",
+        help="store weights as float16 (half the size) and embedding banks as int8 rows (a quarter)",
+    )
     b.add_argument(
         "--guidance",
         type=checks.guidance_arg,

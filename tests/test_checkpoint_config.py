@@ -61,3 +61,29 @@ def test_mismatched_or_broken_checkpoints(tmp_path):
     (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="cannot read weights"):
         load_model(tmp_path / "m")
+
+
+def test_int8_rows_load_back_as_float32_and_a_bad_scale_is_named(tmp_path):
+    """Compact storage: a tensor kept as int8 rows with a scale each loads back into the float32
+    model, every row within 8 bits of where it was; a scale that fits no int8 tensor is one line."""
+    from safetensors.torch import load_file, save_file
+
+    from musiclm.checkpoint import ROW_SCALE, quantize_rows
+
+    model = ToyModel(ToyConfig(width=300))
+    save_model(model, tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    state = load_file(str(weights))
+    state["lin.weight"], state["lin.weight" + ROW_SCALE] = quantize_rows(state["lin.weight"])
+    assert state["lin.weight"].dtype == torch.int8 and int(state["lin.weight"].abs().max()) == 127
+    save_file(state, str(weights))
+    again = load_model(tmp_path / "m")
+    original, loaded = model.lin.weight.detach(), again.lin.weight.detach()
+    assert loaded.dtype == torch.float32 and not torch.equal(loaded, original)
+    step = original.abs().max() / 127  # one quantization step of the row
+    assert float((loaded - original).abs().max()) <= 0.5 * float(step) + 1e-7
+    assert float(torch.cosine_similarity(loaded, original)) > 0.9999
+    state["lin.weight" + ROW_SCALE] = torch.ones(2, 1)
+    save_file(state, str(weights))
+    with pytest.raises(CheckpointError, match=r"lin.weight.row_scale does not scale an int8 tensor"):
+        load_model(tmp_path / "m")

@@ -87,6 +87,21 @@ def test_a_checkpoint_round_trips_without_the_encoder(fitted, tmp_path):
     assert torch.allclose(again(prompts), head(prompts), atol=1e-4)
 
 
+def test_a_compact_bundle_keeps_the_anchors_in_8_bits_and_the_predictions(fitted, tmp_path):
+    from safetensors.torch import load_file
+
+    from musiclm.bundle import make_bundle
+    from tests._tiny_bundle import components, save_parts
+
+    head, _ = fitted
+    parts = save_parts(tmp_path, {**components(melody=False), "loudness": head})
+    bundle = make_bundle(tmp_path / "bundle", parts, name="lvl", half=True)
+    assert load_file(str(bundle / "loudness" / "model.safetensors"))["anchors"].dtype == torch.int8
+    again = load_model(bundle / "loudness", kind="loudness")
+    prompts = ["A harp solo. It is quiet.", "Loud rock.", "A harp solo. It is gentle and hushed."]
+    assert torch.allclose(again(prompts), head(prompts), atol=0.05)
+
+
 def test_predictions_stay_in_the_training_range(fitted):
     head, metrics = fitted
     low, high = metrics["range_lufs"]

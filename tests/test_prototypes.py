@@ -1,5 +1,6 @@
 """Ranking by audio prototypes: a bundle with them keeps the candidate nearest the audio of the
-training clips whose captions are nearest the prompt; the bank round-trips through a float16 bundle;
+training clips whose captions are nearest the prompt; the bank round-trips through a compact bundle
+(int8 rows);
 a bank embedded by another MuLaN is refused in one line; ``train prototypes`` builds one from a
 captioned folder and refuses uncaptioned data before any work."""
 
@@ -8,6 +9,7 @@ import json
 import pytest
 import soundfile as sf
 import torch
+from safetensors.torch import load_file
 
 from musiclm.bundle import make_bundle
 from musiclm.checkpoint import save_model
@@ -76,8 +78,16 @@ def test_a_half_precision_bundle_keeps_the_ranking_and_refuses_another_mulan(par
     sounds = _sounds(len(PROMPTS))
     dirs = save_parts(root, comps)
     dirs["prototypes"] = save_model(_bank(comps["mulan"], sounds, PROMPTS), tmp_path / "prototypes")
-    model = MusicLM.from_pretrained(make_bundle(tmp_path / "bundle", dirs, name="t", half=True), device="cpu")
+    bundle = make_bundle(tmp_path / "bundle", dirs, name="t", half=True)
+    stored = load_file(str(bundle / "prototypes" / "model.safetensors"))  # the bank's rows in 8 bits
+    assert stored["audio"].dtype == stored["text"].dtype == torch.int8
+    assert json.loads((bundle / "prototypes" / "config.json").read_text())["format_version"] == 2
+    model = MusicLM.from_pretrained(bundle, device="cpu")
     assert model.prototypes.audio.dtype == torch.float32
+    original = load_file(str(dirs["prototypes"] / "model.safetensors"))
+    for name in ("audio", "text"):
+        cosine = torch.cosine_similarity(getattr(model.prototypes, name), original[name], dim=-1)
+        assert float(cosine.min()) > 0.9999
     assert model.score(PROMPTS[:1], sounds[None]).argmax().item() == 0
     # a bank embedded by a MuLaN trained otherwise (here: other random weights)
     other = components(melody=False)["mulan"]

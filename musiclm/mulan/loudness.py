@@ -59,6 +59,8 @@ def soft_match(encoded: torch.Tensor, anchors: torch.Tensor, temperature: float)
 class PromptLoudness(nn.Module):
     """``prompts -> [P]`` integrated loudness (LUFS) of the music they describe."""
 
+    int8_rows = ("anchors",)  # unit-length sentence encodings: compact bundles keep them in 8 bits
+
     def __init__(self, config: LoudnessConfig):
         super().__init__()
         self.config = config

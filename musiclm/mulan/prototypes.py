@@ -42,6 +42,8 @@ class AudioPrototypes(nn.Module):
     """``prototype(text embeddings [P, D]) -> [P, D]``: the mean audio embedding of the training clips
     whose captions are nearest each prompt, the target candidates are ranked against."""
 
+    int8_rows = ("text", "audio")  # embeddings read by direction: compact bundles keep them in 8 bits
+
     def __init__(self, config: PrototypesConfig):
         super().__init__()
         self.config = config
@@ -52,13 +54,16 @@ class AudioPrototypes(nn.Module):
         self.probe_audio = nn.Parameter(torch.zeros(d), requires_grad=False)
 
     @torch.no_grad()
+    def neighbours(self, text: torch.Tensor) -> torch.Tensor:
+        """``[P, k]`` bank rows of the captions nearest each prompt's MuLaN text embedding, nearest first."""
+        bank = F.normalize(self.text.float(), dim=-1)
+        k = min(self.config.neighbours, len(bank))
+        return (F.normalize(text.float(), dim=-1) @ bank.T).topk(k).indices
+
+    @torch.no_grad()
     def prototype(self, text: torch.Tensor) -> torch.Tensor:
         """Unit-length ``[P, D]`` prototypes of prompts given by their MuLaN text embeddings ``[P, D]``."""
-        bank = F.normalize(self.text.float(), dim=-1)
-        near = (
-            (F.normalize(text.float(), dim=-1) @ bank.T).topk(min(self.config.neighbours, len(bank))).indices
-        )
-        return F.normalize(self.audio.float()[near].mean(1), dim=-1)
+        return F.normalize(self.audio.float()[self.neighbours(text)].mean(1), dim=-1)
 
     @torch.no_grad()
     def probes(self, mulan) -> tuple[torch.Tensor, torch.Tensor]:
