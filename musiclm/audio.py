@@ -305,7 +305,8 @@ def mel_filterbank(
     fb = librosa.filters.mel(
         sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=True, norm="slaney"
     )
-    return torch.from_numpy(fb).float()
+    with torch.inference_mode(False):  # cached: a normal tensor even when first asked for in inference
+        return torch.from_numpy(fb).float()
 
 
 def mel_frequencies(
@@ -375,7 +376,8 @@ def _chroma_filter(sample_rate: int, n_fft: int) -> torch.Tensor:
     """librosa's ``[12, n_fft // 2 + 1]`` chroma filterbank (C = 0, A440, no tuning estimate)."""
     import librosa
 
-    return torch.from_numpy(librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, tuning=0.0)).float()
+    with torch.inference_mode(False):  # cached, as mel_filterbank's
+        return torch.from_numpy(librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, tuning=0.0)).float()
 
 
 def power_chromagram(

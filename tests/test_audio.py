@@ -143,3 +143,19 @@ def test_chromagram_is_librosas_chroma_stft():
         ref = librosa.feature.chroma_stft(y=wav, sr=16000, n_fft=2048, hop_length=400, tuning=0.0, norm=2)
         assert np.allclose(row.numpy(), ref, atol=1e-5)
     assert int(ours[0].mean(-1).argmax()) == 9  # A
+
+
+def test_filters_first_built_in_inference_mode_still_serve_training():
+    """The mel and chroma filters are cached: built first under ``torch.inference_mode`` (a
+    tokenizer, an eval), they must not be inference tensors that a later training step cannot use."""
+    from musiclm.audio import _chroma_filter, mel_filterbank, power_chromagram
+
+    mel_filterbank.cache_clear()
+    _chroma_filter.cache_clear()
+    wav = torch.randn(1, 8000) * 0.1
+    with torch.inference_mode():
+        log_mel_spectrogram(wav, 16000)
+        power_chromagram(wav, 16000)
+    x = wav.clone().requires_grad_()
+    (log_mel_spectrogram(x, 16000).sum() + power_chromagram(x, 16000).sum()).backward()
+    assert x.grad is not None and bool(torch.isfinite(x.grad).all())
