@@ -72,9 +72,7 @@ def main() -> None:
     near, targets, picks = [], [], []
     for c in (ref, compact):
         bank = c["prototypes"]
-        unit = F.normalize(bank.text.float(), dim=-1)
-        k = min(bank.config.neighbours, len(unit))
-        near.append((F.normalize(text, dim=-1) @ unit.T).topk(k).indices.sort(-1).values)
+        near.append(bank.neighbours(text).sort(-1).values)
         targets.append(bank.prototype(text))
         picks.append(torch.einsum("pd,pnd->pn", targets[-1], stand_ins).argmax(-1))
     result.update(
