@@ -31,6 +31,23 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
+# where each of the package's kinds is defined: loading one imports that module alone (loading a
+# codec need not import scikit-learn, transformers or the LMs)
+BUILTIN_KINDS = {
+    "codec": "musiclm.codec.soundstream",
+    "hf_encodec": "musiclm.codec.encodec",
+    "semantic": "musiclm.semantic.tokenizer",
+    "hf_semantic": "musiclm.semantic.hf",
+    "mulan": "musiclm.mulan.model",
+    "hf_clap": "musiclm.mulan.hf",
+    "loudness": "musiclm.mulan.loudness",
+    "prototypes": "musiclm.mulan.prototypes",
+    "melody": "musiclm.melody.model",
+    "semantic_lm": "musiclm.lm.stages",
+    "coarse_lm": "musiclm.lm.stages",
+    "fine_lm": "musiclm.lm.stages",
+    "label_classifier": "musiclm.eval.classifiers",
+}
 # kinds that can stand in for a component besides its own: the transformers adapters
 ADAPTER_KINDS = {"codec": ("hf_encodec",), "semantic": ("hf_semantic",), "mulan": ("hf_clap",)}
 
@@ -187,7 +204,7 @@ def load_model(
         raise CheckpointError(f"{directory}: holds a {meta['kind']!r} model, expected {expected}")
     cls = _REGISTRY.get(meta["kind"])
     if cls is None:
-        _import_builtin_models()
+        _import_builtin_model(meta["kind"])
         cls = _REGISTRY.get(meta["kind"])
     if cls is None:
         raise CheckpointError(f"{directory}: unknown model kind {meta['kind']!r}")
@@ -267,25 +284,9 @@ def packaged_weights(model: nn.Module) -> tuple[str, ...]:
     return tuple(getattr(model, "packaged_weights", ()))
 
 
-def _import_builtin_models() -> None:
-    """Import the package's model modules so their ``@register_model`` decorators run."""
+def _import_builtin_model(kind: str) -> None:
+    """Import the module that defines ``kind`` so its ``@register_model`` decorator runs."""
     import importlib
 
-    for name in (
-        "musiclm.codec.soundstream",
-        "musiclm.semantic.tokenizer",
-        "musiclm.mulan.model",
-        "musiclm.mulan.loudness",
-        "musiclm.mulan.prototypes",
-        "musiclm.melody.model",
-        "musiclm.lm.stages",
-        "musiclm.eval.classifiers",
-        "musiclm.codec.encodec",
-        "musiclm.semantic.hf",
-        "musiclm.mulan.hf",
-    ):
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
+    if kind in BUILTIN_KINDS:
+        importlib.import_module(BUILTIN_KINDS[kind])

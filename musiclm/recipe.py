@@ -210,6 +210,14 @@ def split_data(data: str, out: Path, *, valid_share: float = VALID_SHARE) -> dic
     }
 
 
+def _wait_for_any(children, seconds: float) -> None:
+    """Sleep until one of ``children`` ends or ``seconds`` pass: the next command starts at once."""
+    children = list(children)
+    deadline = time.monotonic() + seconds
+    while children and time.monotonic() < deadline and all(child.poll() is None for child in children):
+        time.sleep(0.02)
+
+
 def _die_with_parent() -> None:
     """In the child before exec: SIGKILL it when the parent dies (Linux), and keep the terminal's
     Ctrl-C away from it (the parent forwards it). A recipe started in the background of a script
@@ -427,7 +435,7 @@ class Recipe:
                             env=env,
                         )
                 self.state["running"] = {p: c.pid for p, c in self.children.items()}
-                time.sleep(0.5)
+                _wait_for_any(self.children.values(), 0.5)
                 now = time.monotonic()
                 self.state["spent_minutes"] = self.spent + (now - last) / 60
                 last = now

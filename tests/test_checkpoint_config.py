@@ -87,3 +87,19 @@ def test_int8_rows_load_back_as_float32_and_a_bad_scale_is_named(tmp_path):
     save_file(state, str(weights))
     with pytest.raises(CheckpointError, match=r"lin.weight.row_scale does not scale an int8 tensor"):
         load_model(tmp_path / "m")
+
+
+def test_every_model_kind_is_found_by_importing_its_own_module():
+    """``load_model`` imports only the module ``BUILTIN_KINDS`` names for a checkpoint's kind."""
+    import importlib
+    import pkgutil
+
+    import musiclm
+    from musiclm.checkpoint import _REGISTRY, BUILTIN_KINDS
+
+    for info in pkgutil.walk_packages(musiclm.__path__, "musiclm."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+    package_kinds = {kind for kind, cls in _REGISTRY.items() if cls.__module__.startswith("musiclm.")}
+    assert package_kinds == set(BUILTIN_KINDS)
+    assert all(_REGISTRY[kind].__module__ == module for kind, module in BUILTIN_KINDS.items())

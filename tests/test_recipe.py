@@ -137,7 +137,7 @@ def test_every_phase_runs_once_within_the_budget(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", (
             "import sys, musiclm.recipe as r\n"
-            "r.Recipe._commands = lambda self, phase, minutes, plan: [[sys.executable, '-c', 'pass']] * 2\n"
+            "r.Recipe._commands = lambda self, phase, minutes, plan: [['true']] * 2\n"
             "r.Recipe._write_card = lambda self: None\n"
             "from musiclm.cli import main\n"
             f"sys.exit(main(['train', 'bundle', '--data', {data!r}, '--out', {str(tmp_path / 'run')!r}, '--minutes', '5']))"

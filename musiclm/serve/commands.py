@@ -62,14 +62,17 @@ def _serve(args: argparse.Namespace) -> None:
     checks.device(args.device)
     _check_port(args.host, args.port)
     folder = checks.writable_dir(args.results) if args.results else tempfile.mkdtemp(prefix="musiclm-serve-")
-    model = MusicLM.from_pretrained(args.model, device=args.device)
-    app, queue = build_app(model, limits, folder, ui=not args.no_ui)
-    print(
-        f"musiclm serve: {model.name} at http://{args.host}:{args.port}/ (API: /v1, docs: /docs)", flush=True
-    )
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    finally:
-        queue.close()
+        model = MusicLM.from_pretrained(args.model, device=args.device)
+        app, queue = build_app(model, limits, folder, ui=not args.no_ui)
+        print(
+            f"musiclm serve: {model.name} at http://{args.host}:{args.port}/ (API: /v1, docs: /docs)",
+            flush=True,
+        )
+        try:
+            uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        finally:
+            queue.close()
+    finally:  # a bad model or limit leaves no results folder behind either
         if not args.results:
             shutil.rmtree(folder, ignore_errors=True)
