@@ -10,7 +10,6 @@ from pathlib import Path
 from musiclm import checks
 from musiclm.config import TARGET_LUFS
 from musiclm.errors import MusicLMError, PromptError
-from musiclm.tempo import tempo_from_prompt
 
 
 def _add_temperatures_argument(parser: argparse.ArgumentParser, help: str) -> None:
@@ -252,6 +251,8 @@ def _generate(args: argparse.Namespace) -> None:
         raise PromptError('give a prompt, e.g. musiclm generate "calm piano" -o out.wav, or --prompts FILE')
     checks.prompts(prompts)
     outputs = _outputs(args.output, len(prompts))
+    from musiclm.tempo import tempo_from_prompt
+
     _check_args(args, outputs, [args.melody, args.prompts])
     checks.bpm(args.bpm, "--bpm")
     model = _load(args)
