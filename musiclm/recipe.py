@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from musiclm import checks
@@ -147,7 +148,7 @@ class Plan:
 
         from musiclm.config import get_preset
         from musiclm.lm.stages import STAGES, StageConfig
-        from musiclm.lm.train import training_memory
+        from musiclm.lm.train import shapes_only, training_memory
 
         gpu = torch.cuda.is_available()
         cores = os.cpu_count() or 1
@@ -161,8 +162,9 @@ class Plan:
         )
         config = get_preset(preset)
         for stage in ("semantic", "coarse", "fine"):
-            with torch.device("meta"):  # sizes only: no weights allocated (a paper-size LM is 1.7 GB)
-                model = STAGES[stage](StageConfig.from_musiclm(stage, config, melody=stage != "fine"))
+            # sizes only: no weights allocated (a paper-size LM is 1.7 GB)
+            stage_config = StageConfig.from_musiclm(stage, config, melody=stage != "fine")
+            model = shapes_only(partial(STAGES[stage], stage_config))
             sizes = (64, 32, 16, 8, 4, 2) if gpu else (16, 8, 4, 2)  # CPU: a few GB resident at most
             fits = [b for b in sizes if training_memory(model, b) <= 0.5 * memory]
             if not fits:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from musiclm.data.manifest import ManifestEntry, load_entries, write_manifest
 from musiclm.errors import ConfigError, DataError
@@ -50,6 +51,19 @@ def test_the_plan_fits_memory_and_refuses_what_cannot_fit():
     assert Plan.for_machine("tiny", max_memory_gb=64).batch["coarse-lm"] >= 16
     with pytest.raises(ConfigError, match="does not fit"):
         Plan.for_machine("paper", max_memory_gb=1.0)
+
+
+def test_the_plan_sizes_the_lms_by_their_shapes_alone():
+    from musiclm.config import get_preset
+    from musiclm.lm.stages import CoarseStage, StageConfig
+    from musiclm.lm.train import shapes_only
+
+    config = StageConfig.from_musiclm("coarse", get_preset("tiny"), melody=True)
+    normal = torch.nn.init.normal_
+    sized = shapes_only(lambda: CoarseStage(config))
+    assert torch.nn.init.normal_ is normal  # weight initialisation is back for every other model
+    assert all(p.is_meta for p in sized.parameters())
+    assert [p.shape for p in sized.parameters()] == [p.shape for p in CoarseStage(config).parameters()]
 
 
 def test_a_too_large_lm_batch_is_refused_in_one_line():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
 from musiclm.errors import DataError
@@ -128,6 +130,19 @@ class StageTask(TrainTask):
                 tracks[key] = batch[key].masked_fill(~keep, -1)
         loss = self.model.loss(tokens, batch["loss_mask"], **tracks)
         return loss, {}
+
+
+def shapes_only(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` on the meta device with no weight initialisation: the sizes alone, allocated
+    nowhere, in milliseconds (a meta tensor's ``normal_`` runs torch's Python reference ops, whose
+    first use costs seconds)."""
+    normal = nn.init.normal_
+    nn.init.normal_ = lambda tensor, *args, **kwargs: tensor
+    try:
+        with torch.device("meta"):
+            return build()
+    finally:
+        nn.init.normal_ = normal
 
 
 def training_memory(model: StageLM, batch_size: int) -> int:

@@ -186,6 +186,8 @@ class Trainer:
         ]
         prepared = acc.prepare(task, *opts, self.loader)
         self.task, self.loader = prepared[0], prepared[-1]
+        # the task itself, for saving, EMA and phases: found once (unwrapping walks every module)
+        self.unwrapped: TrainTask = acc.unwrap_model(self.task)
         self.optimizers = dict(zip(self.phase_names, prepared[1:-1]))
         self.schedulers = {
             name: torch.optim.lr_scheduler.LambdaLR(opt.optimizer, _lr_lambda(config, self._time_fraction))
@@ -197,10 +199,6 @@ class Trainer:
         self.ema = EMA(self.unwrapped, config.ema_decay) if config.ema_decay else None
 
     # ------------------------------------------------------------------ helpers
-
-    @property
-    def unwrapped(self) -> TrainTask:
-        return self.accelerator.unwrap_model(self.task)
 
     @property
     def state_dir(self) -> Path:
