@@ -81,15 +81,16 @@ def register(sub, train) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from musiclm.errors import ConfigError
     from musiclm.eval.classifiers import LabelClassifier
-    from musiclm.eval.report import EvalConfig, evaluate, evaluate_seeds
+    from musiclm.eval.report import EvalConfig, evaluate, evaluate_seeds, load_prompts
     from musiclm.pipeline import MusicLM
 
     guidance = checks.guidance(args.guidance)
     temperatures = checks.temperatures(args.temperatures)
     if args.seeds and args.generated:
         raise ConfigError("--seeds generates a set of clips per seed; it cannot score --generated clips")
-    model = MusicLM.from_pretrained(args.model, device=args.device)
+    entries = load_prompts(args.prompts, args.limit, args.reference)  # refused before any loading
     classifier = LabelClassifier.load(args.classifier) if args.classifier else None
+    model = MusicLM.from_pretrained(args.model, device=args.device)
     baselines = ("reference", "codec", "shuffled") + (() if args.no_unconditional else ("unconditional",))
     config = EvalConfig(
         seconds=args.seconds,
@@ -103,13 +104,13 @@ def _eval(args: argparse.Namespace) -> None:
     )
     if args.seeds:
         report = evaluate_seeds(
-            model, args.prompts, args.out, config=config, seeds=args.seeds, classifier=classifier,
+            model, entries, args.out, config=config, seeds=args.seeds, classifier=classifier,
             reference=args.reference,
         )  # fmt: skip
     else:
         report = evaluate(
             model,
-            args.prompts,
+            entries,
             args.out,
             config=config,
             classifier=classifier,

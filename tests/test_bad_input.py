@@ -52,6 +52,15 @@ def test_eval_sampling_arguments_fail_before_loading(capsys, tmp_path):
     ev = ["eval", "--model", "no-such-model", "--prompts", "p.txt", "--out", str(tmp_path)]
     _one_line_error(capsys, [*ev, "--temperatures", "1", "nan", "1"], "temperature")
     _one_line_error(capsys, [*ev, "--guidance", "-1"], "guidance")
+    # the prompts and the classifier are read before the model loads, and no report folder is made
+    out = tmp_path / "report"
+    ev = ["eval", "--model", "no-such-model", "--out", str(out)]
+    _one_line_error(capsys, [*ev, "--prompts", str(tmp_path / "missing.jsonl")], "missing.jsonl")
+    (tmp_path / "p.txt").write_text("calm piano\n")
+    _one_line_error(
+        capsys, [*ev, "--prompts", str(tmp_path / "p.txt"), "--classifier", "no-such-clf"], "no-such-clf"
+    )
+    assert not out.exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -152,7 +152,7 @@ def codec_round_trip(codec, wavs: list[torch.Tensor], batch_size: int = 8) -> li
 
 def evaluate(
     model,
-    source: str | Path,
+    source: str | Path | list[ManifestEntry],
     out: str | Path,
     *,
     config: EvalConfig,
@@ -161,10 +161,11 @@ def evaluate(
     reference=None,
 ) -> dict:
     """Run the benchmark; writes ``report.json`` and ``report.md`` into ``out`` and returns the report.
-    ``reference``: the folder of MusicCaps clips when ``source`` is the MusicCaps CSV."""
+    ``source``: what :func:`load_prompts` reads, or its entries; ``reference``: the folder of
+    MusicCaps clips when ``source`` is the MusicCaps CSV."""
+    entries = source if isinstance(source, list) else load_prompts(source, config.limit, reference)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    entries = load_prompts(source, config.limit, reference)
     sr = model.sample_rate
     t0 = time.perf_counter()
     has_reference = all(e.path for e in entries)
@@ -244,7 +245,7 @@ def evaluate(
 
 
 def evaluate_seeds(
-    model, source: str | Path, out: str | Path, *, config: EvalConfig, seeds, **kwargs
+    model, source: str | Path | list[ManifestEntry], out: str | Path, *, config: EvalConfig, seeds, **kwargs
 ) -> dict:
     """:func:`evaluate` once per seed into ``out/seed-S``, then ``out/report.json`` / ``report.md`` with
     each figure's mean over the seeds, its standard deviation under ``"spread"``, and, per seed, how
@@ -252,6 +253,8 @@ def evaluate_seeds(
     draw of the model's clips and one of the unconditional ones can move a relative figure by more
     than the difference between two models; several seeds say how far it can be trusted."""
     seeds = list(dict.fromkeys(seeds))
+    if not isinstance(source, list):  # read once, and refused before any folder is made
+        source = load_prompts(source, config.limit, kwargs.get("reference"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [
