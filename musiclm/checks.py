@@ -7,6 +7,7 @@ whose message names the argument, so the CLI prints one line and a server can an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import tempfile
@@ -191,11 +192,23 @@ def writable_file(path: str | Path, what: str = "output") -> Path:
 
 
 def writable_dir(path: str | Path, what: str = "output folder") -> Path:
-    """Check that folder ``path`` exists or can be made, and that files can be written in it."""
+    """Check that folder ``path`` exists or can be made, and that files can be written in it. Folders
+    made for the check are removed again: input refused after it leaves no empty run folder behind
+    (whoever writes there makes the folder)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise MusicLMError(f"{path}: the {what} is a file, not a folder")
-    writable_file(path / ".musiclm-write-check", what)
+    made = []  # the folders the check makes, deepest first
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        made.append(p)
+    try:
+        writable_file(path / ".musiclm-write-check", what)
+    finally:
+        for p in made:
+            with contextlib.suppress(OSError):
+                p.rmdir()
     return path
 
 

@@ -141,7 +141,17 @@ def test_train_settings_fail_with_one_line(capsys, tmp_path):
     save_model(SoundStream(small), tmp_path / "codec")
     extra = ["--init", str(tmp_path / "codec"), "--decoder-only", "--fine-lm", "default"]
     _one_line_error(capsys, base + extra, "models 8 RVQ levels of 1024 codes, the codec has 4 of 64")
-    assert not (tmp_path / "run" / "model").exists()
+    assert not (tmp_path / "run").exists()  # the run folder, checked writable, is not left behind
+    missing = [
+        "train",
+        "mulan",
+        "--data",
+        str(tmp_path / "missing.jsonl"),
+        "--out",
+        str(tmp_path / "a" / "run"),
+    ]
+    _one_line_error(capsys, missing, "missing.jsonl")
+    assert not (tmp_path / "a").exists()
 
 
 def test_lm_conditioning_flags_fail_before_the_cache_is_read(capsys, tmp_path):

@@ -312,28 +312,16 @@ def test_cli_round_trip_and_bad_audio(trained, tmp_path, capsys):
     wav = ProceduralMusic(1, SR, 0.7)[0]["wav"].numpy()
     sf.write(tmp_path / "in.wav", np.stack([wav, wav], 1), 22050)  # stereo, other rate
     codec = ["--model", str(tmp_path / "codec")]
-    assert (
-        main(["codec", "encode", str(tmp_path / "in.wav"), "-o", str(tmp_path / "c.safetensors"), *codec])
-        == 0
-    )
-    decode = [
-        "codec",
-        "decode",
-        str(tmp_path / "c.safetensors"),
-        "-o",
-        str(tmp_path / "out.wav"),
-        "--levels",
-        "2",
-    ]
-    assert main([*decode, *codec]) == 0
+    encode = ["codec", "encode", str(tmp_path / "in.wav"), "-o", str(tmp_path / "c.safetensors")]
+    assert main([*encode, *codec]) == 0
+    decode = ["codec", "decode", str(tmp_path / "c.safetensors"), "-o", str(tmp_path / "out.wav")]
+    assert main([*decode, "--levels", "2", *codec]) == 0
     out, sr = sf.read(tmp_path / "out.wav")
     assert sr == SR and abs(len(out) - round(len(wav) / 22050 * SR)) <= 1
     capsys.readouterr()
     (tmp_path / "bad.wav").write_bytes(b"RIFF....garbage")
-    assert (
-        main(["codec", "encode", str(tmp_path / "bad.wav"), "-o", str(tmp_path / "x.safetensors"), *codec])
-        == 1
-    )
+    bad = ["codec", "encode", str(tmp_path / "bad.wav"), "-o", str(tmp_path / "x.safetensors")]
+    assert main([*bad, *codec]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.wav" in err and not (tmp_path / "x.safetensors").exists()
     assert main(["codec", "decode", str(tmp_path / "in.wav"), "-o", str(tmp_path / "y.wav"), *codec]) == 1
