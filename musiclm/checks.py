@@ -172,43 +172,40 @@ def device(value: str | None):
 
 
 def writable_file(path: str | Path, what: str = "output") -> Path:
-    """Check that ``path`` can be written (its folder made if needed) before any work starts."""
+    """Check that ``path`` can be written before any work starts. Folders made for the check are
+    removed again, so input refused after it leaves no empty folder behind: whoever writes the file
+    makes its folder."""
     path = Path(path)
     if path.is_dir():
         raise MusicLMError(f"{path}: the {what} is a directory, not a file")
     parent = path.parent
+    made = []  # the folders the check makes, deepest first
     for p in (parent, *parent.parents):
         if p.exists():
             if not p.is_dir():
                 raise MusicLMError(f"{path}: cannot write the {what}: {p} is a file, not a folder")
             break
+        made.append(p)
     try:
         parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{path.name}.", suffix=".check"):
             pass
     except OSError as e:
         raise MusicLMError(f"{path}: cannot write the {what} ({e.strerror or e})") from None
-    return path
-
-
-def writable_dir(path: str | Path, what: str = "output folder") -> Path:
-    """Check that folder ``path`` exists or can be made, and that files can be written in it. Folders
-    made for the check are removed again: input refused after it leaves no empty run folder behind
-    (whoever writes there makes the folder)."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise MusicLMError(f"{path}: the {what} is a file, not a folder")
-    made = []  # the folders the check makes, deepest first
-    for p in (path, *path.parents):
-        if p.exists():
-            break
-        made.append(p)
-    try:
-        writable_file(path / ".musiclm-write-check", what)
     finally:
         for p in made:
             with contextlib.suppress(OSError):
                 p.rmdir()
+    return path
+
+
+def writable_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Check that folder ``path`` exists or can be made, and that files can be written in it (made
+    for the check only: whoever writes there makes the folder)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MusicLMError(f"{path}: the {what} is a file, not a folder")
+    writable_file(path / ".musiclm-write-check", what)
     return path
 
 

@@ -45,6 +45,7 @@ def save_spectrogram_png(
     fig.colorbar(image, ax=ax, label="dB")
     fig.tight_layout()
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     try:
         fig.savefig(tmp)

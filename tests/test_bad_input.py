@@ -151,6 +151,8 @@ def test_train_settings_fail_with_one_line(capsys, tmp_path):
         str(tmp_path / "a" / "run"),
     ]
     _one_line_error(capsys, missing, "missing.jsonl")
+    merge = ["data", "merge", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "a" / "all.jsonl")]
+    _one_line_error(capsys, merge, "missing.jsonl")  # an output file's folder is not left behind either
     assert not (tmp_path / "a").exists()
 
 

@@ -312,9 +312,9 @@ def test_cli_round_trip_and_bad_audio(trained, tmp_path, capsys):
     wav = ProceduralMusic(1, SR, 0.7)[0]["wav"].numpy()
     sf.write(tmp_path / "in.wav", np.stack([wav, wav], 1), 22050)  # stereo, other rate
     codec = ["--model", str(tmp_path / "codec")]
-    encode = ["codec", "encode", str(tmp_path / "in.wav"), "-o", str(tmp_path / "c.safetensors")]
-    assert main([*encode, *codec]) == 0
-    decode = ["codec", "decode", str(tmp_path / "c.safetensors"), "-o", str(tmp_path / "out.wav")]
+    codes = tmp_path / "new" / "c.safetensors"  # a folder the command makes
+    assert main(["codec", "encode", str(tmp_path / "in.wav"), "-o", str(codes), *codec]) == 0
+    decode = ["codec", "decode", str(codes), "-o", str(tmp_path / "out.wav")]
     assert main([*decode, "--levels", "2", *codec]) == 0
     out, sr = sf.read(tmp_path / "out.wav")
     assert sr == SR and abs(len(out) - round(len(wav) / 22050 * SR)) <= 1

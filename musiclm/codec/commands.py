@@ -232,6 +232,7 @@ def _encode(args: argparse.Namespace) -> None:
         "frame_rate": str(codec.frame_rate),
     }
     out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     save_file({"codes": codes.contiguous()}, str(tmp), metadata=meta)
     os.replace(tmp, out)

@@ -77,6 +77,7 @@ def plot_metrics(metrics: str | Path, out: str | Path) -> int:
     fig.suptitle(str(Path(metrics).parent.name or metrics), fontsize=11)
     fig.tight_layout()
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
