@@ -27,8 +27,10 @@ demo: install
 serve: install
 	$(VENV)/bin/musiclm serve
 
+# Two test processes (pytest-xdist), a file's tests in one of them so that a module's trained fixture
+# is built once; each process takes its share of the cores (tests/conftest.py). `-n 0` runs them in one.
 test: install sysdeps
-	MUSICLM_REQUIRE_SYNTH=1 MUSICLM_REQUIRE_BROWSER=1 $(PY) -m pytest -q
+	MUSICLM_REQUIRE_SYNTH=1 MUSICLM_REQUIRE_BROWSER=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 lint:
 	$(VENV)/bin/ruff check musiclm tests benchmarks
