@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py [--preset paper] [--components semantic coarse fine codec]
         [--batch-size 8] [--codec-batch-size 16] [--steps 20] [--warmup 5] [--peak-tflops F]
+        [--attn-dropout P]
 
 Each component is trained by the project's own ``Trainer`` (AdamW, EMA, gradient clipping, bf16
 autocast on a GPU that has it, as ``musiclm train`` runs it) for ``--warmup + --steps`` optimiser
@@ -84,6 +85,8 @@ def random_records(config: StageConfig, n: int, seconds: float) -> list[dict]:
 
 def stage_figures(stage: str, args, tmp: Path) -> dict:
     config = StageConfig.from_musiclm(stage, get_preset(args.preset))
+    if args.attn_dropout is not None:
+        config.lm.attn_dropout = args.attn_dropout
     model = STAGES[stage](config)
     records = random_records(config, 64, 2 * config.lm.window_seconds + 1)
     trainer = train(
@@ -157,6 +160,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     ap.add_argument(
         "--peak-tflops", type=float, default=None, help="device peak for MFU (default: known GPUs)"
+    )
+    ap.add_argument(
+        "--attn-dropout", type=float, default=None, help="the LMs' attention dropout (default: the preset's)"
     )
     args = ap.parse_args()
     peak = peak_tflops(args.peak_tflops)

@@ -174,6 +174,8 @@ def test_lm_conditioning_flags_fail_before_the_cache_is_read(capsys, tmp_path):
         (["--kv-heads", "3"], "--kv-heads"),
         (["--kv-heads", "-1"], "--kv-heads"),
         (["--depth", "-2"], "--depth"),
+        (["--attn-dropout", "1.5"], "--attn-dropout"),
+        (["--attn-dropout", "nan"], "--attn-dropout"),
         (["--init", str(tmp_path / "no-lm")], "no-lm"),
         (["--init", str(default_component("fine_lm"))], "'fine_lm' model, expected 'coarse_lm'"),
         (["--init", str(bundle)], "'fine_lm' model, expected 'coarse_lm'"),

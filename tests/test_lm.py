@@ -405,6 +405,32 @@ def test_overfits_and_greedy_decoding_reproduces(stage, window, tmp_path):
     assert type(again) is cls and torch.equal(again.transformer(batch), model.transformer(batch))
 
 
+def test_attention_dropout_is_its_own_setting():
+    from musiclm.lm.train import training_memory
+
+    model = CoarseStage(stage_config("coarse", 0.8, dropout=0.0, attn_dropout=0.5))
+    task = StageTask(model).train()
+    data = torch.utils.data.default_collate([StageDataset([record(i)], model)[0] for i in range(4)])
+
+    def two_losses():
+        return [task(data, "main", 0)[0].item() for _ in range(2)]
+
+    first, second = two_losses()
+    assert first != second  # the attention weights are dropped in training
+    for block in model.transformer.blocks:
+        block.attn.dropout = 0.0
+    first, second = two_losses()
+    assert first == second  # and nothing else is: residual dropout is its own setting
+    # a config without the setting (every checkpoint written before it) drops the attention weights
+    # at the residual rate, as it trained before
+    old = CoarseStage(stage_config("coarse", 0.8, dropout=0.1))
+    assert [b.attn.dropout for b in old.transformer.blocks] == [0.1, 0.1]
+    # the memory estimate keeps the unfused attention's weight matrices only where it runs
+    fused = CoarseStage(stage_config("coarse", 0.8, dropout=0.1, attn_dropout=0.0))
+    length, heads, depth = old.max_train_len, 2, 2
+    assert training_memory(old, 8) - training_memory(fused, 8) == 4 * depth * 8 * length * 3 * heads * length
+
+
 def test_stage_configs_from_presets():
     import dataclasses
 

@@ -113,6 +113,13 @@ def register(sub, train) -> None:
             "KV cache that many times smaller, faster sampling (default 0: one per query head)",
         )
         p.add_argument(
+            "--attn-dropout",
+            type=float,
+            default=None,
+            help="dropout of the attention weights in training (default: the preset's); 0 lets the "
+            "fused attention kernel run, about twice as fast a step on a CPU",
+        )
+        p.add_argument(
             "--depth",
             type=int,
             default=0,
@@ -173,6 +180,8 @@ def _train(args: argparse.Namespace) -> None:
     config.beat_phase = getattr(args, "beat_phase", False)
     if getattr(args, "beat_drop_prob", None) is not None:
         config.beat_drop_prob = checks.share(args.beat_drop_prob, "--beat-drop-prob")
+    if args.attn_dropout is not None:
+        config.lm.attn_dropout = checks.share(args.attn_dropout, "--attn-dropout")
     if args.depth:
         config.lm.depth = checks.positive_int(args.depth, "--depth")
     if getattr(args, "cond_drop_prob", None) is not None:

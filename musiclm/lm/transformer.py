@@ -173,7 +173,7 @@ class Block(nn.Module):
     def __init__(self, config: LMConfig):
         super().__init__()
         self.norm1 = nn.LayerNorm(config.dim)
-        self.attn = Attention(config.dim, config.heads, config.dropout, config.kv_heads)
+        self.attn = Attention(config.dim, config.heads, config.attention_dropout, config.kv_heads)
         self.norm2 = nn.LayerNorm(config.dim)
         self.ff = nn.Sequential(
             nn.Linear(config.dim, config.ff_dim), nn.GELU(), nn.Linear(config.ff_dim, config.dim)
