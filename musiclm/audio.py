@@ -8,7 +8,6 @@ names the file.
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 
 from musiclm.config import TARGET_LUFS
 from musiclm.errors import AudioError
+from musiclm.files import atomic_write
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif")
 SILENCE_RMS = 1e-4  # below this RMS (about -80 dBFS) a clip counts as silent
@@ -221,19 +221,12 @@ def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: in
     peak = float(np.abs(data).max()) if data.size else 0.0
     if peak > 0.99:
         data = data * (0.99 / peak)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == "":
         path = path.with_suffix(".wav")
     suffix = path.suffix.lower()
     fmt, subtype = {".wav": ("WAV", "PCM_16"), ".opus": ("OGG", "OPUS")}.get(suffix, (None, None))
-    # a temporary name, then a rename: a reader never sees half a file, a crash never leaves one
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
+    with atomic_write(path) as tmp:
         sf.write(str(tmp), data, sample_rate, format=fmt, subtype=subtype)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -263,20 +256,6 @@ def normalize_loudness(
     peak = float(wav.detach().abs().max())
     gain_db = min(lufs - loudness, peak_dbfs - 20 * np.log10(peak))
     return wav * float(10 ** (gain_db / 20)), float(loudness + gain_db)
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write a text file through a temporary name and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def find_audio_files(root: str | Path) -> list[Path]:

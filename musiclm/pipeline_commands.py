@@ -208,7 +208,8 @@ def _outputs(output: str, count: int) -> list[Path]:
 
 
 def _write(result, row: int, path: Path, *, model, args, extra: dict) -> None:
-    from musiclm.audio import normalize_loudness, save_audio, write_text_atomic
+    from musiclm.audio import normalize_loudness, save_audio
+    from musiclm.files import write_text_atomic
 
     wav, loudness = result.audio[row], None
     level = None if result.prompt_level_db is None else float(result.prompt_level_db[row])

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from musiclm.audio import log_mel_spectrogram, mel_frequencies
+from musiclm.files import atomic_write
 
 
 def save_spectrogram_png(
@@ -45,12 +45,9 @@ def save_spectrogram_png(
     fig.colorbar(image, ax=ax, label="dB")
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path

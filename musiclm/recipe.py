@@ -43,6 +43,7 @@ from pathlib import Path
 
 from musiclm import checks
 from musiclm.errors import ConfigError, DataError
+from musiclm.files import write_text_atomic
 from musiclm.train.interrupt import sigterm_as_interrupt
 
 STATE_FILE = "recipe.json"
@@ -278,10 +279,7 @@ class Recipe:
         }
 
     def _save_state(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_name(f".{STATE_FILE}.tmp")
-        tmp.write_text(json.dumps(self.state, indent=2) + "\n")
-        os.replace(tmp, self.state_path)
+        write_text_atomic(self.state_path, json.dumps(self.state, indent=2) + "\n")
 
     @property
     def spent(self) -> float:
@@ -578,9 +576,7 @@ class Recipe:
             "data": self.state.get("data"),
             "components": components,
         }
-        tmp = path.with_name(f".{BUNDLE_FILE}.tmp")
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(meta, indent=2) + "\n")
 
     def stop(self, wait_seconds: float = 60.0) -> None:
         """Stop the running children as Ctrl-C stops a trainer (they checkpoint), then make sure they are gone."""

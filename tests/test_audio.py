@@ -159,3 +159,18 @@ def test_filters_first_built_in_inference_mode_still_serve_training():
     x = wav.clone().requires_grad_()
     (log_mel_spectrogram(x, 16000).sum() + power_chromagram(x, 16000).sum()).backward()
     assert x.grad is not None and bool(torch.isfinite(x.grad).all())
+
+
+def test_atomic_write_renames_on_success_and_leaves_nothing_on_failure(tmp_path):
+    from musiclm.files import atomic_write
+
+    path = tmp_path / "new" / "codes.safetensors"
+    with pytest.raises(RuntimeError):
+        with atomic_write(path) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("the writer failed")
+    assert list((tmp_path / "new").iterdir()) == []  # neither the file nor its temporary
+    with atomic_write(path) as tmp:
+        assert tmp.parent == path.parent and tmp.suffix == ".safetensors" and tmp != path
+        tmp.write_text("whole")
+    assert path.read_text() == "whole" and [p.name for p in path.parent.iterdir()] == ["codes.safetensors"]

@@ -11,6 +11,7 @@ ROOT = Path(musiclm.__file__).parent
 LAYERS = {
     "errors": 0,
     "config": 0,
+    "files": 0,
     "audio": 1,
     "tempo": 1,
     "modules": 1,

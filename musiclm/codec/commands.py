@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 
 def register(sub, train) -> None:
@@ -220,6 +218,7 @@ def _encode(args: argparse.Namespace) -> None:
 
     from musiclm import checks
     from musiclm.audio import load_audio
+    from musiclm.files import atomic_write
 
     checks.not_same_file(args.output, [args.input])
     checks.writable_file(args.output)
@@ -231,11 +230,8 @@ def _encode(args: argparse.Namespace) -> None:
         "length": str(wav.shape[-1]),
         "frame_rate": str(codec.frame_rate),
     }
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    save_file({"codes": codes.contiguous()}, str(tmp), metadata=meta)
-    os.replace(tmp, out)
+    with atomic_write(args.output) as tmp:
+        save_file({"codes": codes.contiguous()}, str(tmp), metadata=meta)
     print(f"{args.output}: {codes.shape[0]} levels x {codes.shape[1]} frames at {codec.frame_rate:g} Hz")
 
 

@@ -13,8 +13,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from musiclm.audio import AUDIO_EXTENSIONS, find_audio_files, write_text_atomic
+from musiclm.audio import AUDIO_EXTENSIONS, find_audio_files
 from musiclm.errors import DataError
+from musiclm.files import write_text_atomic
 
 
 @dataclass

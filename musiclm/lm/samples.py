@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from musiclm.audio import save_audio, write_text_atomic
+from musiclm.audio import save_audio
+from musiclm.files import write_text_atomic
 from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.sampling import SamplingConfig
 from musiclm.lm.stages import StageLM

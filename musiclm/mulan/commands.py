@@ -162,9 +162,9 @@ def _train_prototypes(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     import json
 
-    from musiclm.audio import write_text_atomic
     from musiclm.checkpoint import component_kinds, load_model
     from musiclm.checks import positive_int, writable_file
+    from musiclm.files import write_text_atomic
     from musiclm.mulan.report import report_text, retrieval_report
     from musiclm.pretrained import component_path
 

@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 
 from musiclm import checks
-from musiclm.audio import load_audio, normalize_loudness, save_audio, write_text_atomic
+from musiclm.audio import load_audio, normalize_loudness, save_audio
 from musiclm.config import TARGET_LUFS
 from musiclm.errors import AudioError, MusicLMError, PromptError
+from musiclm.files import write_text_atomic
 from musiclm.serve.limits import Limits
 
 log = logging.getLogger("musiclm.serve")

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from musiclm.checkpoint import dedupe_shared, load_model, load_weights, save_model
 from musiclm.config import config_to_dict
 from musiclm.errors import CheckpointError, ConfigError, DataError
+from musiclm.files import write_text_atomic
 from musiclm.train.config import UNCAPPED_STEPS, TrainConfig
 from musiclm.train.ema import EMA
 from musiclm.train.interrupt import sigterm_as_interrupt
@@ -544,9 +545,7 @@ class Trainer:
                     kept.append(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a kill
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(x + "\n" for x in kept))
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(x + "\n" for x in kept))
 
     def _time_fraction(self) -> float:
         """Share of ``max_minutes`` used by this run (single process only: DDP ranks must agree)."""
