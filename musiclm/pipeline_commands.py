@@ -170,6 +170,27 @@ def _check_args(args, outputs: list[Path], inputs: list[str | None] = ()) -> Non
         checks.writable_file(out.with_suffix(".json"), "sidecar")
 
 
+def _check_audio_input(path: str | None, what: str) -> float:
+    """An audio file the request reads (a melody, a clip to continue) exists, has a readable header
+    and a usable length: checked before the model loads (the pipeline reads it again, fully)."""
+    if path is None:
+        return 0.0
+    from musiclm.audio import audio_info
+    from musiclm.errors import AudioError
+
+    try:
+        _, seconds = audio_info(path)
+    except AudioError as e:
+        raise AudioError(f"{what}: {e}") from None
+    if seconds < 0.5:
+        raise AudioError(f"{what}: {path}: {seconds:.2f} s is shorter than 0.5 s")
+    if seconds > checks.MAX_SECONDS:
+        raise AudioError(
+            f"{what}: {path}: {seconds:.1f} s is longer than the limit of {checks.MAX_SECONDS:.1f} s"
+        )
+    return seconds
+
+
 def _read_prompts_file(path: Path) -> list[str]:
     if not path.is_file():
         raise PromptError(f"{path}: no such prompts file")
@@ -256,6 +277,7 @@ def _generate(args: argparse.Namespace) -> None:
 
     _check_args(args, outputs, [args.melody, args.prompts])
     checks.bpm(args.bpm, "--bpm")
+    _check_audio_input(args.melody, "melody")
     model = _load(args)
     result = model.generate(
         prompts,
@@ -283,6 +305,8 @@ def _continue(args: argparse.Namespace) -> None:
     outputs = _outputs(args.output, 1)
     _check_args(args, outputs, [args.audio])
     checks.bpm(args.bpm, "--bpm")
+    given = _check_audio_input(args.audio, "audio prompt")
+    checks.seconds(given + args.seconds, "the continued piece's length")
     model = _load(args)
     result = model.continue_audio(
         args.audio, args.prompt, seconds=args.seconds, candidates=args.candidates, bpm=args.bpm,
@@ -309,6 +333,8 @@ def _story(args: argparse.Namespace) -> None:
         except ValueError:
             raise PromptError(f"{items[i + 1]!r} after {items[i]!r} is not a number of seconds") from None
     checks.prompts([p for p, _ in segments])
+    lengths = [checks.seconds(s, f"segment {i} seconds") for i, (_, s) in enumerate(segments)]
+    checks.seconds(sum(lengths), "the story's length")
     outputs = _outputs(args.output, 1)
     _check_args(args, outputs)
     model = _load(args)

@@ -109,6 +109,27 @@ def test_outputs_that_cannot_be_written_fail_before_any_work(capsys, tmp_path):
     assert sf.info(song).frames == SR
 
 
+def test_audio_inputs_and_story_lengths_fail_before_loading(capsys, tmp_path):
+    """A missing, unreadable, too short or too long clip to continue or melody to follow, and a
+    story segment of no length, are refused before the model loads (no such model is given)."""
+    out = str(tmp_path / "x.wav")
+    model = ["--model", "no-model-needed-before-these-checks", "-o", out]
+    short, long, text = tmp_path / "short.wav", tmp_path / "long.wav", tmp_path / "notes.txt"
+    sf.write(short, np.zeros(SR // 4), SR)
+    sf.write(long, np.zeros(301 * 8000), 8000)
+    text.write_text("not audio")
+    _one_line_error(capsys, ["continue", str(tmp_path / "missing.wav"), *model], "audio prompt: ")
+    _one_line_error(capsys, ["continue", str(short), *model], "shorter than 0.5 s")
+    _one_line_error(capsys, ["continue", str(long), *model], "longer than the limit")
+    fits = tmp_path / "fits.wav"
+    sf.write(fits, np.zeros(295 * 8000), 8000)
+    _one_line_error(capsys, ["continue", str(fits), "--seconds", "10", *model], "continued piece's length")
+    _one_line_error(capsys, ["generate", "piano", "--melody", str(text), *model], "melody: ")
+    _one_line_error(capsys, ["story", "piano", "-5", *model], "segment 0 seconds")
+    _one_line_error(capsys, ["story", "piano", "200", "rock", "200", *model], "the story's length")
+    assert not (tmp_path / "x.wav").exists()
+
+
 def test_train_settings_fail_with_one_line(capsys, tmp_path):
     base = ["train", "codec", "--data", "procedural", "--out", str(tmp_path / "run"), "--no-progress"]
     for extra, match in [
