@@ -86,6 +86,13 @@ def _eval(args: argparse.Namespace) -> None:
 
     guidance = checks.guidance(args.guidance)
     temperatures = checks.temperatures(args.temperatures)
+    checks.seconds(args.seconds, "--seconds")
+    checks.candidates(args.candidates)
+    checks.positive_int(args.batch_size, "--batch-size")
+    for seed in [args.seed, *(args.seeds or [])]:
+        checks.seed(seed)
+    if args.limit is not None:
+        checks.positive_int(args.limit, "--limit")
     if args.seeds and args.generated:
         raise ConfigError("--seeds generates a set of clips per seed; it cannot score --generated clips")
     entries = load_prompts(args.prompts, args.limit, args.reference)  # refused before any loading
@@ -129,6 +136,10 @@ def _train_classifier(args: argparse.Namespace) -> None:
     from musiclm.eval.classifiers import LabelClassifier, LabelClassifierConfig
     from musiclm.eval.report import load_clip
 
+    checks.seconds(args.seconds, "--seconds")
+    checks.positive_int(args.epochs, "--epochs")
+    if args.limit is not None:
+        checks.positive_int(args.limit, "--limit")
     codec = _codec(args.through_codec) if args.through_codec else None
     entries = load_entries(args.data)
     entries = entries[: args.limit] if args.limit else entries

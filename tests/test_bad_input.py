@@ -52,6 +52,15 @@ def test_eval_sampling_arguments_fail_before_loading(capsys, tmp_path):
     ev = ["eval", "--model", "no-such-model", "--prompts", "p.txt", "--out", str(tmp_path)]
     _one_line_error(capsys, [*ev, "--temperatures", "1", "nan", "1"], "temperature")
     _one_line_error(capsys, [*ev, "--guidance", "-1"], "guidance")
+    for extra, match in [
+        (["--limit", "0"], "--limit"),  # 0 and -3 once meant every prompt / all but the last 3
+        (["--limit", "-3"], "--limit"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--candidates", "0"], "candidates"),
+        (["--seconds", "-1"], "--seconds"),
+        (["--seeds", "0", "-1"], "seed"),
+    ]:
+        _one_line_error(capsys, [*ev, *extra], match)
     # the prompts and the classifier are read before the model loads, and no report folder is made
     out = tmp_path / "report"
     ev = ["eval", "--model", "no-such-model", "--out", str(out)]
@@ -61,6 +70,14 @@ def test_eval_sampling_arguments_fail_before_loading(capsys, tmp_path):
         capsys, [*ev, "--prompts", str(tmp_path / "p.txt"), "--classifier", "no-such-clf"], "no-such-clf"
     )
     assert not out.exists()
+
+
+def test_mulan_report_reads_its_manifest_before_the_model(capsys, tmp_path):
+    report = ["mulan-report", "--model", "no-such-mulan"]
+    _one_line_error(capsys, [*report, "--data", str(tmp_path / "missing.jsonl")], "missing.jsonl")
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps({"path": "a.wav", "caption": "calm piano"}) + "\n")
+    _one_line_error(capsys, [*report, "--data", str(one)], "at least 2 captioned clips")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -62,6 +62,8 @@ def load_prompts(
     """Benchmark entries (caption, optional reference audio and labels) from a manifest (.jsonl), a
     path/caption CSV, the MusicCaps CSV with ``reference`` = the folder of its downloaded clips
     (missing clips are reported and left out), or a text file of prompts (one a line)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DataError(f"limit must be a positive integer, got {limit!r}")
     source = Path(source)
     if source.suffix == ".csv" and reference is not None:
         entries, missing = from_musiccaps(source, reference)

@@ -165,14 +165,15 @@ def _report(args: argparse.Namespace) -> None:
     from musiclm.checkpoint import component_kinds, load_model
     from musiclm.checks import positive_int, writable_file
     from musiclm.files import write_text_atomic
-    from musiclm.mulan.report import report_text, retrieval_report
+    from musiclm.mulan.report import captioned_entries, report_text, retrieval_report
     from musiclm.pretrained import component_path
 
     positive_int(args.clips, "--clips")
     if args.json:
         writable_file(args.json, "report")
+    entries = captioned_entries(args.data)  # a bad manifest is refused before the model loads
     path = component_path(args.model, "mulan")
-    report = retrieval_report(load_model(path, kind=component_kinds("mulan")), args.data, clips=args.clips)
+    report = retrieval_report(load_model(path, kind=component_kinds("mulan")), entries, clips=args.clips)
     print(report_text(report))
     if args.json:
         write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")

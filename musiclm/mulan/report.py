@@ -21,12 +21,21 @@ from musiclm.mulan.train import text_embeddings
 
 
 @torch.no_grad()
-def retrieval_report(model, data: str, *, clips: int = 200, seconds: float = 10.0, examples: int = 5) -> dict:
-    """R@1 / R@10 both ways and the nearest captions of ``examples`` clips, on up to ``clips``
-    captioned clips of ``data`` (evenly spread over it)."""
+def captioned_entries(data: str) -> list:
+    """The captioned entries of ``data`` that a retrieval report reads (at least two), so that a
+    command can refuse a bad manifest before it loads a model."""
     entries = [e for e in load_entries(data) if e.caption]
     if len(entries) < 2:
         raise DataError(f"{data}: a retrieval report needs at least 2 captioned clips, found {len(entries)}")
+    return entries
+
+
+def retrieval_report(
+    model, data: str | list, *, clips: int = 200, seconds: float = 10.0, examples: int = 5
+) -> dict:
+    """R@1 / R@10 both ways and the nearest captions of ``examples`` clips, on up to ``clips``
+    captioned clips of ``data`` (a manifest, or :func:`captioned_entries` of one; evenly spread over it)."""
+    entries = data if isinstance(data, list) else captioned_entries(data)
     step = max(1, len(entries) // clips)
     entries = entries[::step][:clips]
     model.eval()
