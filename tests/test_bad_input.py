@@ -168,8 +168,19 @@ def test_train_settings_fail_with_one_line(capsys, tmp_path):
             ["--init", "default", "--decoder-only", "--fine-lm-mel-only"],
             "--fine-lm-mel-only needs --fine-lm",
         ),
+        (["--crop-seconds", "0"], "--crop-seconds"),  # once a numpy traceback
+        (["--crop-seconds", "1e9"], "beyond the limit"),  # once a 58 TiB allocation
+        (["--valid", "procedural", "--valid-seconds", "nan"], "--valid-seconds"),
     ]:
         _one_line_error(capsys, base + extra, match)
+    out = ["--out", str(tmp_path / "run"), "--no-progress"]
+    _one_line_error(
+        capsys, ["train", "semantic", "--data", "procedural", "--crop-seconds", "-1", *out], "--crop-"
+    )
+    _one_line_error(capsys, ["train", "mulan", "--data", "x.jsonl", "--crop-seconds", "0", *out], "--crop-")
+    tokenize = ["tokenize", "--data", "x.jsonl", "--out", str(tmp_path / "run"), "--chroma"]
+    _one_line_error(capsys, [*tokenize, "--segment-seconds", "0"], "--segment-seconds")  # once a hang
+    _one_line_error(capsys, [*tokenize, "--shard-size", "0"], "--shard-size")
     # a fine LM of other RVQ levels than the codec's: refused before any audio is read
     from musiclm.checkpoint import save_model
     from musiclm.codec.soundstream import SoundStream

@@ -103,6 +103,7 @@ def register(sub, train) -> None:
 def _train(args: argparse.Namespace) -> None:
     import dataclasses
 
+    from musiclm import checks
     from musiclm.checkpoint import load_model
     from musiclm.codec.soundstream import SoundStream
     from musiclm.codec.train import CodecLossConfig, CodecTask
@@ -114,6 +115,8 @@ def _train(args: argparse.Namespace) -> None:
 
     phase_lr = {"discriminator": args.disc_lr} if args.disc_lr else {}
     train_config = train_config_from_args(args, phase_lr=phase_lr)  # checks every setting before any work
+    checks.seconds(args.crop_seconds, "--crop-seconds")
+    checks.seconds(args.valid_seconds, "--valid-seconds")
     init = None
     if args.decoder_only and not args.init:
         raise ConfigError(

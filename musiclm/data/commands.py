@@ -218,11 +218,14 @@ def _synth(args: argparse.Namespace) -> None:
 def _tokenize(args: argparse.Namespace) -> None:
     import torch
 
+    from musiclm import checks
     from musiclm.checkpoint import component_kinds, load_model
     from musiclm.data.tokenize import FIELD_EXTRACTORS, tokenize
     from musiclm.errors import MusicLMError
     from musiclm.pretrained import component_path
 
+    checks.seconds(args.segment_seconds, "--segment-seconds")
+    checks.positive_int(args.shard_size, "--shard-size")
     wanted = {
         "codec": args.codec,
         "semantic": args.semantic,

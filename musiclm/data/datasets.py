@@ -137,6 +137,9 @@ def training_dataset(
     Unusable files are listed (path and reason); above ``max_bad_fraction`` of them nothing trains.
     ``captioned``: only the clips with a caption (MuLaN; a corpus may mix captioned and bare audio).
     """
+    from musiclm import checks
+
+    checks.seconds(crop_seconds, "crop_seconds")
     if data == PROCEDURAL:
         from musiclm.data.procedural import ProceduralMusic
 
@@ -171,10 +174,12 @@ def validation_clips(data: str, sample_rate: int, clips: int, *, seconds: float)
     """``[N, T]``: the first ``seconds`` of ``clips`` files spread evenly over a held-out set."""
     import torch
 
+    from musiclm import checks
     from musiclm.audio import load_audio
     from musiclm.data.manifest import load_entries
     from musiclm.errors import DataError
 
+    checks.seconds(seconds, "validation seconds")
     entries = load_entries(data)
     if not entries:
         raise DataError(f"{data}: no validation audio")

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from musiclm import checks
 from musiclm.audio import PITCH_CLASS_RATE, audio_info, load_audio, pitch_classes
 from musiclm.data.cache import fill_field, write_index
 from musiclm.data.manifest import load_entries
@@ -79,6 +80,7 @@ def plan_items(
     source, segment_seconds: float, min_seconds: float = 1.0
 ) -> tuple[list[dict], list[tuple[str, str]]]:
     """Segments of every usable entry, in a stable order; plus the skipped (path, reason)."""
+    checks.seconds(segment_seconds, "segment_seconds")
     items, skipped = [], []
     for entry in load_entries(source):
         try:

@@ -89,6 +89,7 @@ def _train(args: argparse.Namespace) -> None:
     train_config = train_config_from_args(args)  # checks every setting before any work
     checks.positive_int(args.quantizer_clips, "--quantizer-clips")
     checks.positive_int(args.quantizer_crops, "--quantizer-crops")
+    checks.seconds(args.crop_seconds, "--crop-seconds")
     config = get_preset(args.preset).mulan
     if args.text_tower:
         config.text_tower = args.text_tower

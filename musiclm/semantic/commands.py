@@ -24,6 +24,7 @@ def register(sub, train) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from musiclm import checks
     from musiclm.config import get_preset
     from musiclm.data.datasets import training_dataset
     from musiclm.semantic.tokenizer import SemanticTokenizer
@@ -31,6 +32,8 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.train.args import train_config_from_args
 
     train_config = train_config_from_args(args)  # checks every setting before any work
+    if args.crop_seconds is not None:
+        checks.seconds(args.crop_seconds, "--crop-seconds")
     config = get_preset(args.preset).semantic
     crop = args.crop_seconds or config.crop_seconds
     dataset = training_dataset(
