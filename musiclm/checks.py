@@ -66,6 +66,18 @@ def share(value: float, what: str) -> float:
     return float(value)
 
 
+def sample_rate(value, what: str = "sample rate", error: type[MusicLMError] = ConfigError) -> int:
+    """An audio sample rate in Hz that resamplers and codecs handle (8 kHz to 192 kHz)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 8000 <= value <= 192000:
+        raise error(f"{what} must be a whole number of Hz in [8000, 192000], got {value!r}")
+    return value
+
+
+def workers(value: int | None, what: str = "workers", error: type[MusicLMError] = ConfigError) -> int | None:
+    """A number of processes, or None for the default."""
+    return None if value is None else positive_int(value, what, error)
+
+
 def top_k(value: int | None) -> int | None:
     return None if value is None else positive_int(value, "top_k", PromptError)
 

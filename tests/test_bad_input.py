@@ -171,6 +171,12 @@ def test_train_settings_fail_with_one_line(capsys, tmp_path):
         (["--crop-seconds", "0"], "--crop-seconds"),  # once a numpy traceback
         (["--crop-seconds", "1e9"], "beyond the limit"),  # once a 58 TiB allocation
         (["--valid", "procedural", "--valid-seconds", "nan"], "--valid-seconds"),
+        (["--valid-clips", "0"], "--valid-clips"),
+        (["--adversarial-start", "-1"], "--adversarial-start"),
+        (["--waveform-l1", "-1"], "--waveform-l1"),  # once a negative loss weight, trained on
+        (["--disc-lr", "0"], "discriminator learning rate"),  # once the default rate, silently
+        (["--max-bad-fraction", "2"], "--max-bad-fraction"),
+        (["--procedural-clips", "0"], "--procedural-clips"),
     ]:
         _one_line_error(capsys, base + extra, match)
     out = ["--out", str(tmp_path / "run"), "--no-progress"]
@@ -178,6 +184,11 @@ def test_train_settings_fail_with_one_line(capsys, tmp_path):
         capsys, ["train", "semantic", "--data", "procedural", "--crop-seconds", "-1", *out], "--crop-"
     )
     _one_line_error(capsys, ["train", "mulan", "--data", "x.jsonl", "--crop-seconds", "0", *out], "--crop-")
+    semantic = ["train", "semantic", "--data", "procedural", *out]
+    _one_line_error(capsys, [*semantic, "--kmeans-clips", "0"], "--kmeans-clips")  # once a ZeroDivisionError
+    _one_line_error(capsys, [*semantic, "--procedural-clips", "0"], "--procedural-clips")  # the same
+    _one_line_error(capsys, ["train", "melody", *out, "--quantizer-pairs", "0"], "--quantizer-pairs")
+    _one_line_error(capsys, ["train", "melody", *out, "--pairs", "0"], "--pairs")
     tokenize = ["tokenize", "--data", "x.jsonl", "--out", str(tmp_path / "run"), "--chroma"]
     _one_line_error(capsys, [*tokenize, "--segment-seconds", "0"], "--segment-seconds")  # once a hang
     _one_line_error(capsys, [*tokenize, "--shard-size", "0"], "--shard-size")
@@ -225,6 +236,7 @@ def test_lm_conditioning_flags_fail_before_the_cache_is_read(capsys, tmp_path):
         (["--depth", "-2"], "--depth"),
         (["--attn-dropout", "1.5"], "--attn-dropout"),
         (["--attn-dropout", "nan"], "--attn-dropout"),
+        (["--attn-dropout", "1"], "--attn-dropout"),  # every attention weight dropped
         (["--init", str(tmp_path / "no-lm")], "no-lm"),
         (["--init", str(default_component("fine_lm"))], "'fine_lm' model, expected 'coarse_lm'"),
         (["--init", str(bundle)], "'fine_lm' model, expected 'coarse_lm'"),

@@ -100,3 +100,20 @@ def test_corpus_rejects_unknown_package(tmp_path):
     with pytest.raises(DataError, match="unknown package"):
         real.build_real_corpus(tmp_path, real.RealCorpusConfig(packages=("no-such-pkg",)), progress=False)
     assert json.loads(json.dumps(real.RealCorpusConfig().__dict__, default=list))
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        ({"sample_rate": 0}, "--sample-rate"),
+        ({"clip_seconds": 0.0}, "--clip-seconds"),
+        ({"valid_fraction": -0.5, "test_fraction": 0.6}, "fractions"),
+    ],
+)
+def test_corpus_settings_are_checked_before_any_download(tmp_path, settings, match):
+    config = real.RealCorpusConfig(packages=(next(iter(real.PACKAGES)),), **settings)
+    with pytest.raises(DataError, match=match):
+        real.build_real_corpus(tmp_path / "out", config, progress=False)
+    with pytest.raises(DataError, match="--workers"):
+        real.build_real_corpus(tmp_path / "out", real.RealCorpusConfig(), workers=0, progress=False)
+    assert not (tmp_path / "out").exists()

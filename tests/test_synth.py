@@ -193,6 +193,18 @@ def test_cli_synth_and_bad_style(tmp_path, capsys):
     assert rc in (0, None) and "2 clips" in capsys.readouterr().out
     assert main(["data", "synth", "--out", str(tmp_path / "bad"), "--styles", "polka"]) == 1
     assert "unknown styles" in capsys.readouterr().err
+    for extra, match in [  # each refused in one line before anything is rendered or written
+        (["--sample-rate", "0"], "--sample-rate"),  # once a traceback from a render worker
+        (["--seed", "-1"], "--seed"),  # once a ZeroDivisionError
+        (["--test-fraction", "1.5"], "--test-fraction"),  # once rendered with no training split
+        (["--hours", "inf"], "--hours"),
+        (["--workers", "0"], "--workers"),
+        (["--library-size", "-1"], "--library-size"),
+    ]:
+        assert main(["data", "synth", "--out", str(tmp_path / "bad"), *extra]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0], err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_heldout_factor_prompts_use_words_no_training_caption_has(library):

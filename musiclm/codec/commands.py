@@ -113,10 +113,17 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.train import Trainer
     from musiclm.train.args import train_config_from_args
 
-    phase_lr = {"discriminator": args.disc_lr} if args.disc_lr else {}
+    phase_lr = {"discriminator": args.disc_lr} if args.disc_lr is not None else {}
     train_config = train_config_from_args(args, phase_lr=phase_lr)  # checks every setting before any work
     checks.seconds(args.crop_seconds, "--crop-seconds")
     checks.seconds(args.valid_seconds, "--valid-seconds")
+    checks.positive_int(args.valid_clips, "--valid-clips")
+    if args.disc_lr is not None:
+        checks.positive_float(args.disc_lr, "--disc-lr")
+    if args.adversarial_start < 0:
+        raise ConfigError(f"--adversarial-start must be a step >= 0, got {args.adversarial_start}")
+    if not 0 <= args.waveform_l1 < float("inf"):
+        raise ConfigError(f"--waveform-l1 must be a weight >= 0, got {args.waveform_l1}")
     init = None
     if args.decoder_only and not args.init:
         raise ConfigError(

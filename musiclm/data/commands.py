@@ -136,6 +136,8 @@ def _recaption(args: argparse.Namespace) -> None:
     from musiclm.errors import DataError
 
     out = Path(args.output)
+    if args.seed < 0:
+        raise DataError(f"--seed must be a non-negative integer, got {args.seed}")
     if out.suffix != ".jsonl":
         raise DataError(f"{out}: the new manifest must be a .jsonl file")
     checks.not_same_file(out, [args.source])

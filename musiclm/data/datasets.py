@@ -140,7 +140,9 @@ def training_dataset(
     from musiclm import checks
 
     checks.seconds(crop_seconds, "crop_seconds")
+    checks.share(max_bad_fraction, "max_bad_fraction")
     if data == PROCEDURAL:
+        checks.positive_int(procedural_clips, "--procedural-clips")
         from musiclm.data.procedural import ProceduralMusic
 
         return ProceduralMusic(procedural_clips, sample_rate, crop_seconds, seed=seed)

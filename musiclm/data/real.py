@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from musiclm import checks
 from musiclm.audio import SILENCE_RMS, resample_np, save_audio
 from musiclm.data.manifest import ManifestEntry, write_manifest
 from musiclm.errors import DataError
@@ -274,8 +275,12 @@ def build_real_corpus(
         raise DataError(f"unknown package(s) {unknown}; known: {', '.join(PACKAGES)}")
     if config.audio_format not in ("flac", "ogg", "opus"):
         raise DataError(f"audio format must be flac, ogg or opus, got {config.audio_format!r}")
-    if not 0 <= config.valid_fraction + config.test_fraction < 1:
+    fractions = (config.valid_fraction, config.test_fraction)
+    if not (all(f >= 0 for f in fractions) and sum(fractions) < 1):
         raise DataError("valid + test fractions must lie in [0, 1)")
+    checks.sample_rate(config.sample_rate, "--sample-rate", DataError)
+    checks.positive_float(config.clip_seconds, "--clip-seconds", DataError)
+    checks.workers(workers, "--workers", DataError)
     out = Path(out)
     settings = out / "real.json"
     wanted = {k: v for k, v in asdict(config).items() if k != "packages"}

@@ -181,7 +181,9 @@ def _train(args: argparse.Namespace) -> None:
     if getattr(args, "beat_drop_prob", None) is not None:
         config.beat_drop_prob = checks.share(args.beat_drop_prob, "--beat-drop-prob")
     if args.attn_dropout is not None:
-        config.lm.attn_dropout = checks.share(args.attn_dropout, "--attn-dropout")
+        if not 0 <= args.attn_dropout < 1:  # at 1 every attention weight is dropped
+            raise ConfigError(f"--attn-dropout must lie in [0, 1), got {args.attn_dropout}")
+        config.lm.attn_dropout = float(args.attn_dropout)
     if args.depth:
         config.lm.depth = checks.positive_int(args.depth, "--depth")
     if getattr(args, "cond_drop_prob", None) is not None:

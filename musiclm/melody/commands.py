@@ -19,6 +19,7 @@ def register(sub, train) -> None:
 def _train(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from musiclm import checks
     from musiclm.config import get_preset
     from musiclm.data.melody_pairs import SynthMelodyPairs
     from musiclm.melody.model import MelodyEmbedder, fit_quantizer
@@ -27,6 +28,8 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.train.args import train_config_from_args
 
     train_config = train_config_from_args(args)  # checks every setting before any work
+    checks.positive_int(args.pairs, "--pairs")
+    checks.positive_int(args.quantizer_pairs, "--quantizer-pairs")
     config = get_preset(args.preset).melody
     model = MelodyEmbedder(config)
     pairs = SynthMelodyPairs(args.pairs, config.sample_rate, config.window_seconds, seed=args.seed)

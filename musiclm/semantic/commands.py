@@ -34,6 +34,7 @@ def _train(args: argparse.Namespace) -> None:
     train_config = train_config_from_args(args)  # checks every setting before any work
     if args.crop_seconds is not None:
         checks.seconds(args.crop_seconds, "--crop-seconds")
+    checks.positive_int(args.kmeans_clips, "--kmeans-clips")
     config = get_preset(args.preset).semantic
     crop = args.crop_seconds or config.crop_seconds
     dataset = training_dataset(

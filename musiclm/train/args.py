@@ -95,6 +95,7 @@ def train_config_from_args(args: argparse.Namespace, **overrides):
     from musiclm.train.config import TrainConfig
 
     values.update(overrides)
+    checks.share(args.max_bad_fraction, "--max-bad-fraction")
     checks.writable_dir(values["out_dir"], "run folder")
     known = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in values.items() if k in known})

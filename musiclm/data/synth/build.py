@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from musiclm import checks
 from musiclm.audio import save_audio
 from musiclm.data.manifest import ManifestEntry, write_manifest
 from musiclm.data.synth.arrange import compose
@@ -131,8 +132,16 @@ def synthesize(
         raise DataError(f"unknown styles {sorted(unknown)}; known: {', '.join(STYLES)}")
     if config.audio_format not in ("flac", "ogg", "wav"):
         raise DataError(f"unknown audio format {config.audio_format!r} (flac, ogg, wav)")
-    if config.hours <= 0 or config.clip_seconds <= 0:
-        raise DataError("--hours and --clip-seconds must be positive")
+    checks.positive_float(config.hours, "--hours", DataError)
+    checks.positive_float(config.clip_seconds, "--clip-seconds", DataError)
+    checks.sample_rate(config.sample_rate, "--sample-rate", DataError)
+    if not 0 <= config.test_fraction < 1:
+        raise DataError(f"--test-fraction must lie in [0, 1), got {config.test_fraction}")
+    if not isinstance(config.seed, int) or config.seed < 0:
+        raise DataError(f"--seed must be a non-negative integer, got {config.seed!r}")
+    if config.library_size < 0:
+        raise DataError(f"--library-size must be >= 0, got {config.library_size}")
+    checks.workers(workers, "--workers", DataError)
     soundfonts = [str(p) for p in find_soundfonts()]
     if not soundfonts:
         raise DataError(f"no General MIDI soundfont found; {INSTALL_HINT}")
