@@ -270,8 +270,17 @@ class MusicLM:
         stages = {"semantic": self.semantic_lm, "coarse": self.coarse_lm, "fine": self.fine_lm}
         top_k, top_p, guidance = checks.top_k(top_k), checks.top_p(top_p), checks.guidance(guidance)
         if isinstance(temperatures, (tuple, list)):
+            if len(temperatures) != len(STAGE_NAMES):
+                raise PromptError(
+                    f"temperatures: give {len(STAGE_NAMES)} ({', '.join(STAGE_NAMES)}), got {len(temperatures)}"
+                )
             temperatures = dict(zip(STAGE_NAMES, temperatures, strict=True))
         temperatures = temperatures or {}
+        unknown = sorted(set(temperatures) - set(STAGE_NAMES))
+        if unknown:
+            raise PromptError(
+                f"temperatures: unknown stage(s) {unknown}; the stages are {', '.join(STAGE_NAMES)}"
+            )
         out = {}
         for name, stage in stages.items():
             t = float(temperatures.get(name, stage.config.lm.temperature))
@@ -683,6 +692,9 @@ class MusicLM:
         Candidates are ranked by the mean score of each segment against its own prompt (:meth:`score`)."""
         if not segments:
             raise PromptError("story mode needs at least one (prompt, seconds) segment")
+        for i, s in enumerate(segments):
+            if not isinstance(s, (tuple, list)) or len(s) != 2:
+                raise PromptError(f"story segment {i} must be a (prompt, seconds) pair, got {s!r}")
         prompts = checks.prompts([s[0] for s in segments])
         lengths = [checks.seconds(float(s[1]), f"segment {i} seconds") for i, s in enumerate(segments)]
         total = checks.seconds(sum(lengths), "the story's length")

@@ -268,6 +268,12 @@ def test_bad_input_fails_early_with_one_line(model, bundle, tmp_path, capsys):
     sf.write(silent, np.zeros(SR * 2), SR)
     with pytest.raises(AudioError, match="melody"):
         model.generate("piano", seconds=1, melody=str(silent), progress=False)
+    with pytest.raises(PromptError, match="give 3"):  # once a bare zip() ValueError
+        model.generate("piano", seconds=1, temperatures=(1.0, 1.0), progress=False)
+    with pytest.raises(PromptError, match="unknown stage"):
+        model.generate("piano", seconds=1, temperatures={"coarse": 1.0, "semantc": 0.9}, progress=False)
+    with pytest.raises(PromptError, match="segment 0 must be a"):  # once the third value ignored
+        model.story([("piano", 1.0, 3.0)], progress=False)
     with pytest.raises(CheckpointError, match="unknown model"):
         MusicLM.from_pretrained("no-such-model")
     assert main(["generate", "", "-o", str(tmp_path / "x.wav"), "--model", str(bundle)]) == 1
