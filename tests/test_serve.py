@@ -142,6 +142,30 @@ def test_continue_and_story(server):
     assert job["state"] == "done" and job["result"]["segment_starts"] == [0.0, 1.0]
 
 
+def test_a_tempo_reaches_the_model_and_the_record(server, model, monkeypatch):
+    """``bpm`` (generate, continue) is passed to the model as the CLI's ``--bpm`` is, recorded in the
+    job, and part of the batch key (two tempi never share a batch); story mode refuses one."""
+    client, _ = server
+    seen, original = [], model.generate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("bpm"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    body = {"prompt": PROMPTS[0], "seconds": 1.0, "candidates": 1}
+    job = _wait(client, client.post("/v1/generate", json={**body, "bpm": 96}).json()["id"])
+    assert job["state"] == "done" and job["parameters"]["bpm"] == 96.0 and seen == [96.0]
+    form = _wait(client, client.post("/v1/generate", data={**body, "bpm": "120"}).json()["id"])
+    assert form["parameters"]["bpm"] == 120.0 and seen[-1] == 120.0
+    from musiclm.serve.jobs import Request
+
+    assert Request("generate", "a", bpm=90.0).batch_key() != Request("generate", "a", bpm=120.0).batch_key()
+    story = {"segments": [{"prompt": PROMPTS[0], "seconds": 1}], "bpm": 90}
+    r = client.post("/v1/story", json=story)
+    assert r.status_code == 422 and "bpm" in r.json()["error"]
+
+
 def test_melody_upload(server):
     client, _ = server
     files = {"melody": ("tune.wav", _wav_bytes(2.0, freq=440), "audio/wav")}
@@ -222,6 +246,7 @@ BAD_JSON = [
     ({"prompt": "piano", "guidance": [3, 2, 1]}, 422, "guidance"),
     ({"prompt": "piano", "loudness": 5}, 400, "loudness must be a number of LUFS"),
     ({"prompt": "piano", "voice": "x"}, 422, "voice: Extra inputs are not permitted"),
+    ({"prompt": "piano", "bpm": 1000}, 400, "a tempo of 1000 bpm is outside 30-300"),
     ({}, 422, "prompt: Field required"),
 ]
 

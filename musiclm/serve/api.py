@@ -48,12 +48,22 @@ class Sampling(BaseModel):
     )
 
 
+BPM_HELP = "tempo in beats a minute, 30-300 (default: the one the prompt names, e.g. '80 bpm'; read by bundles whose LMs were trained with beat phases)"
+
+
 class GenerateBody(Sampling):
     prompt: str
+    bpm: float | None = Field(None, description=BPM_HELP)
 
 
 class ContinueBody(Sampling):
     prompt: str | None = Field(None, description="text to steer by (default: the clip's own MuLaN tokens)")
+    bpm: float | None = Field(
+        None,
+        description=BPM_HELP.replace(
+            "the one the prompt names", "the one the prompt names, else the clip's own"
+        ),
+    )
 
 
 class Segment(BaseModel):
@@ -198,7 +208,7 @@ def create_app(queue: JobQueue, *, title: str = "MusicLM") -> FastAPI:
             path.unlink(missing_ok=True)
             raise MusicLMError(f"{model.name} has no melody conditioning (its LMs were trained without it)")
         melody = upload_wave(path, model.melody.sample_rate if path else 0, "melody")
-        return submit(body, "generate", prompt=body.prompt, melody=melody)
+        return submit(body, "generate", prompt=body.prompt, bpm=body.bpm, melody=melody)
 
     @app.post("/v1/continue", status_code=202, openapi_extra=_schema(ContinueBody, "audio"))
     async def continue_(request: Request) -> dict:
@@ -209,7 +219,7 @@ def create_app(queue: JobQueue, *, title: str = "MusicLM") -> FastAPI:
                 "continue needs an audio file: send multipart/form-data with a file field 'audio'"
             )
         audio = upload_wave(path, model.sample_rate, "audio")
-        return submit(body, "continue", prompt=body.prompt, audio=audio)
+        return submit(body, "continue", prompt=body.prompt, bpm=body.bpm, audio=audio)
 
     @app.post("/v1/story", status_code=202, openapi_extra=_schema(StoryBody, None))
     async def story(request: Request) -> dict:

@@ -57,6 +57,7 @@ class Request:
     top_k: int | None = None
     top_p: float | None = None
     loudness: float | None = TARGET_LUFS  # None: written as decoded
+    bpm: float | None = None  # generate / continue; None: the prompt's tempo (story: each segment's)
     segments: tuple[tuple[str, float], ...] = ()
     audio: torch.Tensor | None = field(default=None, compare=False, repr=False)
     melody: torch.Tensor | None = field(default=None, compare=False, repr=False)
@@ -73,6 +74,7 @@ class Request:
             self.temperatures,
             self.top_k,
             self.top_p,
+            self.bpm,
         )
 
     def parameters(self) -> dict:
@@ -164,6 +166,9 @@ def check_request(model, request: Request, limits: Limits) -> Request:
             f"candidates = {request.candidates}; this server's limit is {limits.max_candidates}"
         )
     checks.seed(request.seed)
+    if request.bpm is not None and mode == "story":
+        raise PromptError("story mode takes each segment's tempo from its prompt; give no bpm")
+    checks.bpm(request.bpm)
     if request.loudness is not None:
         checks.loudness(request.loudness)
     model.sampling_configs(request.temperatures, request.top_k, request.top_p, guidance=request.guidance)
@@ -350,11 +355,11 @@ class JobQueue:
             melody_rate = model.melody.sample_rate if r.melody is not None else None
             out = model.generate(
                 [job.request.prompt for job in batch], seconds=r.seconds, melody=r.melody,
-                melody_sample_rate=melody_rate, **common,
+                melody_sample_rate=melody_rate, bpm=r.bpm, **common,
             )  # fmt: skip
         elif r.mode == "continue":
             out = model.continue_audio(
-                r.audio, r.prompt, seconds=r.seconds, sample_rate=model.sample_rate, **common
+                r.audio, r.prompt, seconds=r.seconds, sample_rate=model.sample_rate, bpm=r.bpm, **common
             )
         else:
             out = model.story(list(r.segments), **common)

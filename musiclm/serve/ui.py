@@ -107,6 +107,9 @@ def build(queue: JobQueue) -> gr.Blocks:
                 ]
             with gr.Row():
                 top_k = gr.Number(0, precision=0, minimum=0, label="Top-k (0 = off)")
+                bpm = gr.Number(
+                    0, minimum=0, maximum=300, label="Tempo in bpm (0 = the prompt's; not in story mode)"
+                )
                 normalize = gr.Checkbox(True, label=f"Normalise loudness to {TARGET_LUFS:g} LUFS")
         with gr.Row():
             cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
@@ -123,14 +126,15 @@ def build(queue: JobQueue) -> gr.Blocks:
         details = gr.JSON(label="Parameters and timings")
         job_id = gr.State(None)
         outputs = [job_id, status, result, spectrogram, details, *candidate_players]
-        settings = [seconds, candidates, seed, *guidance, *temps, top_k, normalize]
+        settings = [seconds, candidates, seed, *guidance, *temps, top_k, bpm, normalize]
 
         def request(mode: str, settings_values, **extra) -> Request:
-            secs, n, sd, g1, g2, t1, t2, t3, k, norm = settings_values
+            secs, n, sd, g1, g2, t1, t2, t3, k, tempo, norm = settings_values
             return Request(
                 mode=mode, seconds=float(secs), candidates=int(n), seed=int(sd or 0),
                 guidance=(float(g1), float(g2)),
                 temperatures=(float(t1), float(t2), float(t3)), top_k=int(k) if k else None,
+                bpm=float(tempo) if tempo and mode != "story" else None,
                 loudness=TARGET_LUFS if norm else None, **extra,
             )  # fmt: skip
 
