@@ -384,7 +384,7 @@ class Recipe:
         captions = [e.caption for e in load_entries(self.root / "data" / "valid.jsonl") if e.caption][:count]
         folder = self.root / "samples"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "prompts.txt").write_text("".join(f"{c}\n" for c in captions))
+        write_text_atomic(folder / "prompts.txt", "".join(f"{c}\n" for c in captions))
         return [
             sys.executable, "-m", "musiclm", "generate", "--model", str(self.root / "bundle"), "--prompts",
             str(folder / "prompts.txt"), "-o", str(folder / "sample.wav"), "--seconds", "10", "--candidates", "2",

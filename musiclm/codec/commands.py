@@ -282,6 +282,7 @@ def _demo(args: argparse.Namespace) -> None:
 
     from musiclm.audio import load_audio, save_audio
     from musiclm.codec.losses import mel_distance, si_sdr
+    from musiclm.files import write_text_atomic
     from musiclm.pretrained import example_audio
 
     codec = load_codec(None)
@@ -302,7 +303,7 @@ def _demo(args: argparse.Namespace) -> None:
             "si_sdr_db": round(float(si_sdr(recon[None], wav[None])[0]), 2),
         }
     out = save_audio(args.output, recon, codec.sample_rate)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
     best = report["levels"][codec.num_quantizers]
     print(
         f"{out}: example reconstructed with all {codec.num_quantizers} levels "

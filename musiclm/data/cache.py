@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from musiclm.errors import DataError
+from musiclm.files import write_text_atomic
 
 INDEX = "index.json"
 
@@ -117,7 +118,7 @@ def write_index(path: Path, items: list[dict], shard_size: int) -> None:
         if old != meta:
             raise DataError(f"{path}: holds a cache of other items; use another output folder")
         return
-    index.write_text(json.dumps(meta) + "\n")
+    write_text_atomic(index, json.dumps(meta) + "\n")
 
 
 def fill_field(
@@ -158,6 +159,6 @@ def fill_field(
             if progress:
                 progress(1)
         save_file(tensors, str(folder / f"shard-{s:05d}.safetensors"))
-        (folder / f"skipped-{s:05d}.json").write_text(json.dumps(bad) + "\n")
+        write_text_atomic(folder / f"skipped-{s:05d}.json", json.dumps(bad) + "\n")
         done.write_text("ok\n")
     return skipped

@@ -34,6 +34,7 @@ from musiclm import checks
 from musiclm.audio import SILENCE_RMS, resample_np, save_audio
 from musiclm.data.manifest import ManifestEntry, write_manifest
 from musiclm.errors import DataError
+from musiclm.files import write_text_atomic
 
 SPLITS = ("train", "valid", "test")
 
@@ -290,7 +291,7 @@ def build_real_corpus(
             diff = sorted(k for k in wanted if old.get(k) != wanted[k])
             raise DataError(f"{out} was built with other settings ({', '.join(diff)}); use another --out")
     out.mkdir(parents=True, exist_ok=True)
-    settings.write_text(json.dumps(wanted, indent=2) + "\n")
+    write_text_atomic(settings, json.dumps(wanted, indent=2) + "\n")
     cache = Path(cache_dir) if cache_dir else out / "cache"
     (out / "licenses").mkdir(exist_ok=True)
 

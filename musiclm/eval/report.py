@@ -39,6 +39,7 @@ from musiclm.eval.embedders import ClassifierEmbedder, MulanEmbedder
 from musiclm.eval.fad import fad, fad_infinity
 from musiclm.eval.kld import kl_divergence
 from musiclm.eval.mcc import embedding_cosines
+from musiclm.files import write_text_atomic
 
 SILENT_LUFS = -70.0  # BS.1770's absolute gate: a silent clip counts as the quietest
 
@@ -240,8 +241,8 @@ def evaluate(
         "generation": round(generation_seconds, 1),
         "total": round(time.perf_counter() - t0, 1),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text(markdown_table(report))
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / "report.md", markdown_table(report))
     _plot(report, out / "adherence.png")
     return report
 
@@ -283,7 +284,7 @@ def evaluate_seeds(
     report["wall_seconds"] = {
         k: round(sum(r["wall_seconds"][k] for r in runs), 1) for k in runs[0]["wall_seconds"]
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     table = markdown_table(report, heading=f"Mean over seeds {', '.join(map(str, seeds))}: evaluation of")
     spread = system_rows(report["spread"])
     below = report.get("fad_mulan_below_unconditional")
@@ -291,7 +292,7 @@ def evaluate_seeds(
     if below:
         extra += ["", "FAD (MuLaN) below the unconditional samples', per seed: "
                   + ", ".join(f"{100 * b:.1f} %" for b in below)]  # fmt: skip
-    (out / "report.md").write_text(table + "\n".join(extra) + "\n")
+    write_text_atomic(out / "report.md", table + "\n".join(extra) + "\n")
     return report
 
 

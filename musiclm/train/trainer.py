@@ -440,7 +440,7 @@ class Trainer:
         try:
             if acc.is_main_process:
                 text = json.dumps(config_to_dict(cfg), indent=2) + "\n"
-                (self.out_dir / "train_config.json").write_text(text)
+                write_text_atomic(self.out_dir / "train_config.json", text)
             resumed = self.resume()
             if resumed:
                 acc.print(f"resumed from {self.resumed_from} at step {self.step}")

@@ -24,6 +24,7 @@ from musiclm.data.synth.melodies import Tune, load_library
 from musiclm.data.synth.render import INSTALL_HINT, FluidSynthRenderer, find_soundfonts, write_midi
 from musiclm.data.synth.styles import STYLES
 from musiclm.errors import DataError
+from musiclm.files import write_text_atomic
 
 SYNTH_VERSION = 2  # 2: fifteen styles (lo-fi, trap, house, funk, reggae, blues added)
 
@@ -212,7 +213,7 @@ def synthesize(
         "audio_megabytes": round(audio_bytes / 1e6, 2),
         "megabytes_per_hour": round(audio_bytes / 1e6 / (len(entries) * config.clip_seconds / 3600), 1),
     }
-    meta.write_text(json.dumps(summary, indent=2))
+    write_text_atomic(meta, json.dumps(summary, indent=2))
     return summary
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from musiclm.errors import DataError
+from musiclm.files import write_text_atomic
 
 PITCH_NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 SCALES = {"major": [0, 2, 4, 5, 7, 9, 11], "minor": [0, 2, 3, 5, 7, 8, 10]}
@@ -140,8 +141,8 @@ def load_library(cache: Path, seed: int = 0, size: int = 200, *, workers: int = 
         parsed = [_parse_one(i) for i in items]
     tunes = [t for t in parsed if t is not None]
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(
-        json.dumps({"version": MELODY_LIBRARY_VERSION, "seed": seed, "size": size, "tunes": tunes})
+    write_text_atomic(
+        cache, json.dumps({"version": MELODY_LIBRARY_VERSION, "seed": seed, "size": size, "tunes": tunes})
     )
     return _group(tunes)
 
