@@ -284,7 +284,7 @@ def test_corrupt_weights_are_named_at_load(tmp_path):
     from musiclm.config import CodecConfig
     from musiclm.errors import CheckpointError
 
-    path = save_model(SoundStream(CodecConfig(channels=4, latent_dim=16, num_quantizers=2, codebook_size=8)),
+    path = save_model(SoundStream(CodecConfig(channels=4, latent_dim=16, num_quantizers=2, num_coarse_quantizers=1, codebook_size=8)),
                       tmp_path / "codec")  # fmt: skip
     weights = load_file(str(path / "model.safetensors"))
     weights = {
@@ -302,7 +302,7 @@ def test_checkpoints_get_the_usual_permissions(tmp_path):
 
     old = os.umask(0o022)
     try:
-        path = save_model(SoundStream(CodecConfig(channels=4, latent_dim=16, num_quantizers=2, codebook_size=8)),
+        path = save_model(SoundStream(CodecConfig(channels=4, latent_dim=16, num_quantizers=2, num_coarse_quantizers=1, codebook_size=8)),
                           tmp_path / "codec")  # fmt: skip
     finally:
         os.umask(old)

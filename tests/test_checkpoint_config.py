@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -32,6 +33,64 @@ def test_config_errors():
     with pytest.raises(ConfigError, match="expected int"):
         config_from_dict(ToyConfig, {"width": "four"})
     assert config_diff(ToyConfig(4), ToyConfig(5)) == ["width: 4 != 5"]
+
+
+@pytest.mark.parametrize(
+    "cls, field, value, match",
+    [
+        (
+            "CodecConfig",
+            "num_coarse_quantizers",
+            9,
+            "num_coarse_quantizers must lie in [1, num_quantizers = 8]",
+        ),
+        ("CodecConfig", "codebook_size", 1, "codebook_size must be >= 2"),
+        ("CodecConfig", "strides", (2, 0), "strides must be positive"),
+        ("CodecConfig", "decoder", "wavenet", "decoder must be 'seanet' or 'istft'"),
+        ("CodecConfig", "istft_upsample", 3, "istft_upsample = 3 does not divide the hop length 320"),
+        ("SemanticConfig", "layer", 5, "layer must lie in [0, depth = 4]"),
+        ("SemanticConfig", "heads", 5, "dim = 192 is not a multiple of heads = 5"),
+        ("MulanConfig", "text_tower", "bert", "text_tower must be 'own' or 'minilm'"),
+        ("MulanConfig", "window_seconds", 0.0, "window_seconds must be positive"),
+        ("MelodyConfig", "fmax", 9000.0, "need 0 <= fmin < fmax <= sample_rate / 2, got 50.0, 9000.0"),
+        ("LMConfig", "kv_heads", 3, "kv_heads must divide heads = 4"),
+        ("LMConfig", "dropout", 1.0, "dropout must lie in [0, 1)"),
+        ("LMConfig", "temperature", float("nan"), "temperature must be positive"),
+        ("LMConfig", "top_p", 1.5, "top_p must lie in (0, 1]"),
+        ("LMConfig", "guidance", -1.0, "guidance must be a finite number >= 0"),
+        ("LMConfig", "cond_drop_prob", 2.0, "cond_drop_prob must lie in [0, 1]"),
+    ],
+)
+def test_a_config_field_out_of_range_is_one_line_at_construction_and_at_load(
+    tmp_path, cls, field, value, match
+):
+    """Every component config checks its fields when built, so a bad value (by hand, or in a
+    checkpoint's config.json) is named at once instead of failing inside a model."""
+    import dataclasses
+
+    from musiclm import config as configs
+
+    config_class = getattr(configs, cls)
+    with pytest.raises(ConfigError, match=re.escape(f"{cls}: {match}")):
+        config_class(**{field: value})
+    data = config_to_dict(config_class())
+    data[field] = list(value) if isinstance(value, tuple) else value
+    with pytest.raises(ConfigError, match=re.escape(f"in.json: {cls}: {match}")):
+        config_from_dict(config_class, data, where="in.json")
+    assert dataclasses.is_dataclass(config_class())  # the defaults themselves are valid
+
+
+def test_a_checkpoint_with_a_bad_config_is_named_at_load(tmp_path):
+    from musiclm.codec.soundstream import SoundStream
+    from musiclm.config import CodecConfig
+
+    path = save_model(SoundStream(CodecConfig(channels=4, latent_dim=16, num_quantizers=2, num_coarse_quantizers=1)),
+                      tmp_path / "codec")  # fmt: skip
+    meta = json.loads((path / "config.json").read_text())
+    meta["config"]["num_coarse_quantizers"] = 5
+    (path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=re.escape(f"{path / 'config.json'}: CodecConfig: num_coarse")):
+        load_model(path)
 
 
 def test_save_load_identity(tmp_path):

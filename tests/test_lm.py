@@ -8,7 +8,7 @@ import torch
 
 from musiclm.checkpoint import load_model, save_model
 from musiclm.config import LMConfig, get_preset
-from musiclm.errors import DataError
+from musiclm.errors import ConfigError, DataError
 from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.guidance import guide
 from musiclm.lm.sampling import SamplingConfig, categorical, sample
@@ -102,7 +102,7 @@ def test_grouped_query_attention_caches_one_head_and_matches_the_full_forward(tm
     save_model(model, tmp_path / "lm")
     loaded = load_model(tmp_path / "lm")
     assert loaded.config.lm.kv_heads == 1 and torch.equal(loaded.transformer(tokens), full)
-    with pytest.raises(ValueError, match="kv_heads"):
+    with pytest.raises(ConfigError, match="kv_heads must divide heads = 4"):  # at the config, not the model
         SemanticStage(stage_config("semantic", 1.0, heads=4, kv_heads=3))
 
 
