@@ -260,7 +260,7 @@ def test_slide_context_keeps_that_share_of_a_window_and_samples_each_frame_once(
     assert not torch.equal(
         c, CoarseStage(stage_config("coarse", 0.4)).eval().generate(cond, 46, inputs=sem, generator=g())
     )
-    with pytest.raises(ValueError, match="slide_context"):
+    with pytest.raises(ConfigError, match="slide_context"):
         CoarseStage(dataclasses.replace(stage_config("coarse", 0.4), slide_context=1.0))
 
 
@@ -875,3 +875,23 @@ def test_training_learns_to_read_a_frame_track(tmp_path, track):
         after = trained.validate(tmp_path / "valid", 150)
     assert abs(before[gain]) < 1e-6  # the embedding starts at zero
     assert after[gain] > 0.5, after
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("stage", "middle", "stage must be semantic, coarse or fine"),
+        ("coarse_levels", 9, "coarse_levels must lie in [1, codec_levels = 8]"),
+        ("mulan_levels", 13, "mulan_levels must lie in [0, mulan_quantizers = 12]"),
+        ("text_token_prob", 1.5, "text_token_prob must lie in [0, 1]"),
+        ("slide_context", 1.0, "slide_context must lie in [0, 1)"),
+        ("frame_rate", float("nan"), "frame_rate must be positive"),
+    ],
+)
+def test_a_stage_config_out_of_range_is_one_line(field, value, match):
+    import re
+
+    from musiclm.lm.stages import StageConfig
+
+    with pytest.raises(ConfigError, match=re.escape(f"StageConfig: {match}")):
+        StageConfig(**{field: value})
