@@ -340,3 +340,34 @@ def test_tokenize_beats_reads_a_tempo_label_or_tracks_the_beats(tmp_path, capsys
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "label bpm" in err[0], err
+
+
+def test_a_cache_shard_cut_short_leaves_no_file_and_the_rerun_finishes(tmp_path, monkeypatch):
+    """A shard is written through a temporary name: a crash while writing it leaves neither the shard
+    nor its done mark, and the next run computes it whole (as does a second run beside the first)."""
+    import musiclm.data.cache as cache_module
+    from musiclm.data.cache import TokenCache, fill_field, write_index
+
+    items = [{"id": f"clip{i}", "caption": ""} for i in range(5)]
+    write_index(tmp_path, items, shard_size=2)
+    real_save = cache_module.save_file
+
+    def crash_on_the_second_shard(tensors, path):
+        if "clip2" in tensors:
+            real_save(tensors, path)  # the bytes reach the disk, then the process dies before the rename
+            raise KeyboardInterrupt
+        real_save(tensors, path)
+
+    monkeypatch.setattr(cache_module, "save_file", crash_on_the_second_shard)
+    extract = lambda item: torch.full((3,), int(item["id"][-1]))  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        fill_field(tmp_path, "x", items, shard_size=2, extract=extract)
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == [
+        "shard-00000.done",
+        "shard-00000.safetensors",
+        "skipped-00000.json",
+    ]
+    monkeypatch.setattr(cache_module, "save_file", real_save)
+    fill_field(tmp_path, "x", items, shard_size=2, extract=extract)
+    cache = TokenCache(tmp_path)
+    assert [int(cache[i]["x"][0]) for i in range(5)] == [0, 1, 2, 3, 4]

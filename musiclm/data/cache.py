@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from musiclm.errors import DataError
-from musiclm.files import write_text_atomic
+from musiclm.files import atomic_write, write_text_atomic
 
 INDEX = "index.json"
 
@@ -158,7 +158,8 @@ def fill_field(
                 tensors[item["id"]] = torch.zeros(0, dtype=torch.long)
             if progress:
                 progress(1)
-        save_file(tensors, str(folder / f"shard-{s:05d}.safetensors"))
+        with atomic_write(folder / f"shard-{s:05d}.safetensors") as tmp:  # whole, even beside another run
+            save_file(tensors, str(tmp))
         write_text_atomic(folder / f"skipped-{s:05d}.json", json.dumps(bad) + "\n")
-        done.write_text("ok\n")
+        write_text_atomic(done, "ok\n")
     return skipped
