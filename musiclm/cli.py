@@ -8,6 +8,7 @@ Each component contributes its sub-commands from a ``commands`` module exposing
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -50,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what the machine, not the command, can get wrong while writing: one line, as for bad input (every
+# output is written through a temporary name, so nothing half-written is left under its own name)
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -60,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("musiclm: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:  # anything else is a bug: keep its traceback
+            raise
+        print(f"musiclm: error: {e.strerror}: {e.filename or 'writing output'}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

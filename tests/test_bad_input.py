@@ -394,3 +394,26 @@ def test_the_loudness_fit_refuses_bad_data_in_one_line(capsys, tmp_path):
         capsys, [*base, "--data", str(clips), "--valid", str(clips), "--workers", "0"], "--workers"
     )
     assert not (tmp_path / "head" / "config.json").exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_output(capsys, tmp_path, monkeypatch):
+    import errno
+
+    import musiclm.files
+
+    source = tmp_path / "a.jsonl"
+    source.write_text(json.dumps({"path": "a.wav", "caption": "calm piano"}) + "\n")
+    out = tmp_path / "all.jsonl"
+
+    def full(self, text, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(musiclm.files.Path, "write_text", full)
+    _one_line_error(capsys, ["data", "merge", str(source), "-o", str(out)], "No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl"]
+    monkeypatch.undo()
+    monkeypatch.setattr(
+        musiclm.files.Path, "write_text", lambda *a, **k: (_ for _ in ()).throw(OSError("bug"))
+    )
+    with pytest.raises(OSError, match="bug"):  # any other OSError is a bug, with its traceback
+        main(["data", "merge", str(source), "-o", str(out)])
