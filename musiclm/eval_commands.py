@@ -57,6 +57,7 @@ def register(sub, train) -> None:
     )
     e.add_argument("--no-unconditional", action="store_true", help="skip the unconditional baseline")
     e.add_argument("--device", default=None)
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.set_defaults(func=_eval)
 
     c = train.add_parser("classifier", help="train the label classifier used for KLD and adherence")
@@ -108,6 +109,7 @@ def _eval(args: argparse.Namespace) -> None:
         baselines=baselines,
         guidance=guidance,
         temperatures=temperatures,
+        progress=not args.no_progress,
     )
     if args.seeds:
         report = evaluate_seeds(

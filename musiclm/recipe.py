@@ -374,7 +374,7 @@ class Recipe:
         return [
             sys.executable, "-m", "musiclm", "train", "prototypes", "--model", str(self._model_dir("mulan")),
             "--data", str(self.root / "data" / "train.jsonl"), "--out", str(self.root / "prototypes" / "model"),
-            "--clips", str(PROTOTYPE_CLIPS),
+            "--clips", str(PROTOTYPE_CLIPS), "--no-progress",
         ]  # fmt: skip
 
     def _samples_command(self, count: int = 3) -> list[str]:
@@ -402,7 +402,7 @@ class Recipe:
         parts = ["--codec", str(self._model_dir("codec")), "--semantic", str(self._model_dir("semantic")),
                  "--mulan", str(self._model_dir("mulan")), "--melody", str(self._model_dir("melody")),
                  "--segment-seconds", "30", *(["--chroma"] if self.options.melody_chroma else []),
-                 *(["--beats"] if self.options.beat_phase else [])]  # fmt: skip
+                 *(["--beats"] if self.options.beat_phase else []), "--no-progress"]  # fmt: skip
         return [
             [*ml, "--data", str(self.root / "data" / f"{split}.jsonl"), "--out", str(self.root / out), *parts]
             for split, out in (("train", "tokens"), ("valid", "tokens-valid"))

@@ -99,7 +99,7 @@ def test_entry_ids():
     assert ManifestEntry(path="/x/song.wav", start=12.5).id == "song@12.5"
 
 
-def test_tokenize_builds_resumes_and_feeds_the_fine_lm(tmp_path):
+def test_tokenize_builds_resumes_and_feeds_the_fine_lm(tmp_path, capsys):
     from musiclm.checkpoint import save_model
     from musiclm.cli import main
     from musiclm.codec.soundstream import SoundStream
@@ -133,8 +133,9 @@ def test_tokenize_builds_resumes_and_feeds_the_fine_lm(tmp_path):
     assert cache[0]["codec"].shape == (8, 50)
     shard = tmp_path / "cache" / "codec" / "shard-00000.safetensors"
     stamp = shard.stat().st_mtime_ns
-    assert main(args) == 0  # rerun: nothing recomputed
-    assert shard.stat().st_mtime_ns == stamp
+    assert "tokenize codec" in capsys.readouterr().err  # a progress bar by default
+    assert main([*args, "--no-progress"]) == 0  # rerun: nothing recomputed, and no bar
+    assert shard.stat().st_mtime_ns == stamp and "tokenize codec" not in capsys.readouterr().err
     with pytest.raises(DataError, match="missing"):
         TokenCache(tmp_path / "cache", fields=["codec", "semantic"])
     out = tmp_path / "fine"

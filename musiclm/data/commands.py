@@ -30,6 +30,7 @@ def register(sub, train) -> None:
     )
     p.add_argument("--segment-seconds", type=float, default=30.0)
     p.add_argument("--shard-size", type=int, default=64)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_tokenize)
 
     data = sub.add_parser(
@@ -52,6 +53,7 @@ def register(sub, train) -> None:
     s.add_argument("--workers", type=int, default=None, help="render processes (default: all cores, max 8)")
     s.add_argument("--format", default="flac", choices=["flac", "ogg", "wav"], help="audio file format")
     s.add_argument("--no-midi", action="store_true", help="do not write the MIDI files")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars")
     s.set_defaults(func=_synth)
 
     r = data.add_parser(
@@ -74,6 +76,7 @@ def register(sub, train) -> None:
     r.add_argument("--test-fraction", type=float, default=0.05, help="share of tracks held out for testing")
     r.add_argument("--format", default="flac", choices=["flac", "ogg", "opus"], help="clip file format")
     r.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores, max 8)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.set_defaults(func=_real)
 
     m = data.add_parser(
@@ -179,7 +182,9 @@ def _real(args: argparse.Namespace) -> None:
         test_fraction=args.test_fraction,
         audio_format=args.format,
     )
-    summary = build_real_corpus(args.out, config, cache_dir=args.cache, workers=args.workers)
+    summary = build_real_corpus(
+        args.out, config, cache_dir=args.cache, workers=args.workers, progress=not args.no_progress
+    )
     for name, row in summary["packages"].items():
         print(
             f"  {name:28s} {row['train']:6.2f} h train {row['valid']:5.2f} h valid {row['test']:5.2f} h test  {row['licence']}"
@@ -208,7 +213,7 @@ def _synth(args: argparse.Namespace) -> None:
         write_midi=not args.no_midi,
         audio_format=args.format,
     )
-    summary = synthesize(args.out, config, workers=args.workers)
+    summary = synthesize(args.out, config, workers=args.workers, progress=not args.no_progress)
     print(
         f"{args.out}: {summary['clips']} clips ({summary['splits']}), {len(summary['styles'])} styles, "
         f"{len(summary['instruments'])} instruments, {summary['melody_sources']} melodies; "
@@ -256,7 +261,12 @@ def _tokenize(args: argparse.Namespace) -> None:
             "--beats"
         )
     skipped = tokenize(
-        args.data, args.out, models, segment_seconds=args.segment_seconds, shard_size=args.shard_size
+        args.data,
+        args.out,
+        models,
+        segment_seconds=args.segment_seconds,
+        shard_size=args.shard_size,
+        progress=not args.no_progress,
     )
     for where, why in skipped:
         print(f"skipped {where}: {why}")

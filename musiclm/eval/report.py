@@ -54,6 +54,7 @@ class EvalConfig:
     baselines: tuple[str, ...] = ("reference", "codec", "shuffled", "unconditional")
     guidance: float | tuple[float, float] | None = None  # (semantic, coarse); None: the model's default
     temperatures: tuple[float, float, float] | None = None  # semantic, coarse, fine; None: the LMs' own
+    progress: bool = True  # a progress bar per set of generated clips
     extra: dict = field(default_factory=dict)
 
 
@@ -91,7 +92,13 @@ def _generate_missing(model, entries, folder: Path, *, config: EvalConfig, uncon
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{i:05d}.wav" for i in range(len(entries))]
     todo = [i for i, p in enumerate(paths) if not p.is_file()]
-    bar = tqdm(total=len(entries), initial=len(entries) - len(todo), desc=folder.name, unit="clip")
+    bar = tqdm(
+        total=len(entries),
+        initial=len(entries) - len(todo),
+        desc=folder.name,
+        unit="clip",
+        disable=not config.progress,
+    )
     for start in range(0, len(todo), config.batch_size):
         batch = todo[start : start + config.batch_size]
         out = model.generate(

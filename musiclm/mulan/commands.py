@@ -62,6 +62,7 @@ def register(sub, train) -> None:
     )
     pr.add_argument("--seconds", type=float, default=10.0, help="of each clip, from its start")
     pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--no-progress", action="store_true", help="no progress bars")
     pr.set_defaults(func=_train_prototypes)
 
     e = sub.add_parser("embed", help="MuLaN embeddings / tokens of prompts or audio files (JSON lines)")
@@ -154,8 +155,9 @@ def _train_prototypes(args: argparse.Namespace) -> None:
         )
     mulan = load_model(component_path(args.model, "mulan"), kind=component_kinds("mulan"))
     bank = build_prototypes(
-        mulan, entries, clips=clips, neighbours=neighbours, seconds=seconds, seed=args.seed
-    )
+        mulan, entries, clips=clips, neighbours=neighbours, seconds=seconds, seed=args.seed,
+        progress=not args.no_progress,
+    )  # fmt: skip
     save_model(bank, args.out, metadata={"clips": bank.config.entries, "seed": args.seed})
     print(f"prototypes of {bank.config.entries} clips written to {args.out}")
 
