@@ -108,7 +108,10 @@ def build(queue: JobQueue) -> gr.Blocks:
             with gr.Row():
                 top_k = gr.Number(0, precision=0, minimum=0, label="Top-k (0 = off)")
                 bpm = gr.Number(
-                    0, minimum=0, maximum=300, label="Tempo in bpm (0 = the prompt's; not in story mode)"
+                    0,
+                    minimum=0,
+                    maximum=300,
+                    label="Tempo in bpm (0: the one the prompt names; continue: else the clip's; story: each prompt's)",
                 )
                 normalize = gr.Checkbox(True, label=f"Normalise loudness to {TARGET_LUFS:g} LUFS")
         with gr.Row():
