@@ -179,9 +179,34 @@ class Plan:
         return cls("cuda" if gpu else "cpu", cores, workers, batch, parallel)
 
 
+def same_recordings(files: list[str]) -> dict[str, str]:
+    """Each file -> the first (sorted) file of the same bytes: a copy or a link of one recording,
+    under whatever name, is one recording. Only files that share a size are read."""
+    by_size: dict[object, list[str]] = {}
+    for f in sorted(files):
+        try:
+            size: object = os.path.getsize(f)
+        except OSError:  # missing: its own group (training reports it)
+            size = ("unreadable", f)
+        by_size.setdefault(size, []).append(f)
+    first = {}
+    for group in by_size.values():
+        by_digest: dict[str, list[str]] = {}
+        for f in group:
+            if len(group) == 1:
+                digest = f
+            else:
+                with open(f, "rb") as handle:
+                    digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            by_digest.setdefault(digest, []).append(f)
+        for members in by_digest.values():
+            first.update({f: members[0] for f in members})
+    return first
+
+
 def split_data(data: str, out: Path, *, valid_share: float = VALID_SHARE) -> dict:
-    """``out/train.jsonl`` and ``out/valid.jsonl``: every file in one split only (by a hash of its
-    path). Returns the data summary for the card."""
+    """``out/train.jsonl`` and ``out/valid.jsonl``: every recording in one split only (by a hash of
+    its path; copies and links of one file go where it goes). Returns the data summary for the card."""
     from musiclm.data.manifest import load_entries, write_manifest
 
     entries = load_entries(data)
@@ -195,9 +220,10 @@ def split_data(data: str, out: Path, *, valid_share: float = VALID_SHARE) -> dic
         return int(hashlib.sha256(path.encode()).hexdigest()[:8], 16) % 1000 < 1000 * valid_share
 
     files = sorted({e.path for e in entries})
-    valid_files = {f for f in files if held_out(f)} or {files[-1]}
-    if len(valid_files) == len(files):
-        valid_files = {files[-1]}
+    recording = same_recordings(files)
+    valid_files = {f for f in files if held_out(recording[f])}
+    if not valid_files or len(valid_files) == len(files):  # at least one recording on each side
+        valid_files = {f for f in files if recording[f] == recording[files[-1]]}
     train = [e for e in entries if e.path not in valid_files]
     valid = [e for e in entries if e.path in valid_files]
     out.mkdir(parents=True, exist_ok=True)
@@ -208,6 +234,7 @@ def split_data(data: str, out: Path, *, valid_share: float = VALID_SHARE) -> dic
         "clips": len(entries),
         "captioned": len(captioned),
         "files": len(files),
+        "recordings": len(set(recording.values())),  # files less copies and links
         "train_clips": len(train),
         "valid_clips": len(valid),
     }

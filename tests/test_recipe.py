@@ -45,6 +45,44 @@ def test_split_keeps_every_file_in_one_split(tmp_path):
         split_data(_data(tmp_path / "nocap", captions=False), tmp_path / "split2")
 
 
+def test_copies_and_links_of_one_recording_stay_in_one_split(tmp_path):
+    """Split by file, a copy or a link of a recording under another name could land on the other side
+    and be 'held out' while trained on: every file of the same bytes goes where the first one goes."""
+    import hashlib
+    import os
+    import shutil
+
+    from musiclm.recipe import VALID_SHARE
+
+    def held_out(path) -> bool:  # the split's own rule, to pick names it would have parted
+        return int(hashlib.sha256(str(path).encode()).hexdigest()[:8], 16) % 1000 < 1000 * VALID_SHARE
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for i in range(20):
+        sf.write(folder / f"{i}.wav", 0.1 * np.sin(np.arange(SR) * (i + 1) / 50).astype(np.float32), SR)
+        (folder / f"{i}.txt").write_text(f"a piece number {i}")
+    first = folder / "0.wav"
+    names = [folder / f"copy-{i}.wav" for i in range(200)]
+    copy = next(n for n in names if held_out(n) != held_out(first))
+    link = next(n for n in names if n != copy and held_out(n) != held_out(first))
+    shutil.copy(first, copy)
+    os.symlink(first, link)
+    for p in (copy, link):
+        p.with_suffix(".txt").write_text(f"again {p.stem}")
+    summary = split_data(str(folder), tmp_path / "split")
+    digest = hashlib.sha256(first.read_bytes()).hexdigest()
+    count = {
+        name: sum(
+            hashlib.sha256(Path(e.path).read_bytes()).hexdigest() == digest
+            for e in load_entries(tmp_path / "split" / f"{name}.jsonl")
+        )
+        for name in ("train", "valid")
+    }
+    assert sorted(count.values()) == [0, 3], count  # the file, its copy and its link: one side
+    assert summary["files"] == 22 and summary["recordings"] == 20
+
+
 def test_the_plan_fits_memory_and_refuses_what_cannot_fit():
     plan = Plan.for_machine("tiny", max_memory_gb=1.0)
     assert plan.batch["coarse-lm"] <= 8  # the tiny coarse LM needs ~1.5 GB at batch 8
