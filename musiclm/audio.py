@@ -259,13 +259,16 @@ def normalize_loudness(
 
 
 def find_audio_files(root: str | Path) -> list[Path]:
-    """All audio files under ``root`` (recursively), sorted."""
+    """All audio files under ``root`` (recursively), sorted; a broken link is listed too, for the
+    reader to report as unusable rather than to vanish from the data."""
     root = Path(root)
     if root.is_file():
         return [root]
     if not root.is_dir():
         raise AudioError(f"{root}: no such file or directory")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    return sorted(
+        p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and (p.is_file() or p.is_symlink())
+    )
 
 
 # --------------------------------------------------------------------------------------------------

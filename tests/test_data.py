@@ -372,3 +372,17 @@ def test_a_cache_shard_cut_short_leaves_no_file_and_the_rerun_finishes(tmp_path,
     fill_field(tmp_path, "x", items, shard_size=2, extract=extract)
     cache = TokenCache(tmp_path)
     assert [int(cache[i]["x"][0]) for i in range(5)] == [0, 1, 2, 3, 4]
+
+
+def test_a_broken_link_in_a_folder_is_reported_not_dropped(tmp_path, capsys):
+    import os
+
+    from musiclm.cli import main
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    sf.write(folder / "a.wav", 0.1 * np.sin(np.arange(SR) / 20).astype(np.float32), SR)
+    os.symlink(folder / "gone.wav", folder / "link.wav")
+    assert main(["data", "summary", str(folder)]) == 0
+    text = capsys.readouterr().out
+    assert "1 usable clips" in text and "1 unusable" in text and "link.wav: no such audio file" in text
