@@ -190,6 +190,24 @@ def test_tokenize_builds_resumes_and_feeds_the_fine_lm(tmp_path, capsys):
     with pytest.raises(DataError, match="given twice"):
         open_token_caches([tmp_path / "cache", tmp_path / "x" / ".." / "cache"])
 
+    # a validation cache of other codec levels is refused before training (it once scored nan)
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    slim = tmp_path / "slim"
+    shutil.copytree(tmp_path / "cache", slim)
+    for shard in (slim / "codec").glob("*.safetensors"):
+        save_file({k: v[:3].contiguous() for k, v in load_file(str(shard)).items()}, str(shard))
+    capsys.readouterr()
+    run = ["--out", str(tmp_path / "v"), "--steps", "1", "--batch-size", "2", "--no-progress"]
+    assert (
+        main(["train", "fine-lm", "--tokens", str(tmp_path / "cache"), "--valid-tokens", str(slim), *run])
+        == 1
+    )
+    assert "codec tokens have 3 levels" in capsys.readouterr().err
+    assert not (tmp_path / "v" / "model").exists()
+
 
 def test_unusable_files_are_listed_and_a_mostly_bad_folder_refused(folder, capsys):
     from musiclm.data.datasets import training_dataset

@@ -159,7 +159,7 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.checkpoint import load_model
     from musiclm.config import get_preset
     from musiclm.data.cache import TokenCache, open_token_caches
-    from musiclm.errors import ConfigError, DataError
+    from musiclm.errors import ConfigError
     from musiclm.lm.stages import STAGES, StageConfig
     from musiclm.lm.train import StageDataset, StageTask, check_batch_memory
     from musiclm.train import Trainer, held_out_batches
@@ -208,24 +208,16 @@ def _train(args: argparse.Namespace) -> None:
 
         model.mulan_embedding.set_codebooks(quantizer_codebooks(quantizer, config.mulan_read))
     cache = open_token_caches(args.tokens, fields=fields)
-    c = model.config
     for path, one in zip(args.tokens, getattr(cache, "caches", [cache]), strict=True):
-        first = one[0] if len(one) else {}
-        if "codec" in first and first["codec"].shape[0] != c.codec_levels:
-            raise DataError(
-                f"{path}: codec tokens have {first['codec'].shape[0]} levels, "
-                f"the {args.preset} preset expects {c.codec_levels}"
-            )
-        if "mulan_tokens" in first and first["mulan_tokens"].shape[0] != c.mulan_quantizers:
-            raise DataError(
-                f"{path}: {first['mulan_tokens'].shape[0]} MuLaN tokens, expected {c.mulan_quantizers}"
-            )
+        _check_cache_shapes(path, one, model.config, args.preset)
     task = StageTask(model)
     if args.valid_tokens:
         valid_cache = TokenCache(
             args.valid_tokens,
             fields=fields + (["codec"] if args.sample_codec and "codec" not in fields else []),
         )
+        # a validation cache of other shapes would score nan or fail at the first validation
+        _check_cache_shapes(args.valid_tokens, valid_cache, model.config, args.preset)
         held_out = StageDataset(valid_cache, model, seed=args.seed + 1)
         task.valid_batches = held_out_batches(held_out, args.batch_size)
         if args.sample_codec:
@@ -242,6 +234,22 @@ def _train(args: argparse.Namespace) -> None:
     trainer = Trainer(task, StageDataset(cache, model, seed=args.seed), train_config)
     trainer.fit()
     print(f"{args.stage} LM written to {trainer.model_dir}")
+
+
+def _check_cache_shapes(path, cache, config, preset: str) -> None:
+    """A token cache's codec levels and MuLaN tokens are the ones the stage's config reads."""
+    from musiclm.errors import DataError
+
+    first = cache[0] if len(cache) else {}
+    if "codec" in first and first["codec"].shape[0] != config.codec_levels:
+        raise DataError(
+            f"{path}: codec tokens have {first['codec'].shape[0]} levels, "
+            f"the {preset} preset expects {config.codec_levels}"
+        )
+    if "mulan_tokens" in first and first["mulan_tokens"].shape[0] != config.mulan_quantizers:
+        raise DataError(
+            f"{path}: {first['mulan_tokens'].shape[0]} MuLaN tokens, expected {config.mulan_quantizers}"
+        )
 
 
 def _mulan_quantizer(path: str, config):
