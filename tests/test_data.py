@@ -207,6 +207,13 @@ def test_tokenize_builds_resumes_and_feeds_the_fine_lm(tmp_path, capsys):
     )
     assert "codec tokens have 3 levels" in capsys.readouterr().err
     assert not (tmp_path / "v" / "model").exists()
+    # codes beyond the LM's codebook (a cache of another codec): one line, not an IndexError
+    wide = tmp_path / "wide"
+    shutil.copytree(tmp_path / "cache", wide)
+    for shard in (wide / "codec").glob("*.safetensors"):
+        save_file({k: (v + 2000).contiguous() for k, v in load_file(str(shard)).items()}, str(shard))
+    assert main(["train", "fine-lm", "--tokens", str(wide), *run]) == 1
+    assert "codec codes up to" in capsys.readouterr().err
 
 
 def test_unusable_files_are_listed_and_a_mostly_bad_folder_refused(folder, capsys):

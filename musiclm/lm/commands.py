@@ -236,8 +236,10 @@ def _train(args: argparse.Namespace) -> None:
     print(f"{args.stage} LM written to {trainer.model_dir}")
 
 
-def _check_cache_shapes(path, cache, config, preset: str) -> None:
-    """A token cache's codec levels and MuLaN tokens are the ones the stage's config reads."""
+def _check_cache_shapes(path, cache, config, preset: str, items: int = 64) -> None:
+    """A token cache's codec levels and MuLaN tokens are the ones the stage's config reads, and its
+    ids (of the first ``items`` clips) lie in the vocabularies the config embeds: a cache made by a
+    tokenizer of more clusters or a codec of a larger codebook is named here, not as an IndexError."""
     from musiclm.errors import DataError
 
     first = cache[0] if len(cache) else {}
@@ -250,6 +252,25 @@ def _check_cache_shapes(path, cache, config, preset: str) -> None:
         raise DataError(
             f"{path}: {first['mulan_tokens'].shape[0]} MuLaN tokens, expected {config.mulan_quantizers}"
         )
+    vocabularies = {
+        "semantic": ("semantic tokens", config.semantic_clusters),
+        "codec": ("codec codes", config.codec_codebook),
+        "mulan_tokens": ("MuLaN tokens", config.mulan_codebook),
+        "mulan_text_tokens": ("MuLaN text tokens", config.mulan_codebook),
+        "melody_tokens": ("melody tokens", config.melody_codebook),
+    }
+    for i in range(min(items, len(cache))):
+        item = cache[i]
+        for field, (what, size) in vocabularies.items():
+            ids = item.get(field)
+            if ids is None or not ids.numel() or (field == "melody_tokens" and not config.melody_quantizers):
+                continue
+            low, high = int(ids.min()), int(ids.max())
+            if low < 0 or high >= size:
+                raise DataError(
+                    f"{path}: clip {item['id']} has {what} up to {high}, the {preset} preset's {config.stage} "
+                    f"LM reads {size} (was the cache made with other components?)"
+                )
 
 
 def _mulan_quantizer(path: str, config):
