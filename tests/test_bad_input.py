@@ -273,6 +273,12 @@ def test_codec_levels_and_embed_arguments(capsys, tmp_path):
             ],
             "--levels must lie in [1, 4]",
         )
+    wide = tmp_path / "wide.safetensors"  # codes of a codec with a larger codebook: once a ValueError
+    save_file(
+        {"codes": torch.full((4, 10), 900, dtype=torch.int16)}, str(wide), metadata={"sample_rate": str(SR)}
+    )
+    decode = ["codec", "decode", str(wide), "-o", str(tmp_path / "x.wav"), "--model", str(codec)]
+    _one_line_error(capsys, decode, "codes up to 900 do not fit this codec's 64 codes")
     _one_line_error(capsys, ["embed"], "nothing to embed")
 
 

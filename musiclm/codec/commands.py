@@ -262,6 +262,12 @@ def _decode(args: argparse.Namespace) -> None:
         raise DataError(f"{args.input}: not a codes file written by 'musiclm codec encode' ({e})") from None
     if codes.dim() != 2 or codes.shape[0] > codec.num_quantizers:
         raise DataError(f"{args.input}: codes of shape {list(codes.shape)} do not fit this codec")
+    size = codec.config.codebook_size
+    if codes.numel() and not (0 <= int(codes.min()) and int(codes.max()) < size):
+        raise DataError(
+            f"{args.input}: codes up to {int(codes.max())} do not fit this codec's {size} codes "
+            "(made by another codec?)"
+        )
     if int(meta.get("sample_rate", codec.sample_rate)) != codec.sample_rate:
         raise DataError(
             f"{args.input}: codes were made by a {meta['sample_rate']} Hz codec, not {codec.sample_rate} Hz"
