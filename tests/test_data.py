@@ -136,6 +136,12 @@ def test_tokenize_builds_resumes_and_feeds_the_fine_lm(tmp_path, capsys):
     assert "tokenize codec" in capsys.readouterr().err  # a progress bar by default
     assert main([*args, "--no-progress"]) == 0  # rerun: nothing recomputed, and no bar
     assert shard.stat().st_mtime_ns == stamp and "tokenize codec" not in capsys.readouterr().err
+    # another codec into the same cache: refused, not mixed in (a rerun skips finished shards)
+    torch.manual_seed(1)
+    save_model(SoundStream(CodecConfig(channels=4, latent_dim=16, codebook_size=32)), tmp_path / "codec2")
+    other = [*args[: args.index("--codec") + 1], str(tmp_path / "codec2"), *args[args.index("--codec") + 2 :]]
+    assert main(other) == 1 and "field codec was made by another model" in capsys.readouterr().err
+    assert shard.stat().st_mtime_ns == stamp
     with pytest.raises(DataError, match="missing"):
         TokenCache(tmp_path / "cache", fields=["codec", "semantic"])
     out = tmp_path / "fine"

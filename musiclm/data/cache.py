@@ -11,6 +11,7 @@ adding a field to an existing cache computes only that field, and a rerun skips 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 import json
 from collections.abc import Callable
@@ -119,6 +120,40 @@ def write_index(path: Path, items: list[dict], shard_size: int) -> None:
             raise DataError(f"{path}: holds a cache of other items; use another output folder")
         return
     write_text_atomic(index, json.dumps(meta) + "\n")
+
+
+SOURCE = "source.json"
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """What made a field: the model's class, config and every weight, hashed. Two runs with the same
+    component agree; any other component (another codec, a retrained tokenizer) differs."""
+    digest = hashlib.sha256(type(model).__qualname__.encode())
+    digest.update(repr(getattr(model, "config", None)).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def claim_field(path: Path, field: str, fingerprint: str, what: str) -> None:
+    """Record which model fills ``field`` (``what`` names it for the user), or refuse a different one:
+    a rerun skips finished shards, so another model's tokens would otherwise be mixed in silently.
+    A field written before fingerprints were recorded is taken as it is."""
+    folder = path / field
+    record = folder / SOURCE
+    if record.is_file():
+        old = json.loads(record.read_text())
+        if old.get("fingerprint") != fingerprint:
+            raise DataError(
+                f"{path}: field {field} was made by another model ({old.get('model', '?')}, not {what}); "
+                f"use another --out, or delete {folder} to make it again"
+            )
+        return
+    if folder.is_dir() and any(folder.glob("shard-*.done")):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(record, json.dumps({"model": what, "fingerprint": fingerprint}) + "\n")
 
 
 def fill_field(

@@ -239,14 +239,16 @@ def _tokenize(args: argparse.Namespace) -> None:
         "mulan_tokens": args.mulan,
         "melody_tokens": args.melody,
     }
-    models = {}
+    models, sources = {}, {}
     for field, path in wanted.items():
         if path:
             kind = FIELD_EXTRACTORS[field][0]
             model = load_model(component_path(path, kind), kind=component_kinds(kind))
             models[field] = model.to("cuda" if torch.cuda.is_available() else "cpu")
+            sources[field] = path
     if "mulan_tokens" in models:
         models["mulan_text_tokens"] = models["mulan_tokens"]
+        sources["mulan_text_tokens"] = sources["mulan_tokens"]
     if args.chroma:
         from musiclm.data.tokenize import PitchClassTrack
 
@@ -267,6 +269,7 @@ def _tokenize(args: argparse.Namespace) -> None:
         segment_seconds=args.segment_seconds,
         shard_size=args.shard_size,
         progress=not args.no_progress,
+        sources=sources,
     )
     for where, why in skipped:
         print(f"skipped {where}: {why}")

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from musiclm import checks
 from musiclm.audio import PITCH_CLASS_RATE, audio_info, load_audio, pitch_classes
-from musiclm.data.cache import fill_field, write_index
+from musiclm.data.cache import claim_field, fill_field, model_fingerprint, write_index
 from musiclm.data.manifest import load_entries
 from musiclm.errors import AudioError, DataError, MusicLMError
 from musiclm.tempo import beat_phase_grid, check_bpm, track_beat_phases
@@ -116,8 +116,12 @@ def tokenize(
     segment_seconds: float = 30.0,
     shard_size: int = 64,
     progress: bool = True,
+    sources: dict[str, str] | None = None,
 ) -> list[tuple[str, str]]:
-    """Fill the cache at ``out`` with one field per model in ``models`` (field name -> model)."""
+    """Fill the cache at ``out`` with one field per model in ``models`` (field name -> model).
+    ``sources`` names each field's model for messages (e.g. its checkpoint path); a field already made
+    by another model is refused."""
+    sources = sources or {}
     from accelerate import PartialState
 
     state = PartialState()
@@ -128,6 +132,8 @@ def tokenize(
         raise MusicLMError(f"{source}: nothing to tokenize ({len(skipped)} file(s) skipped)")
     if state.is_main_process:
         write_index(out, items, shard_size)
+        for field, model in models.items():  # another model's tokens are never mixed into a field
+            claim_field(out, field, model_fingerprint(model), sources.get(field, type(model).__name__))
     state.wait_for_everyone()
     n_shards = -(-len(items) // shard_size)
     mine = [s for s in range(n_shards) if s % state.num_processes == state.process_index]
