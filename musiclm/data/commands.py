@@ -8,7 +8,11 @@ import argparse
 def register(sub, train) -> None:
     p = sub.add_parser("tokenize", help="precompute codec / semantic / MuLaN tokens of a dataset")
     p.add_argument("--data", required=True, help="audio folder, .jsonl manifest or .csv")
-    p.add_argument("--out", required=True, help="cache folder (a rerun resumes; new fields are added)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="cache folder (a rerun resumes; new fields are added; a field made by another model is refused)",
+    )
     p.add_argument("--codec", default=None, help="codec checkpoint ('default' = the shipped one)")
     p.add_argument("--semantic", default=None, help="semantic tokenizer checkpoint")
     p.add_argument(
