@@ -142,6 +142,16 @@ def test_tokenize_builds_resumes_and_feeds_the_fine_lm(tmp_path, capsys):
     other = [*args[: args.index("--codec") + 1], str(tmp_path / "codec2"), *args[args.index("--codec") + 2 :]]
     assert main(other) == 1 and "field codec was made by another model" in capsys.readouterr().err
     assert shard.stat().st_mtime_ns == stamp
+    # in a cache of its own it is fine, but never read with the first one: pooled or as validation
+    other[other.index("--out") + 1] = str(tmp_path / "cache-other")
+    assert main(other) == 0
+    run = ["--out", str(tmp_path / "mixed"), "--steps", "1", "--batch-size", "2", "--no-progress"]
+    both = [str(tmp_path / "cache"), str(tmp_path / "cache-other")]
+    capsys.readouterr()
+    assert main(["train", "fine-lm", "--tokens", *both, *run]) == 1
+    assert main(["train", "fine-lm", "--tokens", both[0], "--valid-tokens", both[1], *run]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("field codec was made by different models" in line for line in err), err
     with pytest.raises(DataError, match="missing"):
         TokenCache(tmp_path / "cache", fields=["codec", "semantic"])
     out = tmp_path / "fine"

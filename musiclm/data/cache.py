@@ -54,6 +54,12 @@ class TokenCache:
         self.positions = [i for i, item in enumerate(self.items) if item["id"] not in bad]
         self._shards: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
 
+    def source(self, field: str) -> dict:
+        """Which model made ``field`` (:func:`claim_field`'s record; empty for a cache written before
+        they were recorded)."""
+        record = self.path / field / SOURCE
+        return json.loads(record.read_text()) if record.is_file() else {}
+
     def num_shards(self) -> int:
         return -(-len(self.items) // self.shard_size)
 
@@ -107,7 +113,25 @@ def open_token_caches(
             raise DataError(f"{p}: token cache given twice (as {seen[key]})")
         seen[key] = p
     caches = [TokenCache(p, fields=fields) for p in paths]
+    check_same_models(caches)
     return caches[0] if len(caches) == 1 else PooledTokenCaches(caches)
+
+
+def check_same_models(caches: list[TokenCache]) -> None:
+    """Caches read together (pooled, or training and validation) hold each field from one model:
+    tokens of two semantic tokenizers or two codecs share ids but not meanings."""
+    for field in sorted(set().union(*(c.fields for c in caches))):
+        made = {}
+        for cache in caches:
+            record = cache.source(field) if field in cache.fields else {}
+            if record.get("fingerprint"):
+                made.setdefault(record["fingerprint"], (cache.path, record.get("model", "?")))
+        if len(made) > 1:
+            (a, model_a), (b, model_b) = list(made.values())[:2]
+            raise DataError(
+                f"{a} and {b}: field {field} was made by different models ({model_a}, {model_b}); "
+                "read caches of one set of components together"
+            )
 
 
 def write_index(path: Path, items: list[dict], shard_size: int) -> None:

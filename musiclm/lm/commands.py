@@ -158,7 +158,7 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm import checks
     from musiclm.checkpoint import load_model
     from musiclm.config import get_preset
-    from musiclm.data.cache import TokenCache, open_token_caches
+    from musiclm.data.cache import TokenCache, check_same_models, open_token_caches
     from musiclm.errors import ConfigError
     from musiclm.lm.stages import STAGES, StageConfig
     from musiclm.lm.train import StageDataset, StageTask, check_batch_memory
@@ -216,8 +216,10 @@ def _train(args: argparse.Namespace) -> None:
             args.valid_tokens,
             fields=fields + (["codec"] if args.sample_codec and "codec" not in fields else []),
         )
-        # a validation cache of other shapes would score nan or fail at the first validation
+        # a validation cache of other shapes would score nan or fail at the first validation, and
+        # one made by other components would score tokens of another meaning
         _check_cache_shapes(args.valid_tokens, valid_cache, model.config, args.preset)
+        check_same_models([*getattr(cache, "caches", [cache]), valid_cache])
         held_out = StageDataset(valid_cache, model, seed=args.seed + 1)
         task.valid_batches = held_out_batches(held_out, args.batch_size)
         if args.sample_codec:
