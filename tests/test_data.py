@@ -427,3 +427,20 @@ def test_a_broken_link_in_a_folder_is_reported_not_dropped(tmp_path, capsys):
     assert main(["data", "summary", str(folder)]) == 0
     text = capsys.readouterr().out
     assert "1 usable clips" in text and "1 unusable" in text and "link.wav: no such audio file" in text
+
+
+def test_a_codec_fingerprint_follows_its_codes_not_its_decoder():
+    """A field's record is of what makes its tokens: a decoder tuned alone keeps every code, so a
+    cache filled before and after it is one field; another encoder is another model."""
+    from musiclm.codec.soundstream import SoundStream
+    from musiclm.config import CodecConfig
+    from musiclm.data.cache import model_fingerprint
+
+    codec = SoundStream(CodecConfig(channels=4, latent_dim=16, codebook_size=32))
+    before = model_fingerprint(codec)
+    with torch.no_grad():
+        next(codec.decoder.parameters()).add_(1.0)
+    assert model_fingerprint(codec) == before
+    with torch.no_grad():
+        next(codec.encoder.parameters()).add_(1.0)
+    assert model_fingerprint(codec) != before

@@ -102,6 +102,11 @@ class SoundStream(nn.Module):
         audio = self.decoder(q.quantized)[:, 0, :length]
         return CodecOutput(audio, q.codes, q.commit_loss)
 
+    def token_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights that make the codes (encoder and codebooks): a decoder tuned alone
+        (``train codec --decoder-only``) leaves every token, and so this, as it was."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("decoder.")}
+
     @torch.no_grad()
     def encode(
         self, wav: torch.Tensor, n_q: int | None = None, *, chunk_frames: int = CHUNK_FRAMES

@@ -150,11 +150,13 @@ SOURCE = "source.json"
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """What made a field: the model's class, config and every weight, hashed. Two runs with the same
-    component agree; any other component (another codec, a retrained tokenizer) differs."""
+    """What made a field: the model's class, config and the weights that make its tokens (its
+    ``token_state_dict()`` where it has one, e.g. a codec's encoder and codebooks; else every weight),
+    hashed. Two runs with the same component agree; another codec or a retrained tokenizer differs."""
     digest = hashlib.sha256(type(model).__qualname__.encode())
     digest.update(repr(getattr(model, "config", None)).encode())
-    for name, tensor in sorted(model.state_dict().items()):
+    state = model.token_state_dict() if hasattr(model, "token_state_dict") else model.state_dict()
+    for name, tensor in sorted(state.items()):
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
