@@ -84,6 +84,38 @@ def _same_codebooks(lm_codebooks, mulan: nn.Module, levels: int) -> bool:
     )
 
 
+# which component of a bundle makes each token-cache field an LM can be trained on
+FIELD_COMPONENTS = {
+    "codec": "codec",
+    "semantic": "semantic",
+    "mulan_tokens": "mulan",
+    "mulan_text_tokens": "mulan",
+    "melody_tokens": "melody",
+}
+
+
+def check_token_sources(metas: dict[str, dict], models: dict[str, nn.Module], name: str = "musiclm") -> None:
+    """Each LM was trained on tokens of the components beside it in the bundle, by the fingerprints
+    its checkpoint records (:func:`musiclm.data.cache.model_fingerprint`): an LM trained on another
+    codec's codes has the same shapes and plays noise. LMs that record none are taken as they are."""
+    from musiclm.data.cache import model_fingerprint
+
+    prints: dict[str, str] = {}
+    for key in LM_COMPONENTS:
+        for field, record in (metas.get(key) or {}).get("token_sources", {}).items():
+            part = FIELD_COMPONENTS.get(field)
+            if part is None or models.get(part) is None:
+                continue
+            if part not in prints:
+                prints[part] = model_fingerprint(models[part])
+            if prints[part] != record.get("fingerprint"):
+                raise CheckpointError(
+                    f"{name}: the {key} was trained on {field} tokens of another {part} "
+                    f"({record.get('model', '?')}) than the bundle's; bundle that {part}, or tokenize "
+                    "with this one and train the LM again"
+                )
+
+
 def check_compatible(components: dict[str, nn.Module], name: str = "musiclm") -> None:
     """Refuse, in one line, components that were not made for each other."""
     codec, semantic, mulan, melody = (components.get(k) for k in ("codec", "semantic", "mulan", "melody"))
@@ -180,6 +212,7 @@ def make_bundle(
 
     models = {k: load_model(v, kind=component_kinds(k)) for k, v in components.items()}
     check_compatible(models, name)
+    check_token_sources({k: read_checkpoint_config(v) for k, v in components.items()}, models, name)
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

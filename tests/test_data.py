@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -174,6 +176,8 @@ def test_tokenize_builds_resumes_and_feeds_the_fine_lm(tmp_path, capsys):
         == 0
     )
     assert (out / "model" / "model.safetensors").is_file()
+    record = json.loads((out / "model" / "config.json").read_text())["token_sources"]  # for `bundle`
+    assert record == {"codec": json.loads((tmp_path / "cache" / "codec" / "source.json").read_text())}
     warm = ["train", "fine-lm", "--tokens", str(tmp_path / "cache"), "--out", str(tmp_path / "warm")]
     assert (
         main(warm + ["--steps", "1", "--batch-size", "2", "--no-progress", "--init", str(out / "model")]) == 0

@@ -308,6 +308,31 @@ def test_mismatched_components_are_refused(tmp_path):
         MusicLM(parts)
 
 
+def test_an_lm_trained_on_another_codecs_codes_is_refused_in_a_bundle(tmp_path):
+    """An LM records which models made the tokens it learned from; a bundle must hold those models:
+    another codec's codes have the same shapes, so nothing else would notice."""
+    from musiclm.checkpoint import save_model
+    from musiclm.codec.soundstream import SoundStream
+    from musiclm.data.cache import model_fingerprint
+
+    parts = components(melody=False)
+    dirs = save_parts(tmp_path, parts)
+    other = SoundStream(parts["codec"].config)  # the same config, other weights
+    record = {"codec": {"model": "other-codec", "fingerprint": model_fingerprint(other)}}
+    save_model(parts["coarse_lm"], tmp_path / "coarse-other", metadata={"token_sources": record})
+    with pytest.raises(
+        CheckpointError, match=r"coarse_lm was trained on codec tokens of another codec \(other-codec\)"
+    ):
+        make_bundle(tmp_path / "bad", {**dirs, "coarse_lm": tmp_path / "coarse-other"})
+    assert not (tmp_path / "bad").exists()
+    record = {"codec": {"model": "its codec", "fingerprint": model_fingerprint(parts["codec"])}}
+    save_model(parts["coarse_lm"], tmp_path / "coarse-own", metadata={"token_sources": record})
+    make_bundle(tmp_path / "good", {**dirs, "coarse_lm": tmp_path / "coarse-own"}, half=True)
+    # the bundle's float16 copy of the codec is the same model for the record
+    half = MusicLM.from_pretrained(tmp_path / "good", device="cpu")
+    assert model_fingerprint(half.codec) == model_fingerprint(parts["codec"])
+
+
 def test_guidance_defaults_to_the_lms_configured_scale(tmp_path):
     """A bundle's semantic and coarse LMs carry the guidance scales measured best for them (``musiclm
     bundle --guidance S C``): requests without one sample each stage with its own (the fine stage

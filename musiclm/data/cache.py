@@ -152,13 +152,17 @@ SOURCE = "source.json"
 def model_fingerprint(model: torch.nn.Module) -> str:
     """What made a field: the model's class, config and the weights that make its tokens (its
     ``token_state_dict()`` where it has one, e.g. a codec's encoder and codebooks; else every weight),
-    hashed. Two runs with the same component agree; another codec or a retrained tokenizer differs."""
+    hashed at float16 precision. Two runs with the same component agree; another codec or a retrained
+    tokenizer differs."""
     digest = hashlib.sha256(type(model).__qualname__.encode())
     digest.update(repr(getattr(model, "config", None)).encode())
     state = model.token_state_dict() if hasattr(model, "token_state_dict") else model.state_dict()
     for name, tensor in sorted(state.items()):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+        # at float16 precision: a checkpoint and its float16 copy in a compact bundle are one model
+        tensor = tensor.detach().cpu().reshape(-1)
+        tensor = tensor.to(torch.float16) if tensor.is_floating_point() else tensor
+        digest.update(f"{name}:{tuple(state[name].shape)}".encode())
+        digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

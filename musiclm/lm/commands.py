@@ -211,6 +211,10 @@ def _train(args: argparse.Namespace) -> None:
     for path, one in zip(args.tokens, getattr(cache, "caches", [cache]), strict=True):
         _check_cache_shapes(path, one, model.config, args.preset)
     task = StageTask(model)
+    # which models made the tokens it learns from: a bundle then refuses other components beside it
+    first = getattr(cache, "caches", [cache])[0]
+    sources = {f: first.source(f) for f in fields}
+    task.export_metadata = {"token_sources": {f: s for f, s in sources.items() if s.get("fingerprint")}}
     if args.valid_tokens:
         valid_cache = TokenCache(
             args.valid_tokens,

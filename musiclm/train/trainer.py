@@ -90,7 +90,8 @@ class TrainTask(nn.Module):
         model = getattr(self, "model", None)
         if model is None:
             raise NotImplementedError(f"{type(self).__name__} must implement export()")
-        save_model(model, directory)
+        # what the task records beside its weights (e.g. an LM: which models made its tokens)
+        save_model(model, directory, metadata=getattr(self, "export_metadata", None))
 
 
 def _to(batch: Any, device: torch.device) -> Any:
