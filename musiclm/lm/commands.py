@@ -212,9 +212,13 @@ def _train(args: argparse.Namespace) -> None:
         _check_cache_shapes(path, one, model.config, args.preset)
     task = StageTask(model)
     # which models made the tokens it learns from: a bundle then refuses other components beside it
-    first = getattr(cache, "caches", [cache])[0]
-    sources = {f: first.source(f) for f in fields}
-    task.export_metadata = {"token_sources": {f: s for f, s in sources.items() if s.get("fingerprint")}}
+    sources = {}  # pooled caches agree where they record one (check_same_models)
+    for one in getattr(cache, "caches", [cache]):
+        for field in fields:
+            record = one.source(field)
+            if record.get("fingerprint"):
+                sources.setdefault(field, record)
+    task.export_metadata = {"token_sources": sources}
     if args.valid_tokens:
         valid_cache = TokenCache(
             args.valid_tokens,
