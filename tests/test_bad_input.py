@@ -216,6 +216,22 @@ def test_train_settings_fail_with_one_line(capsys, tmp_path):
     assert not (tmp_path / "a").exists()
 
 
+def test_validation_on_training_files_is_refused(capsys, tmp_path):
+    """Every trainer with a --valid set refuses one that shares a file with its training data."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i in range(3):
+        sf.write(clips / f"{i}.wav", 0.1 * np.sin(np.arange(SR) * (i + 1) / 30), SR)
+        (clips / f"{i}.txt").write_text(f"a tone number {i}")
+    valid = tmp_path / "valid.jsonl"
+    valid.write_text(json.dumps({"path": str(clips / "2.wav"), "caption": "a tone"}) + "\n")
+    run = ["--data", str(clips), "--valid", str(valid), "--out", str(tmp_path / "run")]
+    for trainer in ("codec", "semantic", "mulan", "loudness"):
+        extra = [] if trainer == "loudness" else ["--steps", "1", "--no-progress"]
+        _one_line_error(capsys, ["train", trainer, *run, *extra], "1 of its 1 clips are in the training data")
+    assert not (tmp_path / "run").exists()
+
+
 def test_lm_conditioning_flags_fail_before_the_cache_is_read(capsys, tmp_path):
     base = ["train", "coarse-lm", "--tokens", str(tmp_path / "no-cache"), "--out", str(tmp_path / "run")]
     # --init also takes a bundle directory: its coarse_lm is the start (here a fine LM, to be refused)
@@ -383,21 +399,21 @@ def test_default_model_for_codec_encode_and_an_all_bad_folder(capsys, tmp_path):
 
 
 def test_the_loudness_fit_refuses_bad_data_in_one_line(capsys, tmp_path):
-    clips = tmp_path / "clips"
-    clips.mkdir()
-    for i in range(3):  # audio without captions
-        sf.write(
-            clips / f"{i}.wav", np.random.default_rng(i).standard_normal(SR).astype(np.float32) * 0.1, SR
-        )
+    clips, held = tmp_path / "clips", tmp_path / "held"
+    for folder in (clips, held):
+        folder.mkdir()
+        for i in range(3):  # audio without captions
+            noise = np.random.default_rng(i).standard_normal(SR).astype(np.float32) * 0.1
+            sf.write(folder / f"{i}.wav", noise, SR)
     base = ["train", "loudness", "--out", str(tmp_path / "head")]
     _one_line_error(
-        capsys, [*base, "--data", str(clips), "--valid", str(clips)], "fewer than 2 captioned clips"
+        capsys, [*base, "--data", str(clips), "--valid", str(held)], "fewer than 2 captioned clips"
     )
     _one_line_error(
-        capsys, [*base, "--data", str(tmp_path / "none.jsonl"), "--valid", str(clips)], "none.jsonl"
+        capsys, [*base, "--data", str(tmp_path / "none.jsonl"), "--valid", str(held)], "none.jsonl"
     )
     _one_line_error(
-        capsys, [*base, "--data", str(clips), "--valid", str(clips), "--workers", "0"], "--workers"
+        capsys, [*base, "--data", str(clips), "--valid", str(held), "--workers", "0"], "--workers"
     )
     assert not (tmp_path / "head" / "config.json").exists()
 

@@ -154,6 +154,9 @@ def test_tokenize_builds_resumes_and_feeds_the_fine_lm(tmp_path, capsys):
     assert main(["train", "fine-lm", "--tokens", both[0], "--valid-tokens", both[1], *run]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all("field codec was made by different models" in line for line in err), err
+    # validation on the training clips is refused: a best checkpoint chosen there is chosen for memory
+    assert main(["train", "fine-lm", "--tokens", both[0], "--valid-tokens", both[0], *run]) == 1
+    assert "6 of its 6 clips are in the training data" in capsys.readouterr().err
     with pytest.raises(DataError, match="missing"):
         TokenCache(tmp_path / "cache", fields=["codec", "semantic"])
     out = tmp_path / "fine"

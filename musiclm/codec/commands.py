@@ -109,6 +109,7 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm.codec.train import CodecLossConfig, CodecTask
     from musiclm.config import get_preset
     from musiclm.data.datasets import training_dataset, validation_clips
+    from musiclm.data.manifest import check_held_out_data
     from musiclm.errors import ConfigError
     from musiclm.train import Trainer
     from musiclm.train.args import train_config_from_args
@@ -124,6 +125,7 @@ def _train(args: argparse.Namespace) -> None:
         raise ConfigError(f"--adversarial-start must be a step >= 0, got {args.adversarial_start}")
     if not 0 <= args.waveform_l1 < float("inf"):
         raise ConfigError(f"--waveform-l1 must be a weight >= 0, got {args.waveform_l1}")
+    check_held_out_data(args.data, args.valid)
     init = None
     if args.decoder_only and not args.init:
         raise ConfigError(

@@ -140,10 +140,23 @@ def write_index(path: Path, items: list[dict], shard_size: int) -> None:
     meta = {"items": items, "shard_size": shard_size}
     if index.is_file():
         old = json.loads(index.read_text())
-        if old != meta:
+        if _same_files(old) != _same_files(meta):
             raise DataError(f"{path}: holds a cache of other items; use another output folder")
-        return
+        return  # (a cache written with relative paths keeps them)
     write_text_atomic(index, json.dumps(meta) + "\n")
+
+
+def _same_files(meta: dict) -> dict:
+    """An index with each item's path resolved: one spelled relative to the folder it was made in
+    and one spelled absolute are the same cache."""
+    items = [{**item, "path": str(Path(item["path"]).resolve())} for item in meta.get("items", [])]
+    return {**meta, "items": items}
+
+
+def held_out_paths(cache: TokenCache) -> list[str]:
+    """The files of a cache's clips as far as they are known: absolute paths (caches written before
+    paths were stored resolved hold paths relative to a folder no longer known, and are left out)."""
+    return [item["path"] for item in cache.items if Path(item["path"]).is_absolute()]
 
 
 SOURCE = "source.json"

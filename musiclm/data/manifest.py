@@ -168,6 +168,30 @@ def load_entries(source: str | Path | list[ManifestEntry]) -> list[ManifestEntry
     return entries
 
 
+def check_held_out(train_paths, valid_paths, *, train: str, valid: str) -> None:
+    """Refuse a validation set that shares a file with the training set: a best checkpoint chosen on
+    clips it trained on is chosen for memorising them. ``train`` / ``valid`` name the sets (flags)."""
+    seen = {str(Path(p).resolve()) for p in train_paths}
+    shared = [p for p in valid_paths if str(Path(p).resolve()) in seen]
+    if shared:
+        raise DataError(
+            f"{valid}: {len(shared)} of its {len(valid_paths)} clips are in the training data {train} "
+            f"(first: {shared[0]}); validate on held-out files"
+        )
+
+
+def check_held_out_data(data: str, valid: str | None, *, flags: str = "--data / --valid") -> None:
+    """:func:`check_held_out` for two data sources (folder, manifest, CSV; procedural music has no files)."""
+    from musiclm.data import PROCEDURAL
+
+    if valid is None or PROCEDURAL in (data, valid):
+        return
+    train_paths = [e.path for e in load_entries(data)]
+    check_held_out(
+        train_paths, [e.path for e in load_entries(valid)], train=str(data), valid=f"{valid} ({flags})"
+    )
+
+
 def dataset_summary(source: str | Path | list[ManifestEntry], min_seconds: float = 0.1) -> dict:
     """Usable clips, hours, captioned clips and the unusable files with the reason (headers only;
     the training datasets' rule: readable and at least ``min_seconds`` long)."""

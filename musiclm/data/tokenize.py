@@ -96,7 +96,7 @@ def plan_items(
             items.append(
                 {
                     "id": f"{entry.id}#{k}",
-                    "path": entry.path,
+                    "path": str(Path(entry.path).resolve()),  # the same file from any folder
                     "start": start,
                     "end": seg_end,
                     "caption": entry.caption,

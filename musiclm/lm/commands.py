@@ -158,7 +158,8 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm import checks
     from musiclm.checkpoint import load_model
     from musiclm.config import get_preset
-    from musiclm.data.cache import TokenCache, check_same_models, open_token_caches
+    from musiclm.data.cache import TokenCache, check_same_models, held_out_paths, open_token_caches
+    from musiclm.data.manifest import check_held_out
     from musiclm.errors import ConfigError
     from musiclm.lm.stages import STAGES, StageConfig
     from musiclm.lm.train import StageDataset, StageTask, check_batch_memory
@@ -228,6 +229,12 @@ def _train(args: argparse.Namespace) -> None:
         # one made by other components would score tokens of another meaning
         _check_cache_shapes(args.valid_tokens, valid_cache, model.config, args.preset)
         check_same_models([*getattr(cache, "caches", [cache]), valid_cache])
+        check_held_out(
+            [p for one in getattr(cache, "caches", [cache]) for p in held_out_paths(one)],
+            held_out_paths(valid_cache),
+            train=" ".join(map(str, args.tokens)),
+            valid=f"{args.valid_tokens} (--valid-tokens)",
+        )
         held_out = StageDataset(valid_cache, model, seed=args.seed + 1)
         task.valid_batches = held_out_batches(held_out, args.batch_size)
         if args.sample_codec:

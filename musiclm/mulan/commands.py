@@ -83,6 +83,7 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm import checks
     from musiclm.config import get_preset
     from musiclm.data.datasets import training_dataset
+    from musiclm.data.manifest import check_held_out_data
     from musiclm.mulan.model import MuLaN
     from musiclm.mulan.train import train_mulan
     from musiclm.train.args import train_config_from_args
@@ -91,6 +92,7 @@ def _train(args: argparse.Namespace) -> None:
     checks.positive_int(args.quantizer_clips, "--quantizer-clips")
     checks.positive_int(args.quantizer_crops, "--quantizer-crops")
     checks.seconds(args.crop_seconds, "--crop-seconds")
+    check_held_out_data(args.data, args.valid)
     config = get_preset(args.preset).mulan
     if args.text_tower:
         config.text_tower = args.text_tower
@@ -124,12 +126,15 @@ def _train_loudness(args: argparse.Namespace) -> None:
 
     from musiclm import checks
     from musiclm.checkpoint import save_model
-    from musiclm.data.manifest import load_entries
+    from musiclm.data.manifest import check_held_out, load_entries
     from musiclm.mulan.loudness_train import fit_prompt_loudness
 
     workers = checks.positive_int(args.workers, "--workers")
     checks.writable_dir(args.out, "--out")
     train, valid = load_entries(args.data), load_entries(args.valid)
+    check_held_out(
+        [e.path for e in train], [e.path for e in valid], train=args.data, valid=f"{args.valid} (--valid)"
+    )
     head, metrics = fit_prompt_loudness(train, valid, workers=workers)
     save_model(head, args.out, metadata={"fit": metrics})
     print(json.dumps(metrics))

@@ -27,6 +27,7 @@ def _train(args: argparse.Namespace) -> None:
     from musiclm import checks
     from musiclm.config import get_preset
     from musiclm.data.datasets import training_dataset
+    from musiclm.data.manifest import check_held_out_data
     from musiclm.semantic.tokenizer import SemanticTokenizer
     from musiclm.semantic.train import train_semantic
     from musiclm.train.args import train_config_from_args
@@ -35,6 +36,7 @@ def _train(args: argparse.Namespace) -> None:
     if args.crop_seconds is not None:
         checks.seconds(args.crop_seconds, "--crop-seconds")
     checks.positive_int(args.kmeans_clips, "--kmeans-clips")
+    check_held_out_data(args.data, args.valid)
     config = get_preset(args.preset).semantic
     crop = args.crop_seconds or config.crop_seconds
     dataset = training_dataset(
