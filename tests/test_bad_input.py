@@ -296,6 +296,12 @@ def test_codec_levels_and_embed_arguments(capsys, tmp_path):
     decode = ["codec", "decode", str(wide), "-o", str(tmp_path / "x.wav"), "--model", str(codec)]
     _one_line_error(capsys, decode, "codes up to 900 do not fit this codec's 64 codes")
     _one_line_error(capsys, ["embed"], "nothing to embed")
+    # a bad audio file is named before the model loads and before the text's embedding is printed
+    fake = tmp_path / "fake.wav"
+    fake.write_text("not audio")
+    embed = ["embed", "--model", "no-such-mulan", "--text", "piano", "--audio", str(fake)]
+    _one_line_error(capsys, embed, "fake.wav: cannot read audio")
+    assert capsys.readouterr().out == ""
 
 
 def test_corrupt_weights_are_named_at_load(tmp_path):
