@@ -300,8 +300,9 @@ def test_codec_levels_and_embed_arguments(capsys, tmp_path):
     fake = tmp_path / "fake.wav"
     fake.write_text("not audio")
     embed = ["embed", "--model", "no-such-mulan", "--text", "piano", "--audio", str(fake)]
-    _one_line_error(capsys, embed, "fake.wav: cannot read audio")
-    assert capsys.readouterr().out == ""
+    assert main(embed) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "fake.wav: cannot read audio" in captured.err
 
 
 def test_corrupt_weights_are_named_at_load(tmp_path):
