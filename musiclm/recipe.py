@@ -179,35 +179,10 @@ class Plan:
         return cls("cuda" if gpu else "cpu", cores, workers, batch, parallel)
 
 
-def same_recordings(files: list[str]) -> dict[str, str]:
-    """Each file -> the first (sorted) file of the same bytes: a copy or a link of one recording,
-    under whatever name, is one recording. Only files that share a size are read."""
-    by_size: dict[object, list[str]] = {}
-    for f in sorted(files):
-        try:
-            size: object = os.path.getsize(f)
-        except OSError:  # missing: its own group (training reports it)
-            size = ("unreadable", f)
-        by_size.setdefault(size, []).append(f)
-    first = {}
-    for group in by_size.values():
-        by_digest: dict[str, list[str]] = {}
-        for f in group:
-            if len(group) == 1:
-                digest = f
-            else:
-                with open(f, "rb") as handle:
-                    digest = hashlib.file_digest(handle, "sha256").hexdigest()
-            by_digest.setdefault(digest, []).append(f)
-        for members in by_digest.values():
-            first.update({f: members[0] for f in members})
-    return first
-
-
 def split_data(data: str, out: Path, *, valid_share: float = VALID_SHARE) -> dict:
     """``out/train.jsonl`` and ``out/valid.jsonl``: every recording in one split only (by a hash of
     its path; copies and links of one file go where it goes). Returns the data summary for the card."""
-    from musiclm.data.manifest import load_entries, write_manifest
+    from musiclm.data.manifest import load_entries, same_recordings, write_manifest
 
     entries = load_entries(data)
     captioned = [e for e in entries if e.caption]

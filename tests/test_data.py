@@ -434,6 +434,10 @@ def test_a_broken_link_in_a_folder_is_reported_not_dropped(tmp_path, capsys):
     assert main(["data", "summary", str(folder)]) == 0
     text = capsys.readouterr().out
     assert "1 usable clips" in text and "1 unusable" in text and "link.wav: no such audio file" in text
+    assert "copies or links" not in text
+    (folder / "b.wav").write_bytes((folder / "a.wav").read_bytes())  # a copy under another name
+    assert main(["data", "summary", str(folder)]) == 0
+    assert "copies or links of another file (the same bytes): 1 of 2 usable files" in capsys.readouterr().out
 
 
 def test_a_codec_fingerprint_follows_its_codes_not_its_decoder():

@@ -172,6 +172,11 @@ def _summary(args: argparse.Namespace) -> None:
     )
     for path, why in summary["skipped"]:
         print(f"  skipped {path}: {why}")
+    if summary["copies"]:
+        print(
+            f"  copies or links of another file (the same bytes): {summary['copies']} of {summary['files']} "
+            "usable files (train bundle keeps each recording in one split)"
+        )
 
 
 def _real(args: argparse.Namespace) -> None:

@@ -9,7 +9,9 @@ entries; relative paths resolve against the manifest's (or CSV's) folder.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -192,13 +194,38 @@ def check_held_out_data(data: str, valid: str | None, *, flags: str = "--data / 
     )
 
 
+def same_recordings(files: list[str]) -> dict[str, str]:
+    """Each file -> the first (sorted) file of the same bytes: a copy or a link of one recording,
+    under whatever name, is one recording. Only files that share a size are read."""
+    by_size: dict[object, list[str]] = {}
+    for f in sorted(files):
+        try:
+            size: object = os.path.getsize(f)
+        except OSError:  # missing: its own group (training reports it)
+            size = ("unreadable", f)
+        by_size.setdefault(size, []).append(f)
+    first = {}
+    for group in by_size.values():
+        by_digest: dict[str, list[str]] = {}
+        for f in group:
+            if len(group) == 1:
+                digest = f
+            else:
+                with open(f, "rb") as handle:
+                    digest = hashlib.file_digest(handle, "sha256").hexdigest()
+            by_digest.setdefault(digest, []).append(f)
+        for members in by_digest.values():
+            first.update({f: members[0] for f in members})
+    return first
+
+
 def dataset_summary(source: str | Path | list[ManifestEntry], min_seconds: float = 0.1) -> dict:
     """Usable clips, hours, captioned clips and the unusable files with the reason (headers only;
     the training datasets' rule: readable and at least ``min_seconds`` long)."""
     from musiclm.audio import audio_info
     from musiclm.errors import AudioError
 
-    clips, seconds, captioned, skipped = 0, 0.0, 0, []
+    clips, seconds, captioned, skipped, usable = 0, 0.0, 0, [], []
     for e in load_entries(source):
         try:
             _, total = audio_info(e.path)
@@ -211,4 +238,14 @@ def dataset_summary(source: str | Path | list[ManifestEntry], min_seconds: float
             skipped.append((e.path, f"only {max(span, 0):.2f} s of audio"))
             continue
         clips, seconds, captioned = clips + 1, seconds + span, captioned + bool(e.caption)
-    return {"clips": clips, "hours": seconds / 3600, "captioned": captioned, "skipped": skipped}
+        usable.append(e.path)
+    files = sorted(set(usable))
+    recordings = len(set(same_recordings(files).values()))
+    return {
+        "clips": clips,
+        "hours": seconds / 3600,
+        "captioned": captioned,
+        "skipped": skipped,
+        "files": len(files),
+        "copies": len(files) - recordings,  # files whose bytes another file already holds
+    }
