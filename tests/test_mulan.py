@@ -289,6 +289,8 @@ def test_retrieval_report_ranks_each_caption_against_every_clip(tmp_path):
         entries.append(ManifestEntry(str(path), f"tone {i}"))
     data = str(write_manifest(tmp_path / "valid.jsonl", entries))
 
+    grad_seen = []
+
     class Ideal:  # knows which tone a clip is and which a caption names
         sample_rate = sr
 
@@ -296,6 +298,7 @@ def test_retrieval_report_ranks_each_caption_against_every_clip(tmp_path):
             return self
 
         def embed_audio(self, wav):
+            grad_seen.append(torch.is_grad_enabled())
             i = int(torch.fft.rfft(wav[0]).abs().argmax()) // 200 - 1
             return torch.nn.functional.one_hot(torch.tensor([i]), n).float()
 
@@ -307,6 +310,7 @@ def test_retrieval_report_ranks_each_caption_against_every_clip(tmp_path):
             return torch.ones(1, n) / n**0.5
 
     good = retrieval_report(Ideal(), data, examples=2)
+    assert grad_seen and not any(grad_seen)  # embeddings under no_grad: no autograd graph is kept
     assert good["text_to_audio_r@1"] == good["audio_to_text_r@1"] == 1.0
     assert good["examples"][1]["nearest"][0] == "tone 1" and "R@1 1.000" in report_text(good)
     bad = retrieval_report(Deaf(), data)

@@ -20,7 +20,6 @@ from musiclm.modules.quantization import codebook_perplexity
 from musiclm.mulan.train import text_embeddings
 
 
-@torch.no_grad()
 def captioned_entries(data: str) -> list:
     """The captioned entries of ``data`` that a retrieval report reads (at least two), so that a
     command can refuse a bad manifest before it loads a model."""
@@ -30,6 +29,7 @@ def captioned_entries(data: str) -> list:
     return entries
 
 
+@torch.no_grad()
 def retrieval_report(
     model, data: str | list, *, clips: int = 200, seconds: float = 10.0, examples: int = 5
 ) -> dict:
