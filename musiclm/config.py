@@ -31,14 +31,15 @@ T = TypeVar("T")
 TARGET_LUFS = -23.0
 
 
-def _require(config: Any, ok: bool, message: str) -> None:
+def require(config: Any, ok: bool, message: str) -> None:
     """A config field out of range is one line naming the config and the field, at construction
-    (and so when a checkpoint's config.json is read), not a tensor error deep in a model."""
+    (and so when a checkpoint's config.json is read), not a tensor error deep in a model. These
+    helpers serve every dataclass config's ``__post_init__``, in this module and beside the models."""
     if not ok:
         raise ConfigError(f"{type(config).__name__}: {message}")
 
 
-def _positive(config: Any, *names: str) -> None:
+def require_positive(config: Any, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
         ok = (
@@ -47,18 +48,18 @@ def _positive(config: Any, *names: str) -> None:
             and math.isfinite(value)
             and value > 0
         )
-        _require(config, ok, f"{name} must be positive, got {value!r}")
+        require(config, ok, f"{name} must be positive, got {value!r}")
 
 
-def _share(config: Any, *names: str, below_one: bool = False) -> None:
+def require_share(config: Any, *names: str, below_one: bool = False) -> None:
     for name in names:
         value = getattr(config, name)
         ok = isinstance(value, (int, float)) and 0 <= value and (value < 1 if below_one else value <= 1)
-        _require(config, ok, f"{name} must lie in [0, 1{')' if below_one else ']'}, got {value!r}")
+        require(config, ok, f"{name} must lie in [0, 1{')' if below_one else ']'}, got {value!r}")
 
 
-def _heads(config: Any, dim: str, heads: str) -> None:
-    _require(
+def require_heads(config: Any, dim: str, heads: str) -> None:
+    require(
         config,
         getattr(config, dim) % getattr(config, heads) == 0,
         f"{dim} = {getattr(config, dim)} is not a multiple of {heads} = {getattr(config, heads)}",
@@ -89,37 +90,39 @@ class CodecConfig:
     istft_upsample: int = 2  # STFT frames per codec frame (hop = hop_length / istft_upsample)
 
     def __post_init__(self):
-        _positive(self, "sample_rate", "channels", "latent_dim", "num_quantizers", "stft_dim", "stft_depth")
-        _positive(self, "istft_dim", "istft_depth", "istft_upsample")
-        _require(self, self.codebook_size >= 2, f"codebook_size must be >= 2, got {self.codebook_size}")
-        _require(
+        require_positive(
+            self, "sample_rate", "channels", "latent_dim", "num_quantizers", "stft_dim", "stft_depth"
+        )
+        require_positive(self, "istft_dim", "istft_depth", "istft_upsample")
+        require(self, self.codebook_size >= 2, f"codebook_size must be >= 2, got {self.codebook_size}")
+        require(
             self,
             len(self.strides) > 0 and all(isinstance(x, int) and x >= 1 for x in self.strides),
             f"strides must be positive integers, got {self.strides!r}",
         )
-        _require(
+        require(
             self,
             1 <= self.num_coarse_quantizers <= self.num_quantizers,
             f"num_coarse_quantizers must lie in [1, num_quantizers = {self.num_quantizers}], "
             f"got {self.num_coarse_quantizers}",
         )
-        _share(self, "quantizer_dropout")
-        _share(self, "codebook_decay", below_one=True)
-        _require(
+        require_share(self, "quantizer_dropout")
+        require_share(self, "codebook_decay", below_one=True)
+        require(
             self, self.commitment_weight >= 0, f"commitment_weight must be >= 0, got {self.commitment_weight}"
         )
-        _require(self, self.dead_code_threshold >= 0, "dead_code_threshold must be >= 0")
-        _require(
+        require(self, self.dead_code_threshold >= 0, "dead_code_threshold must be >= 0")
+        require(
             self,
             self.encoder in ("seanet", "stft"),
             f"encoder must be 'seanet' or 'stft', got {self.encoder!r}",
         )
-        _require(
+        require(
             self,
             self.decoder in ("seanet", "istft"),
             f"decoder must be 'seanet' or 'istft', got {self.decoder!r}",
         )
-        _require(
+        require(
             self,
             self.hop_length % self.istft_upsample == 0,
             f"istft_upsample = {self.istft_upsample} does not divide the hop length {self.hop_length}",
@@ -159,16 +162,18 @@ class SemanticConfig:
     crop_seconds: float = 8.0
 
     def __post_init__(self):
-        _positive(self, "sample_rate", "hop_length", "n_fft", "n_mels", "dim", "depth", "heads", "ff_mult")
-        _positive(self, "num_clusters", "num_target_clusters", "mask_span", "crop_seconds")
-        _heads(self, "dim", "heads")
-        _require(
+        require_positive(
+            self, "sample_rate", "hop_length", "n_fft", "n_mels", "dim", "depth", "heads", "ff_mult"
+        )
+        require_positive(self, "num_clusters", "num_target_clusters", "mask_span", "crop_seconds")
+        require_heads(self, "dim", "heads")
+        require(
             self,
             0 <= self.layer <= self.depth,
             f"layer must lie in [0, depth = {self.depth}], got {self.layer}",
         )
-        _share(self, "mask_prob")
-        _share(self, "dropout", below_one=True)
+        require_share(self, "mask_prob")
+        require_share(self, "dropout", below_one=True)
 
     @property
     def frame_rate(self) -> float:
@@ -205,22 +210,22 @@ class MulanConfig:
     codebook_size: int = 1024
 
     def __post_init__(self):
-        _positive(self, "sample_rate", "embed_dim", "n_fft", "hop_length", "n_mels", "patch_frames")
-        _positive(
+        require_positive(self, "sample_rate", "embed_dim", "n_fft", "hop_length", "n_mels", "patch_frames")
+        require_positive(
             self, "audio_dim", "audio_depth", "audio_heads", "text_vocab_size", "text_dim", "text_depth"
         )
-        _positive(
+        require_positive(
             self, "text_heads", "max_text_tokens", "window_seconds", "window_hop_seconds", "num_quantizers"
         )
-        _require(self, self.codebook_size >= 2, f"codebook_size must be >= 2, got {self.codebook_size}")
-        _heads(self, "audio_dim", "audio_heads")
-        _heads(self, "text_dim", "text_heads")
-        _require(
+        require(self, self.codebook_size >= 2, f"codebook_size must be >= 2, got {self.codebook_size}")
+        require_heads(self, "audio_dim", "audio_heads")
+        require_heads(self, "text_dim", "text_heads")
+        require(
             self,
             self.text_tower in ("own", "minilm"),
             f"text_tower must be 'own' or 'minilm', got {self.text_tower!r}",
         )
-        _share(self, "dropout", below_one=True)
+        require_share(self, "dropout", below_one=True)
 
 
 @dataclass
@@ -245,18 +250,18 @@ class MelodyConfig:
     codebook_size: int = 512
 
     def __post_init__(self):
-        _positive(
+        require_positive(
             self, "sample_rate", "n_fft", "hop_length", "n_mels", "patch_frames", "dim", "depth", "heads"
         )
-        _positive(self, "embed_dim", "window_seconds", "hop_seconds", "num_quantizers")
-        _require(self, self.codebook_size >= 2, f"codebook_size must be >= 2, got {self.codebook_size}")
-        _heads(self, "dim", "heads")
-        _require(
+        require_positive(self, "embed_dim", "window_seconds", "hop_seconds", "num_quantizers")
+        require(self, self.codebook_size >= 2, f"codebook_size must be >= 2, got {self.codebook_size}")
+        require_heads(self, "dim", "heads")
+        require(
             self,
             0 <= self.fmin < self.fmax <= self.sample_rate / 2,
             f"need 0 <= fmin < fmax <= sample_rate / 2, got {self.fmin}, {self.fmax}",
         )
-        _share(self, "dropout", below_one=True)
+        require_share(self, "dropout", below_one=True)
 
     @property
     def window_samples(self) -> int:
@@ -344,25 +349,25 @@ class LMConfig:
     cond_drop_prob: float = 0.1  # conditioning dropped in training, for classifier-free guidance
 
     def __post_init__(self):
-        _positive(self, "dim", "depth", "heads", "ff_dim", "window_seconds", "temperature")
-        _heads(self, "dim", "heads")
+        require_positive(self, "dim", "depth", "heads", "ff_dim", "window_seconds", "temperature")
+        require_heads(self, "dim", "heads")
         if self.kv_heads is not None:
             ok = isinstance(self.kv_heads, int) and self.kv_heads >= 1 and self.heads % self.kv_heads == 0
-            _require(self, ok, f"kv_heads must divide heads = {self.heads}, got {self.kv_heads!r}")
-        _share(self, "dropout", below_one=True)
+            require(self, ok, f"kv_heads must divide heads = {self.heads}, got {self.kv_heads!r}")
+        require_share(self, "dropout", below_one=True)
         if self.attn_dropout is not None:
-            _share(self, "attn_dropout", below_one=True)
+            require_share(self, "attn_dropout", below_one=True)
         if self.top_k is not None:
-            _require(
+            require(
                 self,
                 isinstance(self.top_k, int) and self.top_k >= 1,
                 f"top_k must be >= 1, got {self.top_k!r}",
             )
         if self.top_p is not None:
-            _require(self, 0 < self.top_p <= 1, f"top_p must lie in (0, 1], got {self.top_p!r}")
+            require(self, 0 < self.top_p <= 1, f"top_p must lie in (0, 1], got {self.top_p!r}")
         ok = isinstance(self.guidance, (int, float)) and math.isfinite(self.guidance) and self.guidance >= 0
-        _require(self, ok, f"guidance must be a finite number >= 0 (1 = off), got {self.guidance!r}")
-        _share(self, "cond_drop_prob")
+        require(self, ok, f"guidance must be a finite number >= 0 (1 = off), got {self.guidance!r}")
+        require_share(self, "cond_drop_prob")
 
     @property
     def attention_dropout(self) -> float:

@@ -32,8 +32,7 @@ from torch import nn
 
 from musiclm.audio import PITCH_CLASS_IDS
 from musiclm.checkpoint import register_model
-from musiclm.config import LMConfig, MusicLMConfig
-from musiclm.errors import ConfigError
+from musiclm.config import LMConfig, MusicLMConfig, require, require_positive, require_share
 from musiclm.lm.codebook_embedding import CodebookEmbedding
 from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.graphs import GraphDecoder
@@ -158,42 +157,33 @@ class StageConfig:
         )
 
     def __post_init__(self):
-        def require(ok: bool, message: str) -> None:
-            if not ok:
-                raise ConfigError(f"StageConfig: {message}")
-
         require(
+            self,
             self.stage in ("semantic", "coarse", "fine"),
             f"stage must be semantic, coarse or fine, got {self.stage!r}",
         )
-        for name in (
-            "mulan_quantizers",
-            "mulan_codebook",
-            "semantic_clusters",
-            "codec_levels",
-            "codec_codebook",
-        ):
-            require(getattr(self, name) >= 1, f"{name} must be positive, got {getattr(self, name)}")
+        require_positive(self, "mulan_quantizers", "mulan_codebook", "semantic_clusters", "codec_levels")
+        require_positive(self, "codec_codebook", "semantic_rate", "frame_rate", "melody_window_seconds")
+        require_positive(self, "melody_hop_seconds")
         require(
+            self,
             1 <= self.coarse_levels <= self.codec_levels,
             f"coarse_levels must lie in [1, codec_levels = {self.codec_levels}], got {self.coarse_levels}",
         )
         require(
+            self,
             0 <= self.mulan_levels <= self.mulan_quantizers,
             f"mulan_levels must lie in [0, mulan_quantizers = {self.mulan_quantizers}], got {self.mulan_levels}",
         )
         require(
+            self,
             self.melody_quantizers >= 0 and (self.melody_quantizers == 0 or self.melody_codebook >= 1),
             "melody_quantizers must be >= 0, with a melody_codebook when > 0",
         )
-        for name in ("semantic_rate", "frame_rate", "melody_window_seconds", "melody_hop_seconds"):
-            value = getattr(self, name)
-            require(math.isfinite(value) and value > 0, f"{name} must be positive, got {value}")
-        for name in ("text_token_prob", "melody_drop_prob", "beat_drop_prob"):
-            require(0 <= getattr(self, name) <= 1, f"{name} must lie in [0, 1], got {getattr(self, name)}")
-        require(0 <= self.slide_context < 1, f"slide_context must lie in [0, 1), got {self.slide_context}")
-        require(self.window_burn_in >= 0, f"window_burn_in must be >= 0, got {self.window_burn_in}")
-        require(self.mulan_dim >= 0, f"mulan_dim must be >= 0, got {self.mulan_dim}")
+        require_share(self, "text_token_prob", "melody_drop_prob", "beat_drop_prob")
+        require_share(self, "slide_context", below_one=True)
+        require(self, self.window_burn_in >= 0, f"window_burn_in must be >= 0, got {self.window_burn_in}")
+        require(self, self.mulan_dim >= 0, f"mulan_dim must be >= 0, got {self.mulan_dim}")
 
     @property
     def fine_levels(self) -> int:
