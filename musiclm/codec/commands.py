@@ -118,9 +118,7 @@ def _train(args: argparse.Namespace) -> None:
     train_config = train_config_from_args(args, phase_lr=phase_lr)  # checks every setting before any work
     checks.seconds(args.crop_seconds, "--crop-seconds")
     checks.seconds(args.valid_seconds, "--valid-seconds")
-    checks.positive_int(args.valid_clips, "--valid-clips")
-    if args.disc_lr is not None:
-        checks.positive_float(args.disc_lr, "--disc-lr")
+    checks.positive_int(args.valid_clips, "--valid-clips")  # (--disc-lr: TrainConfig checks phase_lr)
     if args.adversarial_start < 0:
         raise ConfigError(f"--adversarial-start must be a step >= 0, got {args.adversarial_start}")
     if not 0 <= args.waveform_l1 < float("inf"):

@@ -195,7 +195,6 @@ def claim_field(path: Path, field: str, fingerprint: str, what: str) -> None:
         return
     if folder.is_dir() and any(folder.glob("shard-*.done")):
         return
-    folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(record, json.dumps({"model": what, "fingerprint": fingerprint}) + "\n")
 
 

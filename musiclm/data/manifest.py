@@ -220,8 +220,9 @@ def same_recordings(files: list[str]) -> dict[str, str]:
 
 
 def dataset_summary(source: str | Path | list[ManifestEntry], min_seconds: float = 0.1) -> dict:
-    """Usable clips, hours, captioned clips and the unusable files with the reason (headers only;
-    the training datasets' rule: readable and at least ``min_seconds`` long)."""
+    """Usable clips, hours, captioned clips, the unusable files with the reason (from headers; the
+    training datasets' rule: readable and at least ``min_seconds`` long), and how many usable files
+    are copies of another (:func:`same_recordings`: only files of one size are read)."""
     from musiclm.audio import audio_info
     from musiclm.errors import AudioError
 
