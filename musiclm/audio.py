@@ -41,6 +41,17 @@ def audio_info(path: str | Path) -> tuple[int, float]:
     return info.samplerate, info.frames / max(info.samplerate, 1)
 
 
+def audio_seconds(path: str | Path, *, min_seconds: float = 0.0, max_seconds: float | None = None) -> float:
+    """Seconds of audio in ``path``, from its header, refused in one line outside [``min_seconds``,
+    ``max_seconds``]: what a command checks of its audio inputs before it loads a model."""
+    _, seconds = audio_info(path)
+    if seconds < min_seconds:
+        raise AudioError(f"{path}: {seconds:.2f} s is shorter than {min_seconds:g} s")
+    if max_seconds is not None and seconds > max_seconds:
+        raise AudioError(f"{path}: {seconds:.1f} s is longer than the limit of {max_seconds:.1f} s")
+    return seconds
+
+
 def load_audio(
     path: str | Path,
     sample_rate: int | None = None,

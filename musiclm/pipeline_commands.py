@@ -175,20 +175,13 @@ def _check_audio_input(path: str | None, what: str) -> float:
     and a usable length: checked before the model loads (the pipeline reads it again, fully)."""
     if path is None:
         return 0.0
-    from musiclm.audio import audio_info
+    from musiclm.audio import audio_seconds
     from musiclm.errors import AudioError
 
     try:
-        _, seconds = audio_info(path)
+        return audio_seconds(path, min_seconds=0.5, max_seconds=checks.MAX_SECONDS)
     except AudioError as e:
         raise AudioError(f"{what}: {e}") from None
-    if seconds < 0.5:
-        raise AudioError(f"{what}: {path}: {seconds:.2f} s is shorter than 0.5 s")
-    if seconds > checks.MAX_SECONDS:
-        raise AudioError(
-            f"{what}: {path}: {seconds:.1f} s is longer than the limit of {checks.MAX_SECONDS:.1f} s"
-        )
-    return seconds
 
 
 def _read_prompts_file(path: Path) -> list[str]:

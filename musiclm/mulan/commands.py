@@ -190,10 +190,10 @@ def _report(args: argparse.Namespace) -> None:
 def _embed(args: argparse.Namespace) -> None:
     import json
 
-    from musiclm.audio import audio_info, load_audio
+    from musiclm.audio import audio_seconds, load_audio
     from musiclm.checkpoint import load_model
     from musiclm.checks import prompts as check_prompts
-    from musiclm.errors import AudioError, MusicLMError
+    from musiclm.errors import MusicLMError
     from musiclm.pretrained import component_path
 
     if not args.text and not args.audio:
@@ -201,9 +201,7 @@ def _embed(args: argparse.Namespace) -> None:
     if args.text:
         check_prompts(args.text)
     for path in args.audio:  # every file readable before the model loads and anything is printed
-        _, seconds = audio_info(path)
-        if seconds < 0.1:
-            raise AudioError(f"{path}: only {seconds:.2f} s of audio")
+        audio_seconds(path, min_seconds=0.1)
     model = load_model(component_path(args.model, "mulan"), kind="mulan")
     if args.text:
         emb = model.embed_text(args.text)
