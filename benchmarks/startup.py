@@ -3,8 +3,9 @@
     python benchmarks/startup.py [--source OLD_CHECKOUT] [--runs 5]
 
 Times ``musiclm --help`` (parsing alone), ``musiclm codec encode`` of a 5 s clip with the shipped
-codec (start-up, load and a short piece of work) and the plan ``musiclm train bundle`` makes before
-it starts (the LMs' memory for the tiny preset). With ``--source`` every case also runs against that
+codec (start-up, load and a short piece of work), the plan ``musiclm train bundle`` makes before
+it starts (the LMs' memory for the tiny preset), the shipped model's load (what ``generate``
+does before its first token) and a whole short ``musiclm generate``. With ``--source`` every case also runs against that
 checkout of the package, alternating with this one, so that both sit in one run. Every process runs
 without ``site`` (``python -S``), the package's folder and the environment's site-packages on its
 path: an editable install would otherwise import this checkout whatever the path says.
@@ -26,6 +27,7 @@ import numpy as np
 import soundfile as sf
 
 PLAN = "from musiclm.recipe import Plan; Plan.for_machine('tiny')"
+LOAD = "from musiclm.pipeline import MusicLM; MusicLM.from_pretrained('default')"
 
 
 def cases(folder: Path) -> dict[str, list[str]]:
@@ -39,6 +41,11 @@ def cases(folder: Path) -> dict[str, list[str]]:
             "--model", "default",
         ],
         "train bundle's plan (tiny preset)": ["-c", PLAN],
+        "the shipped model loaded (MusicLM.from_pretrained)": ["-c", LOAD],
+        "musiclm generate (2 s, 1 candidate, shipped model)": [
+            "-m", "musiclm", "generate", "calm piano", "--seconds", "2", "--candidates", "1",
+            "-o", str(folder / "out.wav"), "--no-progress",
+        ],
     }  # fmt: skip
 
 

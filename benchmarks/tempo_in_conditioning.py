@@ -114,8 +114,7 @@ def main() -> None:
     tower = mulan.text
 
     def minilm(texts):
-        batch = tower.tokenizer(texts, padding=True, truncation=True, max_length=mulan.config.max_text_tokens,
-                                return_tensors="pt")  # fmt: skip
+        batch, _ = tower.tokenizer(texts, max_length=mulan.config.max_text_tokens)
         hidden, mask = tower.encoder(**batch).last_hidden_state, batch["attention_mask"][..., None].float()
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 

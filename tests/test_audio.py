@@ -145,6 +145,36 @@ def test_chromagram_is_librosas_chroma_stft():
     assert int(ours[0].mean(-1).argmax()) == 9  # A
 
 
+@pytest.mark.parametrize(
+    ("sample_rate", "n_fft", "n_mels", "fmin", "fmax"),
+    [
+        (16000, 1024, 64, 0.0, None),
+        (24000, 2048, 128, 0.0, None),
+        (16000, 400, 80, 30.0, 7600.0),
+        (8000, 256, 40, 0.0, 3000.0),
+    ],
+)
+def test_mel_filterbank_is_librosas_to_the_bit(sample_rate, n_fft, n_mels, fmin, fmax):
+    import librosa
+
+    from musiclm.audio import mel_filterbank, mel_frequencies
+
+    ours = mel_filterbank(sample_rate, n_fft, n_mels, fmin=fmin, fmax=fmax).numpy()
+    ref = librosa.filters.mel(
+        sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=True, norm="slaney"
+    )
+    assert ours.dtype == ref.dtype and np.array_equal(ours, ref)
+    centres = librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax or sample_rate / 2, htk=True)[1:-1]
+    assert np.array_equal(mel_frequencies(n_mels, sample_rate, fmin, fmax=fmax), centres)
+
+
+def test_mel_bands_too_narrow_for_the_fft_warn():
+    from musiclm.audio import mel_filterbank
+
+    with pytest.warns(UserWarning, match="leave some bands empty"):
+        mel_filterbank(8000, 64, 80)
+
+
 def test_filters_first_built_in_inference_mode_still_serve_training():
     """The mel and chroma filters are cached: built first under ``torch.inference_mode`` (a
     tokenizer, an eval), they must not be inference tensors that a later training step cannot use."""

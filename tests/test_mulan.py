@@ -160,12 +160,17 @@ def test_training_separates_captions_and_tokens_share_a_codebook(tmp_path):
 
 def small_random_bert():
     """A stand-in for the packaged MiniLM: a one-layer BERT with a fixed initialisation."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    from musiclm.mulan.minilm import BertConfig, BertEncoder, WordPieceTokenizer
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "calm", "piano", "loud", "rock", "music"]
-    path = __import__("tempfile").mkdtemp()
-    (__import__("pathlib").Path(path) / "vocab.txt").write_text("\n".join(vocab))
-    tok = BertTokenizerFast(vocab_file=f"{path}/vocab.txt")
+    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=len(vocab),
@@ -174,7 +179,7 @@ def small_random_bert():
         num_attention_heads=2,
         intermediate_size=32,
     )
-    return BertModel(config), tok
+    return BertEncoder(config), WordPieceTokenizer(tok)
 
 
 def test_pretrained_text_tower_with_a_small_random_bert():

