@@ -344,6 +344,22 @@ def test_generation_and_training_share_one_layout():
         )
 
 
+def test_the_loss_is_the_full_models_cross_entropy_on_the_target_positions():
+    """The loss runs the head on target positions only: it must equal the cross-entropy of the full
+    logits over every position with the others ignored."""
+    for cls, window in ((SemanticStage, 1.0), (CoarseStage, 0.4), (FineStage, 0.2)):
+        torch.manual_seed(0)
+        model = cls(stage_config(cls.stage, window)).eval()
+        examples = [model.training_example(record(i, frames=80), random.Random(i)) for i in range(3)]
+        tokens = torch.stack([e["tokens"] for e in examples])
+        mask = torch.stack([e["loss_mask"] for e in examples])
+        mask[1, -5:] = False  # rows with different numbers of targets
+        logits = model.transformer(tokens[:, :-1])
+        target = tokens[:, 1:].masked_fill(~mask[:, 1:], -100)
+        full = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100)
+        torch.testing.assert_close(model.loss(tokens, mask), full, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("stage,window", [("semantic", 0.4), ("coarse", 0.2), ("fine", 0.1)])
 def test_overfits_and_greedy_decoding_reproduces(stage, window, tmp_path):
     torch.manual_seed(0)

@@ -513,15 +513,14 @@ class StageLM(nn.Module):
         beats: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Next-token cross-entropy on target positions only (``chroma``, ``beats``: per-position
-        pitch classes and beat phases)."""
+        pitch classes and beat phases). The head runs on those positions alone: over vocabularies of
+        3-8k ids it is a large part of a step, and the prefix's positions have no target."""
         inputs = tokens[:, :-1]
         pitch = None if chroma is None else chroma[:, :-1]
         phase = None if beats is None else beats[:, :-1]
-        logits = self.transformer(inputs, extra=self.extra_embeddings(inputs, pitch, phase))
-        target = tokens[:, 1:].masked_fill(~loss_mask[:, 1:], -100)
-        return F.cross_entropy(
-            rearrange(logits, "b t v -> (b t) v").float(), target.reshape(-1), ignore_index=-100
-        )
+        hidden = self.transformer.hidden(inputs, extra=self.extra_embeddings(inputs, pitch, phase))
+        keep = loss_mask[:, 1:]
+        return F.cross_entropy(self.transformer.logits(hidden[keep]).float(), tokens[:, 1:][keep])
 
     # ---------------------------------------------------------------- generation
 
