@@ -344,9 +344,10 @@ def test_generation_and_training_share_one_layout():
         )
 
 
-def test_the_loss_is_the_full_models_cross_entropy_on_the_target_positions():
-    """The loss runs the head on target positions only: it must equal the cross-entropy of the full
-    logits over every position with the others ignored."""
+def test_the_loss_is_each_targets_cross_entropy_over_its_own_range():
+    """The loss runs the head on target positions and their id ranges only: it must equal the
+    cross-entropy of the full logits with every id outside a target's range masked out and the
+    positions without a target ignored."""
     for cls, window in ((SemanticStage, 1.0), (CoarseStage, 0.4), (FineStage, 0.2)):
         torch.manual_seed(0)
         model = cls(stage_config(cls.stage, window)).eval()
@@ -355,9 +356,19 @@ def test_the_loss_is_the_full_models_cross_entropy_on_the_target_positions():
         mask = torch.stack([e["loss_mask"] for e in examples])
         mask[1, -5:] = False  # rows with different numbers of targets
         logits = model.transformer(tokens[:, :-1])
+        outside = torch.ones_like(logits, dtype=torch.bool)
+        for j in range(model.levels):  # every RVQ level's range (semantic: the one)
+            lo, hi = model.target_span(j)
+            assert hi - lo == 16
+            in_level = (tokens[:, 1:] >= lo) & (tokens[:, 1:] < hi)
+            outside[..., lo:hi] &= ~in_level[..., None]
         target = tokens[:, 1:].masked_fill(~mask[:, 1:], -100)
+        reference = torch.nn.functional.cross_entropy(
+            logits.masked_fill(outside, float("-inf")).flatten(0, 1), target.flatten(), ignore_index=-100
+        )
+        torch.testing.assert_close(model.loss(tokens, mask), reference, rtol=1e-5, atol=1e-6)
         full = torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100)
-        torch.testing.assert_close(model.loss(tokens, mask), full, rtol=1e-5, atol=1e-6)
+        assert model.loss(tokens, mask) < full  # the mass outside the range no longer counts
 
 
 @pytest.mark.parametrize("stage,window", [("semantic", 0.4), ("coarse", 0.2), ("fine", 0.1)])

@@ -112,7 +112,7 @@ def test_a_too_large_lm_batch_is_refused_in_one_line():
     model = CoarseStage(StageConfig.from_musiclm("coarse", get_preset("tiny")))
     check_batch_memory(model, 8, max_memory_gb=4)
     with pytest.raises(ConfigError, match="lower --batch-size"):
-        check_batch_memory(model, 64, max_memory_gb=4)
+        check_batch_memory(model, 256, max_memory_gb=4)
 
 
 def _default_sigint():

@@ -148,7 +148,8 @@ def shapes_only(build: Callable[[], nn.Module]) -> nn.Module:
 def training_memory(model: StageLM, batch_size: int) -> int:
     """Bytes a training step of ``batch_size`` windows needs at its peak, from the model's sizes:
     weights, gradients, Adam moments and EMA (5 float32 copies), plus per layer the activations kept
-    for the backward pass and the float32 logits, their softmax and gradient. With dropout of the
+    for the backward pass and the float32 logits over a target's id range (:meth:`StageLM.loss`),
+    their softmax and gradient. With dropout of the
     attention weights the attention runs unfused and keeps three ``T x T`` matrices a layer (the
     weights, the dropout mask and the dropped weights; measured on a CPU: 3.1); the fused kernel
     that runs without it keeps none."""
@@ -156,7 +157,7 @@ def training_memory(model: StageLM, batch_size: int) -> int:
     params = sum(p.numel() for p in model.parameters())
     attention = 3 * c.heads * length if c.attention_dropout > 0 else 0
     per_layer = batch_size * length * (12 * c.dim + 2 * c.ff_dim + attention)
-    logits = 3 * batch_size * length * model.layout.vocab_size
+    logits = 3 * batch_size * length * max(hi - lo for lo, hi in model.target_ranges())
     return 4 * (5 * params + c.depth * per_layer + logits)
 
 
