@@ -67,6 +67,8 @@ def test_another_bert_folder_in_transformers_layout_loads_the_same(tmp_path):
 def test_a_folder_that_is_not_bert_is_one_line(tmp_path):
     from safetensors.torch import save_file
 
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_minilm(tmp_path)
     (tmp_path / "config.json").write_text('{"hidden_act": "relu", "hidden_size": 8}')
     with pytest.raises(CheckpointError, match="hidden_act 'relu' is not supported"):
         load_minilm(tmp_path)

@@ -98,7 +98,12 @@ class BertEncoder(nn.Module):
         from safetensors.torch import load_file
 
         path = Path(path)
+        layout = "a BERT encoder saved in transformers' layout"
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{path}: no config.json ({layout})")
         model = cls(BertConfig.from_file(path / "config.json"))
+        if not (path / "model.safetensors").is_file():
+            raise CheckpointError(f"{path}: no model.safetensors ({layout})")
         state = load_file(path / "model.safetensors")
         own = model.state_dict()
         missing = sorted(set(own) - set(state))
