@@ -37,6 +37,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -74,6 +75,7 @@ GROUPS = (
 )
 # training clips embedded for ranking candidates (minutes on 2 CPU cores: `musiclm train prototypes`)
 PROTOTYPE_CLIPS = 1000
+Command = list[str] | Callable[[], list[str]]  # a command line, or what builds it when its turn comes
 # share of a trainer's time given to optimiser steps; the rest is start-up, k-means / RVQ fits, export
 STEP_SHARE = {"semantic": 0.6, "mulan": 0.75}
 VALID_SHARE = 0.1
@@ -360,16 +362,18 @@ class Recipe:
                 str(self.root / "tokens-valid"), "--kv-heads", str(self.options.kv_heads), *conditioning,
                 *samples, *common]  # fmt: skip
 
-    def _commands(self, phase: str, minutes: float, plan: Plan) -> list[list[str]]:
-        """The commands of a phase, run one after the other."""
+    def _commands(self, phase: str, minutes: float, plan: Plan) -> list[Command]:
+        """The commands of a phase, run one after the other; a callable is built when its turn comes,
+        so that it reads what the commands before it wrote."""
         if phase == "tokenize":
             return self._tokenize_commands()
         if phase == "samples":
             return [self._samples_command()]
-        commands = [self._command(phase, minutes, plan)]
+        commands: list[Command] = [self._command(phase, minutes, plan)]
         if phase == "mulan":  # how well it learned the captions: retrieval on the held-out split; and
-            # the prototypes candidates are ranked by, embedded by this MuLaN
-            commands += [self._report_command(), self._prototypes_command()]
+            # the prototypes candidates are ranked by, embedded by this MuLaN: its best weights, which
+            # exist only once its training has run (the bundle takes them too)
+            commands += [self._report_command, self._prototypes_command]
         return commands
 
     def _prototypes_command(self) -> list[str]:
@@ -410,9 +414,7 @@ class Recipe:
             for split, out in (("train", "tokens"), ("valid", "tokens-valid"))
         ]
 
-    def _run_lanes(
-        self, lanes: dict[str, list[list[str]]], budget_end: float, index: int
-    ) -> dict[str, float]:
+    def _run_lanes(self, lanes: dict[str, list[Command]], budget_end: float, index: int) -> dict[str, float]:
         """Run each phase's commands one after the other, the phases side by side; print a status line
         and count the time as it goes. Returns the minutes each phase took."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -429,6 +431,7 @@ class Recipe:
                             took[phase] = self.spent - start
                             continue
                         cmd = queues[phase].pop(0)
+                        cmd = cmd() if callable(cmd) else cmd
                         self.children[phase] = subprocess.Popen(
                             cmd,
                             stdout=logs[phase],

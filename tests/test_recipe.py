@@ -238,10 +238,17 @@ def test_every_trainer_command_parses(tmp_path):
     assert parser.parse_args(recipe._command("semantic-lm", 3.0, plan)[3:]).sample_fine_lm.endswith(
         str(Path("fine-lm") / "best")
     )
-    # the mulan phase ends by embedding the prototypes with the MuLaN it trained; the bundle takes them
+    # the mulan phase ends by embedding the prototypes with the MuLaN it trained, its best weights once
+    # its training has written them (built before, the command named the last weights: the bundle then
+    # refused the prototypes whenever MuLaN's best was not its last step); the bundle takes them
     mulan_phase = recipe._commands("mulan", 3.0, plan)
-    args = parser.parse_args(mulan_phase[-1][3:])
-    assert args.func.__name__ == "_train_prototypes" and Path(args.model) == recipe._model_dir("mulan")
+    best = recipe.root / "mulan" / "best"
+    best.mkdir(parents=True)
+    (best / "config.json").write_text("{}")
+    report, prototypes = (parser.parse_args(build()[3:]) for build in mulan_phase[1:])
+    assert report.func.__name__ == "_report" and Path(report.model) == best
+    args = prototypes
+    assert args.func.__name__ == "_train_prototypes" and Path(args.model) == best
     assert parser.parse_args(recipe._command("bundle", 3.0, plan)[3:]).prototypes is None  # none yet
     (Path(args.out) / "config.json").parent.mkdir(parents=True)
     (Path(args.out) / "config.json").write_text("{}")
