@@ -12,7 +12,8 @@ the whole GAN step is timed). Speed does not depend on the data. The figure is t
 the warm-up, from the per-step ``steps_per_s`` of the run's own metrics log.
 
 MFU is the model FLOPs per token, ``6 N + 12 L d T`` (PaLM's count: N parameters outside the token
-embedding, L layers, width d, training length T), times tokens/s, over the device's peak dense bf16
+embedding, L layers, width d, training length T; of the output head only what the loss runs: a
+target's id range, at the share of positions that have a target), times tokens/s, over the device's peak dense bf16
 FLOP/s (known for H100 / H200 / A100, else ``--peak-tflops``). Under ``accelerate launch`` with
 several processes each process trains its share and the main one prints the figures of all.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import tempfile
 from pathlib import Path
@@ -102,7 +104,11 @@ def stage_figures(stage: str, args, tmp: Path) -> dict:
     seconds = median_step_seconds(tmp / stage, args.warmup)
     c, length = config.lm, model.max_train_len
     params = sum(p.numel() for p in model.parameters()) - model.transformer.embed.weight.numel()
-    flops_per_token = 6 * params + 12 * c.depth * c.dim * length
+    # the loss runs the head on target positions and each one's id range only (StageLM.loss)
+    width = max(hi - lo for lo, hi in model.target_ranges())
+    targets = float(model.training_example(records[0], random.Random(0))["loss_mask"][1:].float().mean())
+    head = model.transformer.head.weight.numel()
+    flops_per_token = 6 * (params - head + targets * c.dim * width) + 12 * c.depth * c.dim * length
     tokens_per_s = trainer.accelerator.num_processes * args.batch_size * length / seconds
     return {
         "component": f"{stage} LM",
