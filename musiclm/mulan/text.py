@@ -16,7 +16,7 @@ from torch import nn
 
 from musiclm.config import MulanConfig
 from musiclm.errors import CheckpointError
-from musiclm.mulan.minilm import load_minilm
+from musiclm.mulan.minilm import load_minilm, mean_pooled
 
 TOKENIZER_FILE = "text_tokenizer.json"
 
@@ -123,11 +123,7 @@ class PretrainedTextTower(nn.Module):
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         n = self.config.max_text_tokens
-        batch, truncated = self.tokenizer(texts, max_length=n)
+        pooled, truncated = mean_pooled(self.encoder, self.tokenizer, texts, max_length=n)
         if truncated:
             warnings.warn(f"prompt longer than {n} tokens was truncated", stacklevel=3)
-        batch = {k: v.to(self.proj[0].weight.device) for k, v in batch.items()}
-        with torch.no_grad():
-            hidden = self.encoder(**batch).last_hidden_state
-        mask = batch["attention_mask"][..., None].to(hidden.dtype)
-        return self.proj((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+        return self.proj(pooled)
