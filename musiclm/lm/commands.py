@@ -209,12 +209,13 @@ def _train(args: argparse.Namespace) -> None:
 
         model.mulan_embedding.set_codebooks(quantizer_codebooks(quantizer, config.mulan_read))
     cache = open_token_caches(args.tokens, fields=fields)
-    for path, one in zip(args.tokens, getattr(cache, "caches", [cache]), strict=True):
+    parts = getattr(cache, "caches", [cache])  # the caches pooled, or the one
+    for path, one in zip(args.tokens, parts, strict=True):
         _check_cache_shapes(path, one, model.config, args.preset)
     task = StageTask(model)
     # which models made the tokens it learns from: a bundle then refuses other components beside it
     sources = {}  # pooled caches agree where they record one (check_same_models)
-    for one in getattr(cache, "caches", [cache]):
+    for one in parts:
         for field in fields:
             record = one.source(field)
             if record.get("fingerprint"):
@@ -228,9 +229,9 @@ def _train(args: argparse.Namespace) -> None:
         # a validation cache of other shapes would score nan or fail at the first validation, and
         # one made by other components would score tokens of another meaning
         _check_cache_shapes(args.valid_tokens, valid_cache, model.config, args.preset)
-        check_same_models([*getattr(cache, "caches", [cache]), valid_cache])
+        check_same_models([*parts, valid_cache])
         check_held_out(
-            [p for one in getattr(cache, "caches", [cache]) for p in held_out_paths(one)],
+            [p for one in parts for p in held_out_paths(one)],
             held_out_paths(valid_cache),
             train=" ".join(map(str, args.tokens)),
             valid=f"{args.valid_tokens} (--valid-tokens)",
