@@ -132,8 +132,9 @@ def tokenize(
         raise MusicLMError(f"{source}: nothing to tokenize ({len(skipped)} file(s) skipped)")
     if state.is_main_process:
         write_index(out, items, shard_size)
+        prints = {id(m): model_fingerprint(m) for m in models.values()}  # MuLaN fills two fields
         for field, model in models.items():  # another model's tokens are never mixed into a field
-            claim_field(out, field, model_fingerprint(model), sources.get(field, type(model).__name__))
+            claim_field(out, field, prints[id(model)], sources.get(field, type(model).__name__))
     state.wait_for_everyone()
     n_shards = -(-len(items) // shard_size)
     mine = [s for s in range(n_shards) if s % state.num_processes == state.process_index]
