@@ -206,14 +206,13 @@ def same_recordings(files: list[str]) -> dict[str, str]:
         by_size.setdefault(size, []).append(f)
     first = {}
     for group in by_size.values():
+        if len(group) == 1:  # a size of its own: nothing to read
+            first[group[0]] = group[0]
+            continue
         by_digest: dict[str, list[str]] = {}
         for f in group:
-            if len(group) == 1:
-                digest = f
-            else:
-                with open(f, "rb") as handle:
-                    digest = hashlib.file_digest(handle, "sha256").hexdigest()
-            by_digest.setdefault(digest, []).append(f)
+            with open(f, "rb") as handle:
+                by_digest.setdefault(hashlib.file_digest(handle, "sha256").hexdigest(), []).append(f)
         for members in by_digest.values():
             first.update({f: members[0] for f in members})
     return first
