@@ -4,6 +4,7 @@
 # Paper-size generation (10 s, 4 candidates, guidance 3) in bf16 without and with CUDA graphs and with
 # grouped-query attention, then training tokens/s and MFU per stage LM and codec steps/s.
 # `bash benchmarks/gpu_rows.sh OUT tiny cpu` runs the same commands small, as a check of the script.
+# ROWS="train generate-graphs" runs only the rows named (default: all, in the order below).
 set -euo pipefail
 out=${1:?usage: gpu_rows.sh OUT [PRESET] [DEVICE]}
 preset=${2:-paper}
@@ -12,9 +13,11 @@ mkdir -p "$out"
 dtype=bf16
 graphs=--cuda-graphs
 if [ "$device" = cpu ]; then dtype=fp32 graphs=""; fi
-run() {  # NAME COMMAND...: the command's output to the terminal and to OUT/NAME.txt
+rows=${ROWS:-generate generate-graphs generate-gqa train}
+run() {  # NAME COMMAND...: the command's output to the terminal and to OUT/NAME.txt (if NAME is in ROWS)
     local name=$1
     shift
+    case " $rows " in *" $name "*) ;; *) return 0 ;; esac
     echo "== $name: $*" | tee "$out/$name.txt"
     "$@" 2>&1 | tee -a "$out/$name.txt"
 }
