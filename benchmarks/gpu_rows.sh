@@ -13,7 +13,11 @@ mkdir -p "$out"
 dtype=bf16
 graphs=--cuda-graphs
 if [ "$device" = cpu ]; then dtype=fp32 graphs=""; fi
-rows=${ROWS:-generate generate-graphs generate-gqa train}
+known="generate generate-graphs generate-gqa train"
+rows=${ROWS:-$known}
+for row in $rows; do  # a misspelt row would otherwise run nothing, silently
+    case " $known " in *" $row "*) ;; *) echo "gpu_rows.sh: ROWS names '$row'; rows: $known" >&2; exit 2 ;; esac
+done
 run() {  # NAME COMMAND...: the command's output to the terminal and to OUT/NAME.txt (if NAME is in ROWS)
     local name=$1
     shift
