@@ -6,9 +6,10 @@ Times ``musiclm --help`` (parsing alone), ``musiclm codec encode`` of a 5 s clip
 codec (start-up, load and a short piece of work), the plan ``musiclm train bundle`` makes before
 it starts (the LMs' memory for the tiny preset), the shipped model's load (what ``generate`` does
 before its first token) and a whole short ``musiclm generate``. With ``--source`` every case also
-runs against that checkout of the package, alternating with this one, so that both sit in one run. Every process runs
-without ``site`` (``python -S``), the package's folder and the environment's site-packages on its
-path: an editable install would otherwise import this checkout whatever the path says.
+runs against that checkout of the package, alternating with this one, so that both sit in one run.
+Every process runs without ``site`` (``python -S``), the package's folder and the environment's
+site-packages on its path: an editable install would otherwise import this checkout whatever the
+path says.
 """
 
 from __future__ import annotations

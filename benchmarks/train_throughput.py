@@ -13,9 +13,10 @@ the warm-up, from the per-step ``steps_per_s`` of the run's own metrics log.
 
 MFU is the model FLOPs per token, ``6 N + 12 L d T`` (PaLM's count: N parameters outside the token
 embedding, L layers, width d, training length T; of the output head only what the loss runs: a
-target's id range, at the share of positions that have a target), times tokens/s, over the device's peak dense bf16
-FLOP/s (known for H100 / H200 / A100, else ``--peak-tflops``). Under ``accelerate launch`` with
-several processes each process trains its share and the main one prints the figures of all.
+target's id range, at the share of positions that have a target), times tokens/s, over the device's
+peak dense bf16 FLOP/s (known for H100 / H200 / A100, else ``--peak-tflops``). Under ``accelerate
+launch`` with several processes each process trains its share and the main one prints the figures
+of all.
 """
 
 from __future__ import annotations
