@@ -1,14 +1,16 @@
 """Time to generate audio with a preset's three stage LMs and codec, on any device (prints numbers).
 
     python benchmarks/generate_audio.py --preset paper --device cuda [--dtype bf16] [--seconds 10]
-        [--candidates 4] [--guidance 3] [--kv-heads K] [--cuda-graphs] [--rounds 3]
+        [--candidates 4] [--guidance 3] [--kv-heads K] [--cuda-graphs] [--parallel-windows] [--rounds 3]
 
 Random weights (speed does not depend on them): a request of ``--candidates`` sequences for
 ``--seconds`` of audio runs the semantic, coarse and fine stages as ``MusicLM.generate`` does (the
 same windows, the NULL-conditioned copy of the batch under guidance) and decodes with the codec;
 MuLaN's text embedding and reranking, a few milliseconds, are left out. Prints each stage's seconds,
 the total and the real-time factor (audio seconds per second of generation; above 1 is faster than
-real time), the median of ``--rounds`` requests after one warm-up request.
+real time), the median of ``--rounds`` requests after one warm-up request. ``--parallel-windows``
+samples the fine stage's windows side by side in one batch (the fine LM's ``parallel_windows``, not
+the shipped default: benchmarks/README.md says what it costs in quality).
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--kv-heads", type=int, default=0, help="key/value heads of the LMs (0: one per head)")
     ap.add_argument("--cuda-graphs", action="store_true", help="replay each decoding step as a CUDA graph")
+    ap.add_argument(
+        "--parallel-windows", action="store_true", help="the fine stage's windows side by side in one batch"
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -97,6 +102,7 @@ def main() -> None:
     for name, cls in (("semantic", SemanticStage), ("coarse", CoarseStage), ("fine", FineStage)):
         sc = StageConfig.from_musiclm(name, cfg)
         sc.lm.kv_heads = args.kv_heads or None
+        sc.parallel_windows = args.parallel_windows and name == "fine"
         stage = cls(sc).eval().to(device=device, dtype=dtype)
         stage.cuda_graphs = args.cuda_graphs
         stages.append(stage)
@@ -105,7 +111,9 @@ def main() -> None:
     where = (
         torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     )
-    graphs = ", CUDA graphs" if args.cuda_graphs else ""
+    graphs = (", CUDA graphs" if args.cuda_graphs else "") + (
+        ", fine windows side by side" if args.parallel_windows else ""
+    )
     print(f"{args.preset} preset, {params / 1e6:.0f}M LM parameters, {args.dtype}{graphs}, on {where}")
     kw = dict(seconds=args.seconds, candidates=args.candidates, guidance=args.guidance, device=device)
     request(stages, codec, **{**kw, "seconds": min(args.seconds, 2.0)})  # warm-up

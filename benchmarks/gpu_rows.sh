@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU rows of benchmarks/README.md in one run, each figure's output kept in OUT:
 #   bash benchmarks/gpu_rows.sh OUT [PRESET] [DEVICE]      (defaults: paper, cuda)
-# Paper-size generation (10 s, 4 candidates, guidance 3) in bf16 without and with CUDA graphs and with
-# grouped-query attention, then training tokens/s and MFU per stage LM and codec steps/s.
+# Paper-size generation (10 s, 4 candidates, guidance 3) in bf16 without and with CUDA graphs, with
+# grouped-query attention and with the fine stage's windows side by side (both with CUDA graphs), then
+# training tokens/s and MFU per stage LM and codec steps/s.
 # `bash benchmarks/gpu_rows.sh OUT tiny cpu` runs the same commands small, as a check of the script.
 # ROWS="train generate-graphs" runs only the rows named (default: all, in the order below).
 set -euo pipefail
@@ -13,7 +14,7 @@ mkdir -p "$out"
 dtype=bf16
 graphs=--cuda-graphs
 if [ "$device" = cpu ]; then dtype=fp32 graphs=""; fi
-known="generate generate-graphs generate-gqa train"
+known="generate generate-graphs generate-gqa generate-windows train"
 rows=${ROWS:-$known}
 for row in $rows; do  # a misspelt row would otherwise run nothing, silently
     case " $known " in *" $row "*) ;; *) echo "gpu_rows.sh: ROWS names '$row'; rows: $known" >&2; exit 2 ;; esac
@@ -35,4 +36,6 @@ if [ -n "$graphs" ]; then
 fi
 run generate-gqa python benchmarks/generate_audio.py --preset "$preset" --device "$device" --dtype "$dtype" \
     --rounds "$rounds" --kv-heads 1 $graphs
+run generate-windows python benchmarks/generate_audio.py --preset "$preset" --device "$device" \
+    --dtype "$dtype" --rounds "$rounds" --parallel-windows $graphs
 run train python benchmarks/train_throughput.py --preset "$preset"
