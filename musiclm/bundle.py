@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from musiclm import checks
-from musiclm.errors import CheckpointError
+from musiclm.errors import CheckpointError, ConfigError
 from musiclm.pretrained import BUNDLE_FILE, default_bundle, read_bundle_file, shipped_bundles
 
 if TYPE_CHECKING:  # torch loads only when a bundle does: the CLI lists the components without it
@@ -198,6 +198,7 @@ def make_bundle(
     half: bool = False,
     guidance: float | tuple[float, float] | None = None,
     temperatures: tuple[float, float, float] | None = None,
+    conditioning: str | None = None,
 ) -> Path:
     """Copy component checkpoint directories into a bundle at ``out`` and write ``musiclm.json``.
     The components are loaded together first, so an incompatible set is refused. ``half`` stores
@@ -205,8 +206,14 @@ def make_bundle(
     embedding banks a model names in ``int8_rows`` (the loudness head's anchors, the prototypes) as
     int8 rows with a scale each (a quarter of float32);
     ``guidance`` becomes the semantic and coarse LMs' default guidance scale (one for both, or a pair:
-    semantic, coarse), ``temperatures`` (semantic, coarse, fine) their default sampling temperatures."""
+    semantic, coarse), ``temperatures`` (semantic, coarse, fine) their default sampling temperatures;
+    ``conditioning`` ("text" or "prototype") what the LMs read of a prompt (prototype: the MuLaN
+    tokens of its audio prototype, which needs the prototypes component)."""
     _check_names(components, str(out))
+    if conditioning not in (None, "text", "prototype"):
+        raise ConfigError(f"conditioning must be 'text' or 'prototype', got {conditioning!r}")
+    if conditioning == "prototype" and "prototypes" not in components:
+        raise ConfigError("conditioning 'prototype' needs the prototypes component")
     guidance, temperatures = checks.guidance_pair(guidance), checks.temperatures(temperatures)
     from musiclm.checkpoint import CONFIG_FILE, component_kinds, int8_rows, load_model, read_checkpoint_config
 
@@ -229,6 +236,10 @@ def make_bundle(
         if lm:
             meta = read_checkpoint_config(tmp / key)
             meta["config"]["lm"].update(lm)
+            (tmp / key / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if conditioning is not None and key == "prototypes":
+            meta = read_checkpoint_config(tmp / key)
+            meta["config"]["condition"] = conditioning == "prototype"
             (tmp / key / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     (tmp / BUNDLE_FILE).write_text(
         json.dumps({"name": name, "components": {k: k for k in components}}, indent=2) + "\n"

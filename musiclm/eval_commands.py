@@ -43,6 +43,13 @@ def register(sub, train) -> None:
         metavar=("SEMANTIC", "COARSE", "FINE"),
         help="sampling temperatures per stage (default: the model's own)",
     )
+    e.add_argument(
+        "--conditioning",
+        choices=("text", "prototype"),
+        default=None,
+        help="what the LMs read of a prompt: its MuLaN text tokens or its audio prototype's "
+        "(a bundle with prototypes); default: the model's own",
+    )
     e.add_argument("--limit", type=int, default=None, help="evaluate only the first N prompts")
     e.add_argument("--batch-size", type=int, default=4)
     e.add_argument("--seed", type=int, default=0)
@@ -99,6 +106,10 @@ def _eval(args: argparse.Namespace) -> None:
     entries = load_prompts(args.prompts, args.limit, args.reference)  # refused before any loading
     classifier = LabelClassifier.load(args.classifier) if args.classifier else None
     model = MusicLM.from_pretrained(args.model, device=args.device)
+    if args.conditioning:
+        if args.conditioning == "prototype" and model.prototypes is None:
+            raise ConfigError(f"--conditioning prototype: {args.model} has no prototypes component")
+        model.conditioning = args.conditioning
     baselines = ("reference", "codec", "shuffled") + (() if args.no_unconditional else ("unconditional",))
     config = EvalConfig(
         seconds=args.seconds,

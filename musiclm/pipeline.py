@@ -65,7 +65,7 @@ class Generation:
     chosen: torch.Tensor  # [P] index of the returned candidate (argmax of scores)
     candidates: torch.Tensor  # [P, N, T] every candidate
     tokens: dict[str, torch.Tensor] = field(default_factory=dict)  # chosen semantic / coarse / fine
-    cond_tokens: torch.Tensor | None = None  # [P, Mq] MuLaN text tokens
+    cond_tokens: torch.Tensor | None = None  # [P, Mq] the MuLaN tokens the LMs read (conditioning_tokens)
     timings: dict[str, float] = field(default_factory=dict)
     segment_starts: list[float] = field(default_factory=list)  # story mode: where each prompt takes over (s)
     # the integrated loudness (LUFS) each prompt asks for, read by the bundle's loudness head, which
@@ -91,6 +91,11 @@ class MusicLM:
         self.fine_lm: FineStage = components["fine_lm"]
         self.loudness = components.get("loudness")
         self.prototypes = components.get("prototypes")
+        # what the LMs read of a prompt: "text" (its MuLaN text tokens, the paper's) or "prototype"
+        # (the MuLaN tokens of its audio prototype); the bundle's choice, settable to compare both
+        self.conditioning = (
+            "prototype" if self.prototypes is not None and self.prototypes.config.condition else "text"
+        )
         for module in self.modules().values():
             module.eval()
         text = getattr(self.mulan, "text", None)
@@ -185,6 +190,19 @@ class MusicLM:
         with torch.no_grad():
             return self.mulan.tokens_from_text(prompts).to(self.device)
 
+    def conditioning_tokens(self, prompts: list[str]) -> torch.Tensor:
+        """``[P, Mq]``: the MuLaN tokens the LMs read for the prompts, by :attr:`conditioning`: their
+        text's (M_T, the paper's) or their audio prototypes' (:mod:`musiclm.mulan.prototypes`)."""
+        if self.conditioning == "text":
+            return self.text_tokens(prompts)
+        if self.conditioning != "prototype":
+            raise PromptError(f"conditioning must be 'text' or 'prototype', got {self.conditioning!r}")
+        if self.prototypes is None:
+            raise PromptError(f"{self.name} has no prototypes to condition on (conditioning 'prototype')")
+        with torch.no_grad():
+            prototype = self.prototypes.prototype(self.mulan.embed_text(prompts))
+            return self.mulan.tokens_from_embedding(prototype).to(self.device)
+
     def melody_tokens(
         self, melody: str | Path | torch.Tensor, sample_rate: int | None = None
     ) -> torch.Tensor:
@@ -229,7 +247,7 @@ class MusicLM:
             melody_tokens = None if melody_tokens is None else melody_tokens.expand(len(prompts), -1, -1)
             chroma = None if chroma is None else chroma.expand(len(prompts), -1)
         return Conditioning.constant(
-            self.text_tokens(prompts),
+            self.conditioning_tokens(prompts),
             melody_tokens,
             unconditional=unconditional,
             chroma=chroma,
@@ -639,7 +657,7 @@ class MusicLM:
         given = self.tokenize_audio(audio, sample_rate)
         n = candidates
         if prompts is not None:
-            mulan = self.text_tokens(prompts)
+            mulan = self.conditioning_tokens(prompts)
         else:
             mulan = self.mulan.tokens_from_audio(given["audio"][None].to(self.device), self.sample_rate)
         beats = None
@@ -704,7 +722,7 @@ class MusicLM:
         )  # fmt: skip
         start = time.perf_counter()
         n = candidates
-        mulan = self.text_tokens(prompts)  # [K, Mq]
+        mulan = self.conditioning_tokens(prompts)  # [K, Mq]
         starts = tuple(sum(lengths[:k]) for k in range(len(lengths)))
         beats = self.beat_phases([tempo_from_prompt(q) for q in prompts], total, starts)
         cond = Conditioning(mulan[None], starts, beats=beats).repeat_interleave(n)

@@ -136,6 +136,13 @@ def register(sub, train) -> None:
         "the sampling temperatures requests without any get (recorded in each LM's config; set them "
         "by measurement, e.g. musiclm eval --temperatures S C F)",
     )
+    b.add_argument(
+        "--conditioning",
+        choices=("text", "prototype"),
+        default=None,
+        help="what the LMs read of a prompt: its MuLaN text tokens (the paper's) or its audio "
+        "prototype's (needs --prototypes); recorded in the prototypes' config; default: as that says",
+    )
     from musiclm.bundle import COMPONENTS, OPTIONAL
 
     for name in COMPONENTS:
@@ -349,6 +356,7 @@ def _bundle(args: argparse.Namespace) -> None:
     guidance = checks.guidance(args.guidance)
     temperatures = checks.temperatures(args.temperatures)
     out = make_bundle(
-        args.out, parts, name=args.name, half=args.half, guidance=guidance, temperatures=temperatures
-    )
+        args.out, parts, name=args.name, half=args.half, guidance=guidance, temperatures=temperatures,
+        conditioning=args.conditioning,
+    )  # fmt: skip
     print(f"{out}: bundle {args.name} with {', '.join(sorted(parts))}")

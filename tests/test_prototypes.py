@@ -1,7 +1,8 @@
 """Ranking by audio prototypes: a bundle with them keeps the candidate nearest the audio of the
 training clips whose captions are nearest the prompt; the bank round-trips through a compact bundle
 (int8 rows);
-a bank embedded by another MuLaN is refused in one line; ``train prototypes`` builds one from a
+a bank embedded by another MuLaN is refused in one line; the LMs can read the MuLaN tokens of a
+prompt's prototype instead of its text's, as a bundle records; ``train prototypes`` builds one from a
 captioned folder and refuses uncaptioned data before any work."""
 
 import json
@@ -16,7 +17,7 @@ from musiclm.checkpoint import save_model
 from musiclm.cli import main
 from musiclm.config import PrototypesConfig
 from musiclm.data.manifest import ManifestEntry
-from musiclm.errors import CheckpointError
+from musiclm.errors import CheckpointError, ConfigError
 from musiclm.mulan.prototypes import AudioPrototypes
 from musiclm.mulan.prototypes_build import build_prototypes
 from musiclm.pipeline import MusicLM
@@ -98,6 +99,42 @@ def test_a_half_precision_bundle_keeps_the_ranking_and_refuses_another_mulan(par
     with pytest.raises(CheckpointError, match="prototypes were embedded by another MuLaN"):
         make_bundle(tmp_path / "mixed", dirs, name="mixed")
     assert not (tmp_path / "mixed").exists()
+
+
+def test_the_lms_read_the_prototypes_tokens_where_the_bundle_says(parts, tmp_path, capsys):
+    root, comps = parts
+    sounds = _sounds(len(PROMPTS))
+    bank = _bank(comps["mulan"], sounds, PROMPTS)  # one neighbour: a prompt's prototype is its own sound
+    model = MusicLM({**comps, "prototypes": bank}, name="p")
+    assert model.conditioning == "text"  # the paper's, unless the bundle says otherwise
+    text = model.conditioning_tokens(PROMPTS)
+    assert torch.equal(text, model.text_tokens(PROMPTS))
+    model.conditioning = "prototype"
+    tokens = model.conditioning_tokens(PROMPTS)
+    assert torch.equal(tokens, comps["mulan"].tokens_from_audio(sounds, SR))  # the audio side's tokens
+    assert not torch.equal(tokens, text)
+    out = model.generate(PROMPTS[:2], seconds=1.0, candidates=2, seed=0, progress=False)
+    assert torch.equal(out.cond_tokens, tokens[:2])
+    model.conditioning = "text"
+    by_text = model.generate(PROMPTS[:2], seconds=1.0, candidates=2, seed=0, progress=False)
+    assert not torch.equal(out.tokens["coarse"], by_text.tokens["coarse"])  # what the LMs read changed
+    # a bundle records the choice in the prototypes' config, and refuses it without prototypes
+    dirs = save_parts(root, comps)
+    dirs["prototypes"] = save_model(bank, tmp_path / "prototypes")
+    bundle = make_bundle(tmp_path / "bundle", dirs, name="t", conditioning="prototype")
+    assert MusicLM.from_pretrained(bundle, device="cpu").conditioning == "prototype"
+    without = {k: v for k, v in dirs.items() if k != "prototypes"}
+    with pytest.raises(ConfigError, match="needs the prototypes component"):
+        make_bundle(tmp_path / "plain", without, name="plain", conditioning="prototype")
+    assert not (tmp_path / "plain").exists()
+    plain = make_bundle(tmp_path / "plain", without, name="plain")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a calm piano piece\n")
+    args = ["eval", "--model", str(plain), "--prompts", str(prompts), "--out", str(tmp_path / "ev")]
+    assert main([*args, "--conditioning", "prototype"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--conditioning prototype" in err[0] and "no prototypes" in err[0], err
+    assert not (tmp_path / "ev").exists()
 
 
 def test_build_samples_captioned_clips(parts, tmp_path):

@@ -215,6 +215,7 @@ def evaluate(
         "candidates": config.candidates,  # of the model's clips; unconditional samples draw one
         "guidance": checks.guidance_record(model.guidance_scales(config.guidance)),
         "temperatures": {k: v.temperature for k, v in sampling.items()},
+        "conditioning": getattr(model, "conditioning", "text"),  # what the LMs read of a prompt
         "systems": {},
     }
     for key in ("top_k", "top_p"):  # recorded where a stage truncates its sampling
@@ -316,6 +317,8 @@ def markdown_table(report: dict, *, heading: str = "Evaluation of") -> str:
         setting.append(f"guidance {scales:g}")
     if report.get("temperatures"):
         setting.append("temperatures " + " / ".join(f"{t:g}" for t in report["temperatures"].values()))
+    if report.get("conditioning", "text") != "text":
+        setting.append(f"conditioned on the prompt's {report['conditioning']}")
     for key, name in (("top_k", "top-k"), ("top_p", "top-p")):
         if report.get(key):
             setting.append(
