@@ -318,8 +318,9 @@ class PrototypesConfig:
     neighbours: int = 32
     seconds: float = 10.0  # of each clip embedded (from its start), as the clips MuLaN conditions on
     # the LMs read the MuLaN tokens of each prompt's prototype instead of its text's: tokens of the
-    # audio side, which the LMs were trained on (a departure from the paper; chosen on held-out
-    # prompts: benchmarks/README.md, "Conditioning on the prompt's prototype")
+    # audio side, which the LMs were trained on (a departure from the paper; measured on validation
+    # prompts and off in the shipped bundle: benchmarks/README.md, "Conditioning on the prompt's
+    # prototype")
     condition: bool = False
 
     def __post_init__(self):
