@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from musiclm import checks
+from musiclm.config import CONDITIONING_SOURCES
 from musiclm.errors import CheckpointError, ConfigError
 from musiclm.pretrained import BUNDLE_FILE, default_bundle, read_bundle_file, shipped_bundles
 
@@ -210,8 +211,8 @@ def make_bundle(
     ``conditioning`` ("text" or "prototype") what the LMs read of a prompt (prototype: the MuLaN
     tokens of its audio prototype, which needs the prototypes component)."""
     _check_names(components, str(out))
-    if conditioning not in (None, "text", "prototype"):
-        raise ConfigError(f"conditioning must be 'text' or 'prototype', got {conditioning!r}")
+    if conditioning is not None and conditioning not in CONDITIONING_SOURCES:
+        raise ConfigError(f"conditioning must be one of {CONDITIONING_SOURCES}, got {conditioning!r}")
     if conditioning == "prototype" and "prototypes" not in components:
         raise ConfigError("conditioning 'prototype' needs the prototypes component")
     guidance, temperatures = checks.guidance_pair(guidance), checks.temperatures(temperatures)
@@ -233,13 +234,14 @@ def make_bundle(
             lm["guidance"] = guidance[key == "coarse_lm"]
         if temperatures is not None and key in LM_COMPONENTS:
             lm["temperature"] = float(temperatures[LM_COMPONENTS.index(key)])
-        if lm:
+        prototypes = (
+            {"condition": conditioning == "prototype"} if conditioning and key == "prototypes" else {}
+        )
+        if lm or prototypes:
             meta = read_checkpoint_config(tmp / key)
-            meta["config"]["lm"].update(lm)
-            (tmp / key / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        if conditioning is not None and key == "prototypes":
-            meta = read_checkpoint_config(tmp / key)
-            meta["config"]["condition"] = conditioning == "prototype"
+            meta["config"].update(prototypes)
+            if lm:
+                meta["config"]["lm"].update(lm)
             (tmp / key / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     (tmp / BUNDLE_FILE).write_text(
         json.dumps({"name": name, "components": {k: k for k in components}}, indent=2) + "\n"

@@ -305,6 +305,11 @@ class LoudnessConfig:
             )
 
 
+# what the LMs can read of a prompt: its MuLaN text tokens (the paper's) or the MuLaN tokens of its
+# audio prototype (PrototypesConfig.condition)
+CONDITIONING_SOURCES = ("text", "prototype")
+
+
 @dataclass
 class PrototypesConfig:
     """Candidate ranking by audio prototypes (:mod:`musiclm.mulan.prototypes`): the MuLaN embeddings

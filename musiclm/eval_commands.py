@@ -6,6 +6,7 @@ import argparse
 import json
 
 from musiclm import checks
+from musiclm.config import CONDITIONING_SOURCES
 
 
 def register(sub, train) -> None:
@@ -45,7 +46,7 @@ def register(sub, train) -> None:
     )
     e.add_argument(
         "--conditioning",
-        choices=("text", "prototype"),
+        choices=CONDITIONING_SOURCES,
         default=None,
         help="what the LMs read of a prompt: its MuLaN text tokens or its audio prototype's "
         "(a bundle with prototypes); default: the model's own",
@@ -107,9 +108,10 @@ def _eval(args: argparse.Namespace) -> None:
     classifier = LabelClassifier.load(args.classifier) if args.classifier else None
     model = MusicLM.from_pretrained(args.model, device=args.device)
     if args.conditioning:
-        if args.conditioning == "prototype" and model.prototypes is None:
-            raise ConfigError(f"--conditioning prototype: {args.model} has no prototypes component")
-        model.conditioning = args.conditioning
+        try:
+            model.conditioning = args.conditioning
+        except ConfigError as e:
+            raise ConfigError(f"--conditioning {args.conditioning}: {e}") from None
     baselines = ("reference", "codec", "shuffled") + (() if args.no_unconditional else ("unconditional",))
     config = EvalConfig(
         seconds=args.seconds,

@@ -34,7 +34,8 @@ from musiclm.audio import (
 )
 from musiclm.bundle import COMPONENTS, check_compatible, load_bundle
 from musiclm.checks import Guidance
-from musiclm.errors import AudioError, PromptError
+from musiclm.config import CONDITIONING_SOURCES
+from musiclm.errors import AudioError, ConfigError, PromptError
 from musiclm.lm.conditioning import Conditioning
 from musiclm.lm.sampling import SamplingConfig
 from musiclm.lm.stages import CoarseStage, FineStage, SemanticStage
@@ -91,8 +92,6 @@ class MusicLM:
         self.fine_lm: FineStage = components["fine_lm"]
         self.loudness = components.get("loudness")
         self.prototypes = components.get("prototypes")
-        # what the LMs read of a prompt: "text" (its MuLaN text tokens, the paper's) or "prototype"
-        # (the MuLaN tokens of its audio prototype); the bundle's choice, settable to compare both
         self.conditioning = (
             "prototype" if self.prototypes is not None and self.prototypes.config.condition else "text"
         )
@@ -190,15 +189,25 @@ class MusicLM:
         with torch.no_grad():
             return self.mulan.tokens_from_text(prompts).to(self.device)
 
+    @property
+    def conditioning(self) -> str:
+        """What the LMs read of a prompt: "text" (its MuLaN text tokens, the paper's) or "prototype"
+        (the MuLaN tokens of its audio prototype); the bundle's choice, settable to compare both."""
+        return self._conditioning
+
+    @conditioning.setter
+    def conditioning(self, value: str) -> None:
+        if value not in CONDITIONING_SOURCES:
+            raise ConfigError(f"conditioning must be one of {CONDITIONING_SOURCES}, got {value!r}")
+        if value == "prototype" and self.prototypes is None:
+            raise ConfigError(f"{self.name} has no prototypes component to condition on")
+        self._conditioning = value
+
     def conditioning_tokens(self, prompts: list[str]) -> torch.Tensor:
         """``[P, Mq]``: the MuLaN tokens the LMs read for the prompts, by :attr:`conditioning`: their
         text's (M_T, the paper's) or their audio prototypes' (:mod:`musiclm.mulan.prototypes`)."""
         if self.conditioning == "text":
             return self.text_tokens(prompts)
-        if self.conditioning != "prototype":
-            raise PromptError(f"conditioning must be 'text' or 'prototype', got {self.conditioning!r}")
-        if self.prototypes is None:
-            raise PromptError(f"{self.name} has no prototypes to condition on (conditioning 'prototype')")
         with torch.no_grad():
             prototype = self.prototypes.prototype(self.mulan.embed_text(prompts))
             return self.mulan.tokens_from_embedding(prototype).to(self.device)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from musiclm import checks
-from musiclm.config import TARGET_LUFS
+from musiclm.config import CONDITIONING_SOURCES, TARGET_LUFS
 from musiclm.errors import MusicLMError, PromptError
 
 
@@ -138,7 +138,7 @@ def register(sub, train) -> None:
     )
     b.add_argument(
         "--conditioning",
-        choices=("text", "prototype"),
+        choices=CONDITIONING_SOURCES,
         default=None,
         help="what the LMs read of a prompt: its MuLaN text tokens (the paper's) or its audio "
         "prototype's (needs --prototypes); recorded in the prototypes' config; default: as that says",
