@@ -115,6 +115,8 @@ class MusicLM:
     def to(self, device: str | torch.device) -> MusicLM:
         for module in self.modules().values():
             module.to(device)
+        if self.device.type != "cuda":  # graphs are captured on a CUDA device only
+            self.cuda_graphs = False
         return self
 
     @property
@@ -148,6 +150,21 @@ class MusicLM:
     def float16_weights(self, value: bool | None) -> None:
         for lm in (self.semantic_lm, self.coarse_lm, self.fine_lm):
             lm.float16_weights = value
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether the three LMs replay their decoding step as a CUDA graph
+        (:attr:`musiclm.lm.stages.StageLM.cuda_graphs`): the same tokens as eager decoding, with one
+        launch a step instead of hundreds of kernels dispatched from Python (benchmarks/README.md,
+        "GPU"). Off by default; a model on a CUDA device only."""
+        return self.semantic_lm.cuda_graphs
+
+    @cuda_graphs.setter
+    def cuda_graphs(self, value: bool) -> None:
+        if value and self.device.type != "cuda":
+            raise ConfigError(f"CUDA graphs need the model on a CUDA device; it is on {self.device}")
+        for lm in (self.semantic_lm, self.coarse_lm, self.fine_lm):
+            lm.cuda_graphs = bool(value)
 
     @property
     def reads_tempo(self) -> bool:

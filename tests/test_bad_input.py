@@ -37,6 +37,7 @@ GEN = ["generate", "calm piano", "--model", "no-model-needed-before-these-checks
         (["--guidance", "3,2,1"], "one scale or two"),
         (["--guidance", "3,-2"], "guidance"),
         (["--device", "tpu"], "device"),
+        (["--device", "cpu", "--cuda-graphs"], "--cuda-graphs needs a CUDA device; this request runs on cpu"),
         (["--seed", str(2**64)], "seed"),
         (["--seed", "-1"], "seed"),
         (["--candidates", "0"], "candidates"),

@@ -9,7 +9,7 @@ import torch
 
 from musiclm.bundle import make_bundle
 from musiclm.config import LMConfig
-from musiclm.errors import AudioError, CheckpointError, PromptError
+from musiclm.errors import AudioError, CheckpointError, ConfigError, PromptError
 from musiclm.lm.stages import NULL, CoarseStage, FineStage, SemanticStage, StageConfig
 from musiclm.pipeline import MusicLM
 from tests._tiny_bundle import PROMPTS, SR, components, save_parts
@@ -281,6 +281,26 @@ def test_bad_input_fails_early_with_one_line(model, bundle, tmp_path, capsys):
     assert main(["story", "calm", "ten", "-o", str(tmp_path / "x.wav"), "--model", str(bundle)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("musiclm: error:") for line in err)
+
+
+def test_cuda_graphs_are_refused_off_a_cuda_device(model):
+    assert model.cuda_graphs is False  # off by default
+    with pytest.raises(ConfigError, match="CUDA graphs need the model on a CUDA device; it is on cpu"):
+        model.cuda_graphs = True
+    assert model.cuda_graphs is False and not model.fine_lm.cuda_graphs
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("which", ["tiny", "default"])  # the shipped one's LMs add per-step embeddings
+def test_cuda_graphs_generate_what_eager_decoding_generates(bundle, which):
+    gpu = MusicLM.from_pretrained(bundle if which == "tiny" else "default", device="cuda")
+    runs = []
+    for graphs in (False, True):
+        gpu.cuda_graphs = graphs
+        runs.append(gpu.generate(PROMPTS[:2], seconds=2.5, candidates=2, seed=3, progress=False))
+    for stage in ("semantic", "coarse", "fine"):
+        assert torch.equal(runs[0].tokens[stage], runs[1].tokens[stage]), stage
+    assert gpu.to("cpu").cuda_graphs is False  # moved off the GPU: eager again
 
 
 def test_mismatched_components_are_refused(tmp_path):
