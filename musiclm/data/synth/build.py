@@ -21,7 +21,14 @@ from musiclm.data.manifest import ManifestEntry, write_manifest
 from musiclm.data.synth.arrange import compose
 from musiclm.data.synth.captions import caption_for
 from musiclm.data.synth.melodies import Tune, load_library
-from musiclm.data.synth.render import INSTALL_HINT, FluidSynthRenderer, find_soundfonts, write_midi
+from musiclm.data.synth.render import (
+    INSTALL_HINT,
+    KNOWN_SOUNDFONTS,
+    SOUNDFONT_PACKAGES,
+    FluidSynthRenderer,
+    find_soundfonts,
+    write_midi,
+)
 from musiclm.data.synth.styles import STYLES
 from musiclm.errors import DataError
 from musiclm.files import write_text_atomic
@@ -147,13 +154,26 @@ def synthesize(
     if not soundfonts:
         raise DataError(f"no General MIDI soundfont found; {INSTALL_HINT}")
     FluidSynthRenderer(config.sample_rate)  # fail early, in the main process, if FluidSynth is missing
-    out.mkdir(parents=True, exist_ok=True)
+    names = [Path(s).name for s in soundfonts]
     meta = out / "synth.json"
     if meta.is_file():
-        old = json.loads(meta.read_text()).get("config", {})
+        made = json.loads(meta.read_text())
+        old = made.get("config", {})
         mine = {k: v for k, v in _config_dict(config).items() if k != "hours"}
         if {k: old.get(k) for k in mine} != mine:
             raise DataError(f"{out}: holds a dataset made with other settings; use another --out")
+        if made.get("soundfonts", names) != names:  # each chunk's soundfont is drawn from this list
+            raise DataError(
+                f"{out}: rendered with the soundfonts {', '.join(made['soundfonts'])}, this machine has "
+                f"{', '.join(names)}; install the same ones or use another --out"
+            )
+    missing = [n for n in KNOWN_SOUNDFONTS if n not in names]
+    if missing:  # the same seed renders other audio with fewer soundfonts (and other timbres)
+        print(
+            f"note: {', '.join(missing)} not found, so the audio differs from the benchmark's (rendered "
+            f"with all of {', '.join(KNOWN_SOUNDFONTS)}): apt-get install {SOUNDFONT_PACKAGES}"
+        )
+    out.mkdir(parents=True, exist_ok=True)
     workers = workers or min(os.cpu_count() or 1, 8)
     start = time.perf_counter()
     library = load_library(out / "melodies.json", seed=0, size=config.library_size, workers=workers)
@@ -205,7 +225,7 @@ def synthesize(
         "instruments": dict(Counter(i for e in entries for i in e["labels"]["instruments"])),
         "melody_sources": len({e["labels"]["melody_source"] for e in entries}),
         "corpus_tunes": {k: len(v) for k, v in library.items()},
-        "soundfonts": [Path(s).name for s in soundfonts],
+        "soundfonts": names,
         "rendered_seconds": rendered,
         "render_wall_seconds": round(render_seconds, 2),
         "library_wall_seconds": round(library_seconds, 2),

@@ -17,9 +17,10 @@ SOUNDFONT_DIRS = ["/usr/share/sounds/sf2", "/usr/share/sounds/sf3", "/usr/share/
 # Preferred General MIDI soundfonts (Debian packages fluid-soundfont-gm, timgm6mb-soundfont,
 # musescore-general-soundfont-small); rotating them varies timbre for the same program.
 KNOWN_SOUNDFONTS = ["FluidR3_GM.sf2", "TimGM6mb.sf2", "MuseScore_General_Lite.sf3"]
+SOUNDFONT_PACKAGES = "fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small"
 INSTALL_HINT = (
     "install FluidSynth and a General MIDI soundfont, e.g. "
-    "`apt-get install fluidsynth fluid-soundfont-gm timgm6mb-soundfont` and `pip install 'musiclm[synth]'`"
+    f"`apt-get install fluidsynth {SOUNDFONT_PACKAGES}` and `pip install 'musiclm[synth]'`"
 )
 
 
