@@ -2,7 +2,7 @@
 
     python benchmarks/train_throughput.py [--preset paper] [--components semantic coarse fine codec]
         [--batch-size 8] [--codec-batch-size 16] [--steps 20] [--warmup 5] [--peak-tflops F]
-        [--attn-dropout P]
+        [--attn-dropout P] [--compile]
 
 Each component is trained by the project's own ``Trainer`` (AdamW, EMA, gradient clipping, bf16
 autocast on a GPU that has it, as ``musiclm train`` runs it) for ``--warmup + --steps`` optimiser
@@ -91,6 +91,8 @@ def stage_figures(stage: str, args, tmp: Path) -> dict:
     if args.attn_dropout is not None:
         config.lm.attn_dropout = args.attn_dropout
     model = STAGES[stage](config)
+    if args.compile:  # the forward pass through the blocks, one graph (its first steps are the warm-up)
+        model.transformer.hidden = torch.compile(model.transformer.hidden)
     records = random_records(config, 64, 2 * config.lm.window_seconds + 1)
     trainer = train(
         StageTask(model),
@@ -171,6 +173,9 @@ def main() -> None:
     ap.add_argument(
         "--attn-dropout", type=float, default=None, help="the LMs' attention dropout (default: the preset's)"
     )
+    ap.add_argument(
+        "--compile", action="store_true", help="torch.compile each stage LM's forward through its blocks"
+    )
     args = ap.parse_args()
     peak = peak_tflops(args.peak_tflops)
     device = (
@@ -187,7 +192,8 @@ def main() -> None:
             rows.append(figures)
     if None in rows:  # not the main process
         return
-    print(f"\n{args.preset} preset on {device}; median of {args.steps} steps after {args.warmup}")
+    compiled = ", stage LMs compiled" if args.compile else ""
+    print(f"\n{args.preset} preset on {device}{compiled}; median of {args.steps} steps after {args.warmup}")
     print(f"{'component':<36}{'params':>10}{'batch':>7}{'length':>8}{'step s':>9}{'tokens/s':>12}{'MFU':>7}")
     for r in rows:
         tokens = f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else f"{1 / r['step_s']:.2f} st/s"
