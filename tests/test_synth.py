@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ if not _synth_available():
 from musiclm.data.synth import STYLES, FluidSynthRenderer, Piece, SynthConfig, plan_item, synthesize  # noqa: E402
 from musiclm.data.synth.captions import TEMPLATES  # noqa: E402
 from musiclm.data.synth.melodies import SCALES, load_library, note_name, progression_chords  # noqa: E402
-from musiclm.data.synth.render import KNOWN_SOUNDFONTS, find_soundfonts  # noqa: E402
+from musiclm.data.synth.render import BENCHMARK_SOUNDFONTS, find_soundfonts  # noqa: E402
 
 SR = 16000
 
@@ -184,20 +185,19 @@ def test_synthesize_writes_dataset_and_resumes(tmp_path):
         )
 
 
-def test_a_dataset_keeps_its_soundfonts_and_missing_ones_are_named(tmp_path, monkeypatch, capsys):
-    import musiclm.data.synth.build as build
-
-    font = find_soundfonts()[0]
-    monkeypatch.setattr(build, "find_soundfonts", lambda: [font])
+def test_sets_are_rendered_with_the_benchmarks_soundfont_unless_told_and_keep_theirs(tmp_path):
     config = SynthConfig(hours=2 * 2.0 / 3600, clip_seconds=2.0, library_size=4, seed=1, chunk_size=2)
-    assert synthesize(tmp_path / "s", config, workers=1, progress=False)["soundfonts"] == [font.name]
-    note = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("note:"))
-    missing = note.split(" not found")[0]
-    assert font.name not in missing and all(n in missing for n in KNOWN_SOUNDFONTS if n != font.name)
-    assert "apt-get install" in note
-    monkeypatch.setattr(build, "find_soundfonts", lambda: [font, tmp_path / "Other.sf2"])
-    with pytest.raises(DataError, match=f"rendered with the soundfonts {font.name}, this machine has"):
-        synthesize(tmp_path / "s", config, workers=1, progress=False)  # a resume would mix the two
+    made = synthesize(tmp_path / "s", config, workers=1, progress=False)
+    assert made["soundfonts"] == list(BENCHMARK_SOUNDFONTS)  # whatever else this machine has
+    entries = read_manifest(tmp_path / "s" / "train.jsonl") + read_manifest(tmp_path / "s" / "test.jsonl")
+    assert {e.labels["soundfont"] for e in entries} == set(BENCHMARK_SOUNDFONTS)
+    with pytest.raises(DataError, match="soundfont 'NoSuch.sf2' not found"):
+        synthesize(tmp_path / "t", config, workers=1, progress=False, soundfonts=["NoSuch.sf2"])
+    assert not (tmp_path / "t").exists()  # refused before anything is written
+    other = tmp_path / "Other.sf2"  # a second soundfont changes what each chunk draws
+    other.write_bytes(Path(_soundfont()).read_bytes())
+    with pytest.raises(DataError, match=f"rendered with the soundfonts {BENCHMARK_SOUNDFONTS[0]}, not"):
+        synthesize(tmp_path / "s", config, workers=1, progress=False, soundfonts=[_soundfont(), str(other)])
 
 
 def test_cli_synth_and_bad_style(tmp_path, capsys):

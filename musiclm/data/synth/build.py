@@ -21,14 +21,7 @@ from musiclm.data.manifest import ManifestEntry, write_manifest
 from musiclm.data.synth.arrange import compose
 from musiclm.data.synth.captions import caption_for
 from musiclm.data.synth.melodies import Tune, load_library
-from musiclm.data.synth.render import (
-    INSTALL_HINT,
-    KNOWN_SOUNDFONTS,
-    SOUNDFONT_PACKAGES,
-    FluidSynthRenderer,
-    find_soundfonts,
-    write_midi,
-)
+from musiclm.data.synth.render import FluidSynthRenderer, resolve_soundfonts, write_midi
 from musiclm.data.synth.styles import STYLES
 from musiclm.errors import DataError
 from musiclm.files import write_text_atomic
@@ -130,10 +123,16 @@ def _render_chunk(args: tuple[int, str]) -> list[dict]:
 
 
 def synthesize(
-    out: str | Path, config: SynthConfig, workers: int | None = None, *, progress: bool = True
+    out: str | Path,
+    config: SynthConfig,
+    workers: int | None = None,
+    *,
+    progress: bool = True,
+    soundfonts: list[str] | None = None,
 ) -> dict:
     """Render ``config.num_clips`` clips into ``out`` (``audio/``, ``midi/``, ``train.jsonl``,
-    ``test.jsonl``, ``synth.json``). Deterministic in ``config.seed``; a rerun skips finished clips."""
+    ``test.jsonl``, ``synth.json``) with ``soundfonts`` (:func:`resolve_soundfonts`; default the
+    benchmark's). Deterministic in ``config.seed`` and the soundfonts; a rerun skips finished clips."""
     out = Path(out)
     unknown = set(config.styles) - set(STYLES)
     if unknown:
@@ -150,9 +149,7 @@ def synthesize(
     if config.library_size < 0:
         raise DataError(f"--library-size must be >= 0, got {config.library_size}")
     checks.workers(workers, "--workers", DataError)
-    soundfonts = [str(p) for p in find_soundfonts()]
-    if not soundfonts:
-        raise DataError(f"no General MIDI soundfont found; {INSTALL_HINT}")
+    soundfonts = [str(p) for p in resolve_soundfonts(soundfonts)]
     FluidSynthRenderer(config.sample_rate)  # fail early, in the main process, if FluidSynth is missing
     names = [Path(s).name for s in soundfonts]
     meta = out / "synth.json"
@@ -164,15 +161,9 @@ def synthesize(
             raise DataError(f"{out}: holds a dataset made with other settings; use another --out")
         if made.get("soundfonts", names) != names:  # each chunk's soundfont is drawn from this list
             raise DataError(
-                f"{out}: rendered with the soundfonts {', '.join(made['soundfonts'])}, this machine has "
-                f"{', '.join(names)}; install the same ones or use another --out"
+                f"{out}: rendered with the soundfonts {', '.join(made['soundfonts'])}, not "
+                f"{', '.join(names)}; give those (--soundfonts) or use another --out"
             )
-    missing = [n for n in KNOWN_SOUNDFONTS if n not in names]
-    if missing:  # the same seed renders other audio with fewer soundfonts (and other timbres)
-        print(
-            f"note: {', '.join(missing)} not found, so the audio differs from the benchmark's (rendered "
-            f"with all of {', '.join(KNOWN_SOUNDFONTS)}): apt-get install {SOUNDFONT_PACKAGES}"
-        )
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or min(os.cpu_count() or 1, 8)
     start = time.perf_counter()

@@ -18,6 +18,9 @@ SOUNDFONT_DIRS = ["/usr/share/sounds/sf2", "/usr/share/sounds/sf3", "/usr/share/
 # musescore-general-soundfont-small); rotating them varies timbre for the same program.
 KNOWN_SOUNDFONTS = ["FluidR3_GM.sf2", "TimGM6mb.sf2", "MuseScore_General_Lite.sf3"]
 SOUNDFONT_PACKAGES = "fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small"
+# What the benchmark's sets (and the shipped model's training set) were rendered with: the same seed
+# renders other audio with any other list, since each chunk of clips draws its soundfont from it.
+BENCHMARK_SOUNDFONTS = ("TimGM6mb.sf2",)
 INSTALL_HINT = (
     "install FluidSynth and a General MIDI soundfont, e.g. "
     f"`apt-get install fluidsynth {SOUNDFONT_PACKAGES}` and `pip install 'musiclm[synth]'`"
@@ -43,6 +46,31 @@ def find_soundfonts(extra: list[str] | None = None) -> list[Path]:
                 found.append(path)
                 break
     return found
+
+
+def resolve_soundfonts(wanted: list[str] | tuple[str, ...] | None) -> list[Path]:
+    """The soundfonts a set is rendered with, in order: ``None`` the benchmark's, ``["all"]`` every
+    known one found here, else each a file path or a name found in the usual folders."""
+    if wanted is None:
+        wanted = BENCHMARK_SOUNDFONTS
+    if list(wanted) == ["all"]:
+        found = find_soundfonts()
+        if not found:
+            raise DataError(f"no General MIDI soundfont found; {INSTALL_HINT}")
+        return found
+    out = []
+    for item in wanted:
+        path = Path(item)
+        if not path.is_file():
+            path = next((Path(d) / item for d in SOUNDFONT_DIRS if (Path(d) / item).is_file()), None)
+        if path is None:
+            raise DataError(
+                f"soundfont {item!r} not found (a file, or a name in {', '.join(SOUNDFONT_DIRS)}); {INSTALL_HINT}"
+            )
+        out.append(path)
+    if not out:
+        raise DataError("--soundfonts names no soundfont")
+    return out
 
 
 class FluidSynthRenderer:
