@@ -16,16 +16,16 @@ def _synth_available() -> bool:
         import fluidsynth  # noqa: F401
         import music21  # noqa: F401
 
-        from musiclm.data.synth import find_soundfonts
+        from musiclm.data.synth.render import resolve_soundfonts
 
-        return bool(find_soundfonts())
-    except (ImportError, OSError):
+        return bool(resolve_soundfonts(None))  # the benchmark's soundfont, what sets are rendered with
+    except (ImportError, OSError, DataError):
         return False
 
 
 if not _synth_available():
     if os.environ.get("MUSICLM_REQUIRE_SYNTH"):
-        raise RuntimeError("FluidSynth, music21 or a GM soundfont is missing (see `make sysdeps`)")
+        raise RuntimeError("FluidSynth, music21 or the TimGM6mb soundfont is missing (see `make sysdeps`)")
     pytest.skip("FluidSynth / music21 / soundfont not installed", allow_module_level=True)
 
 from musiclm.data.synth import STYLES, FluidSynthRenderer, Piece, SynthConfig, plan_item, synthesize  # noqa: E402
