@@ -31,7 +31,7 @@ if not _synth_available():
 from musiclm.data.synth import STYLES, FluidSynthRenderer, Piece, SynthConfig, plan_item, synthesize  # noqa: E402
 from musiclm.data.synth.captions import TEMPLATES  # noqa: E402
 from musiclm.data.synth.melodies import SCALES, load_library, note_name, progression_chords  # noqa: E402
-from musiclm.data.synth.render import BENCHMARK_SOUNDFONTS, find_soundfonts  # noqa: E402
+from musiclm.data.synth.render import BENCHMARK_SOUNDFONTS, resolve_soundfonts  # noqa: E402
 
 SR = 16000
 
@@ -51,7 +51,7 @@ def _audio_bytes(folder) -> dict:
 
 
 def _soundfont() -> str:
-    return str(find_soundfonts()[0])
+    return str(resolve_soundfonts(None)[0])
 
 
 def test_plan_is_deterministic_and_seed_dependent(library):
