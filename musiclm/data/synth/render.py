@@ -36,15 +36,18 @@ def midi_channels(piece: Piece) -> list[int]:
     return out
 
 
+def locate_soundfont(name: str) -> Path | None:
+    """The file ``name`` in the first of the system's soundfont folders that holds it."""
+    return next((Path(d) / name for d in SOUNDFONT_DIRS if (Path(d) / name).is_file()), None)
+
+
 def find_soundfonts(extra: list[str] | None = None) -> list[Path]:
     """Known GM soundfonts found on this system (plus ``extra`` paths), in a fixed order."""
     found = [Path(p) for p in extra or [] if Path(p).is_file()]
     for name in KNOWN_SOUNDFONTS:
-        for d in SOUNDFONT_DIRS:
-            path = Path(d) / name
-            if path.is_file() and path.resolve() not in [f.resolve() for f in found]:
-                found.append(path)
-                break
+        path = locate_soundfont(name)
+        if path is not None and path.resolve() not in [f.resolve() for f in found]:
+            found.append(path)
     return found
 
 
@@ -60,9 +63,7 @@ def resolve_soundfonts(wanted: list[str] | tuple[str, ...] | None) -> list[Path]
         return found
     out = []
     for item in wanted:
-        path = Path(item)
-        if not path.is_file():
-            path = next((Path(d) / item for d in SOUNDFONT_DIRS if (Path(d) / item).is_file()), None)
+        path = Path(item) if Path(item).is_file() else locate_soundfont(item)
         if path is None:
             raise DataError(
                 f"soundfont {item!r} not found (a file, or a name in {', '.join(SOUNDFONT_DIRS)}); {INSTALL_HINT}"
