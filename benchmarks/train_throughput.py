@@ -32,7 +32,7 @@ import torch
 
 from musiclm.config import get_preset
 from musiclm.lm.stages import STAGES, StageConfig
-from musiclm.lm.train import StageDataset, StageTask
+from musiclm.lm.train import StageDataset, StageTask, compile_blocks
 from musiclm.train import TrainConfig, Trainer
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, SXM
@@ -91,8 +91,8 @@ def stage_figures(stage: str, args, tmp: Path) -> dict:
     if args.attn_dropout is not None:
         config.lm.attn_dropout = args.attn_dropout
     model = STAGES[stage](config)
-    if args.compile:  # the forward pass through the blocks, one graph (its first steps are the warm-up)
-        model.transformer.hidden = torch.compile(model.transformer.hidden)
+    if args.compile:  # what `musiclm train *-lm --compile` does (its first steps are the warm-up)
+        compile_blocks(model)
     records = random_records(config, 64, 2 * config.lm.window_seconds + 1)
     trainer = train(
         StageTask(model),

@@ -132,6 +132,21 @@ class StageTask(TrainTask):
         return loss, {}
 
 
+def compile_blocks(model: StageLM) -> None:
+    """``torch.compile`` the pass through the transformer's blocks that training runs: on a GPU the
+    norms, rotary embeddings and feed-forwards of a layer become a few fused kernels instead of many
+    small ones (benchmarks/README.md, "GPU"). Passes with a KV cache (sampling, validation samples)
+    stay eager, so their shapes never recompile; weights, their names and the checkpoint are
+    unchanged. The first steps compile (a minute or so)."""
+    eager = model.transformer.hidden
+    compiled = torch.compile(eager)
+
+    def hidden(tokens: torch.Tensor, cache=None, extra: torch.Tensor | None = None) -> torch.Tensor:
+        return eager(tokens, cache, extra) if cache is not None else compiled(tokens, None, extra)
+
+    model.transformer.hidden = hidden
+
+
 def shapes_only(build: Callable[[], nn.Module]) -> nn.Module:
     """``build()`` on the meta device with no weight initialisation: the sizes alone, allocated
     nowhere, in milliseconds (a meta tensor's ``normal_`` runs torch's Python reference ops, whose
