@@ -1,7 +1,8 @@
 """Time to generate audio with a preset's three stage LMs and codec, on any device (prints numbers).
 
     python benchmarks/generate_audio.py --preset paper --device cuda [--dtype bf16] [--seconds 10]
-        [--candidates 4] [--guidance 3] [--kv-heads K] [--cuda-graphs] [--parallel-windows] [--rounds 3]
+        [--candidates 4] [--guidance 3] [--kv-heads K] [--cuda-graphs] [--compile] [--parallel-windows]
+        [--rounds 3]
 
 Random weights (speed does not depend on them): a request of ``--candidates`` sequences for
 ``--seconds`` of audio runs the semantic, coarse and fine stages as ``MusicLM.generate`` does (the
@@ -10,7 +11,9 @@ MuLaN's text embedding and reranking, a few milliseconds, are left out. Prints e
 the total and the real-time factor (audio seconds per second of generation; above 1 is faster than
 real time), the median of ``--rounds`` requests after one warm-up request. ``--parallel-windows``
 samples the fine stage's windows side by side in one batch (the fine LM's ``parallel_windows``, not
-the shipped default: benchmarks/README.md says what it costs in quality).
+the shipped default: benchmarks/README.md says what it costs in quality). ``--compile`` compiles each
+LM's decoding step (``torch.compile``) during the warm-up request; the timed requests, longer than
+the warm-up, run the same compiled code (batch and cache length are dynamic sizes in it).
 """
 
 from __future__ import annotations
@@ -87,6 +90,11 @@ def main() -> None:
     ap.add_argument("--kv-heads", type=int, default=0, help="key/value heads of the LMs (0: one per head)")
     ap.add_argument("--cuda-graphs", action="store_true", help="replay each decoding step as a CUDA graph")
     ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile each decoding step (torch.compile; with graphs: replayed)",
+    )
+    ap.add_argument(
         "--parallel-windows", action="store_true", help="the fine stage's windows side by side in one batch"
     )
     ap.add_argument("--rounds", type=int, default=3)
@@ -105,14 +113,17 @@ def main() -> None:
         sc.parallel_windows = args.parallel_windows and name == "fine"
         stage = cls(sc).eval().to(device=device, dtype=dtype)
         stage.cuda_graphs = args.cuda_graphs
+        stage.compile_decoding = args.compile
         stages.append(stage)
     codec = SoundStream(cfg.codec).eval().to(device)
     params = sum(p.numel() for s in stages for p in s.parameters())
     where = (
         torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     )
-    graphs = (", CUDA graphs" if args.cuda_graphs else "") + (
-        ", fine windows side by side" if args.parallel_windows else ""
+    graphs = (
+        (", CUDA graphs" if args.cuda_graphs else "")
+        + (", compiled" if args.compile else "")
+        + (", fine windows side by side" if args.parallel_windows else "")
     )
     print(f"{args.preset} preset, {params / 1e6:.0f}M LM parameters, {args.dtype}{graphs}, on {where}")
     kw = dict(seconds=args.seconds, candidates=args.candidates, guidance=args.guidance, device=device)

@@ -167,6 +167,19 @@ class MusicLM:
             lm.cuda_graphs = bool(value)
 
     @property
+    def compile_decoding(self) -> bool:
+        """Whether the three LMs run a decoding step compiled by ``torch.compile``
+        (:attr:`musiclm.lm.stages.StageLM.compile_decoding`): each layer's small operations fused
+        into a few kernels, compiled at the first request (with :attr:`cuda_graphs`, what the graphs
+        replay). Off by default: compiling costs more than it saves on a CPU."""
+        return self.semantic_lm.compile_decoding
+
+    @compile_decoding.setter
+    def compile_decoding(self, value: bool) -> None:
+        for lm in (self.semantic_lm, self.coarse_lm, self.fine_lm):
+            lm.compile_decoding = bool(value)
+
+    @property
     def reads_tempo(self) -> bool:
         """Whether the LMs read beat phases, so that a prompt's "80 bpm" (or ``bpm=``) sets the tempo."""
         return self.semantic_lm.config.beat_phase or self.coarse_lm.config.beat_phase

@@ -71,6 +71,12 @@ def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None
         "several times faster for large LMs)",
     )
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile each LM's decoding step with torch.compile (fewer, fused kernels a step; the "
+        "first request compiles, a minute or more for large LMs; pays on a GPU, with --cuda-graphs)",
+    )
+    p.add_argument(
         "--max-memory-gb", type=float, default=None, help="refuse larger requests (default: the free memory)"
     )
     p.add_argument("--no-progress", action="store_true")
@@ -162,6 +168,7 @@ def _load(args):
 
     model = MusicLM.from_pretrained(args.model, device=args.device)
     model.cuda_graphs = args.cuda_graphs
+    model.compile_decoding = args.compile
     return model
 
 

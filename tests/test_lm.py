@@ -160,16 +160,40 @@ def test_float16_weights_decode_what_float32_decodes_within_their_rounding():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_graph_decoding_samples_what_eager_decoding_samples():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cuda_graph_decoding_samples_what_eager_decoding_samples(compiled):
     model = CoarseStage(stage_config("coarse", 0.4, heads=4, kv_heads=2)).eval().cuda()
     sem = torch.randint(0, 16, (2, 10), device="cuda")
     cond = Conditioning.constant(torch.randint(0, 16, (2, 4), device="cuda"))
     runs = []
     for graphs in (False, True):
-        model.cuda_graphs = graphs
+        model.cuda_graphs, model.compile_decoding = graphs, graphs and compiled
         g = torch.Generator(device="cuda").manual_seed(0)
         runs.append(model.generate(cond, 20, inputs=sem, sampling=SamplingConfig(guidance=2.0), generator=g))
     assert torch.equal(*runs)
+
+
+def test_compiled_decoding_samples_what_eager_decoding_samples_and_compiles_once():
+    """`compile_decoding`: the decoding step compiled by inductor samples the eager tokens, and a
+    later request with another batch and length runs the same graph (batch and cache length are
+    dynamic sizes), not a new compile."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # compiled afresh here, whatever ran before in this process
+    before = counters["stats"]["unique_graphs"]
+    model = CoarseStage(stage_config("coarse", 0.4, heads=4, kv_heads=2)).eval()
+    for frames, batch in ((20, 2), (30, 3)):
+        sem = torch.randint(0, 16, (batch, frames // 2))
+        cond = Conditioning.constant(torch.randint(0, 16, (batch, 4)))
+        runs = []
+        for compiled in (False, True):
+            model.compile_decoding = compiled
+            g = torch.Generator().manual_seed(0)
+            runs.append(
+                model.generate(cond, frames, inputs=sem, sampling=SamplingConfig(guidance=2.0), generator=g)
+            )
+        assert torch.equal(*runs)
+        assert counters["stats"]["unique_graphs"] - before == 1
 
 
 def test_categorical_draws_what_multinomial_draws():

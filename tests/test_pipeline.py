@@ -292,11 +292,12 @@ def test_cuda_graphs_are_refused_off_a_cuda_device(model):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("which", ["tiny", "default"])  # the shipped one's LMs add per-step embeddings
-def test_cuda_graphs_generate_what_eager_decoding_generates(bundle, which):
+@pytest.mark.parametrize("compiled", [False, True])  # the graphs replay the compiled decoding step
+def test_cuda_graphs_generate_what_eager_decoding_generates(bundle, which, compiled):
     gpu = MusicLM.from_pretrained(bundle if which == "tiny" else "default", device="cuda")
     runs = []
     for graphs in (False, True):
-        gpu.cuda_graphs = graphs
+        gpu.cuda_graphs, gpu.compile_decoding = graphs, graphs and compiled
         runs.append(gpu.generate(PROMPTS[:2], seconds=2.5, candidates=2, seed=3, progress=False))
     for stage in ("semantic", "coarse", "fine"):
         assert torch.equal(runs[0].tokens[stage], runs[1].tokens[stage]), stage

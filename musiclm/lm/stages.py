@@ -35,7 +35,7 @@ from musiclm.checkpoint import register_model
 from musiclm.config import LMConfig, MusicLMConfig, require, require_positive, require_share
 from musiclm.lm.codebook_embedding import CodebookEmbedding
 from musiclm.lm.conditioning import Conditioning
-from musiclm.lm.graphs import GraphDecoder
+from musiclm.lm.graphs import StaticDecoder
 from musiclm.lm.guidance import NULL, guide, with_unconditional
 from musiclm.lm.sampling import SamplingConfig, sample
 from musiclm.lm.transformer import Transformer
@@ -206,6 +206,9 @@ class StageLM(nn.Module):
     # replay each window's decoding step as a CUDA graph (a model on a CUDA device only); a runtime
     # switch, not part of the checkpoint
     cuda_graphs = False
+    # compile the decoding step with torch.compile (fixed shapes, dynamic sizes: compiled once per
+    # process and LM); with cuda_graphs the compiled step is what the graph replays. A runtime switch
+    compile_decoding = False
     # multiply by float16 copies of the weights in the decoding step (a float32 model on a CPU:
     # FBGEMM's small-batch GEMM, float32 arithmetic, about twice the tokens/s; measured on the shipped
     # LMs, the same likelihoods to 1e-5 and the same tokens, benchmarks/README.md): None = wherever
@@ -633,10 +636,15 @@ class StageLM(nn.Module):
             if beats is not None:
                 beats = torch.cat([beats, torch.full_like(beats, -1) if self.config.beat_guidance else beats])
         tf, p = self.transformer, prefix.shape[1]
-        cache = tf.new_cache(prefix.shape[0], p + n_new, float16_weights=self.float16_weights)
+        # a compiled step multiplies by the weights themselves (FBGEMM's packed copies are opaque to it)
+        half = False if self.compile_decoding else self.float16_weights
+        cache = tf.new_cache(prefix.shape[0], p + n_new, float16_weights=half)
         pitch, phase = (None if x is None else x[:, :p] for x in (chroma, beats))
         hidden = tf.hidden(prefix, cache, self.extra_embeddings(prefix, pitch, phase))[:, -1]
-        decode = GraphDecoder(tf, cache) if self.cuda_graphs else functools.partial(tf.decode, cache=cache)
+        if self.cuda_graphs or self.compile_decoding:
+            decode = StaticDecoder(tf, cache, graph=self.cuda_graphs, compiled=self.compile_decoding)
+        else:
+            decode = functools.partial(tf.decode, cache=cache)
         steps = self.step_embeddings(prefix, p + n_new)
         frames = self.frame_embeddings(chroma, beats)
         if frames is not None:

@@ -108,22 +108,30 @@ class KVCache:
 
 
 def rotary_factors(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> torch.Tensor:
-    """Unit complex numbers ``[T, head_dim / 2]``: the rotation of each channel pair at each position."""
+    """``[T, head_dim / 2, 2]``: cosine and sine of the rotation of each channel pair at each
+    position (a unit complex number as two reals, so that a compiled graph holds no complex tensor)."""
     inv_freq = 1.0 / base ** (
         torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
     )
     angles = positions.float()[:, None] * inv_freq[None]
-    return torch.polar(torch.ones_like(angles), angles)
+    return torch.stack((angles.cos(), angles.sin()), dim=-1)
 
 
 def rotary(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     """Rotate channel pairs ``(2i, 2i + 1)`` of ``[..., T, H, D]`` (queries and keys together as
     ``[B, T, heads + kv_heads, D]``; the decoding step's ``[B, heads + kv_heads, D]`` with the
-    factors ``[1, D / 2]`` of its one position) by the factors ``[T, D / 2]`` of their positions:
-    one complex product."""
+    factors ``[1, D / 2, 2]`` of its one position) by the factors ``[T, D / 2, 2]`` of their
+    positions (:func:`rotary_factors`). Eagerly it is one complex product, one kernel; traced by
+    ``torch.compile`` it is the same rotation in real arithmetic, which inductor fuses with its
+    neighbours (complex operations it leaves to eager kernels)."""
+    rope = rope.view(rope.shape[0], *(1,) * (x.dim() - 3), *rope.shape[1:])
+    if torch.compiler.is_compiling():
+        cos, sin = rope.unbind(-1)
+        even, odd = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+        turned = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+        return turned.flatten(-2).type_as(x)
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    factors = rope.view(rope.shape[0], *(1,) * (x.dim() - 3), rope.shape[1])
-    return torch.view_as_real(pairs * factors).flatten(-2).type_as(x)
+    return torch.view_as_real(pairs * torch.view_as_complex(rope)).flatten(-2).type_as(x)
 
 
 class Attention(nn.Module):
@@ -290,18 +298,19 @@ class Transformer(nn.Module):
 
         With ``position`` (``[1]`` on the cache's device, equal to ``cache.length``) every shape is
         fixed: the step attends to the whole cache under a mask and writes its keys at
-        ``position``, and advancing ``cache.length`` is left to the caller. That is the form a
-        CUDA graph can replay (:class:`musiclm.lm.graphs.GraphDecoder`).
+        ``position``; checking that the cache has room and advancing ``cache.length`` are left to
+        the caller, so the step reads no Python number that changes. That is the form a CUDA graph
+        can replay and ``torch.compile`` traces once (:class:`musiclm.lm.graphs.StaticDecoder`).
         """
-        b, pos = ids.shape[0], cache.length
-        if pos >= cache.max_len:
+        b, c, fixed = ids.shape[0], self.config, position is not None
+        pos = None if fixed else cache.length  # a fixed step reads no Python state of the cache
+        if not fixed and pos >= cache.max_len:
             raise ValueError(f"KV cache of {cache.max_len} positions is full")
-        c = self.config
         heads, head_dim, shape = c.heads, c.dim // c.heads, (c.dim,)
         kv_heads = c.kv_heads or heads
-        fixed = position is not None
         factors = cache.rope.index_select(0, position) if fixed else cache.rope[pos : pos + 1]
-        mask = torch.arange(cache.max_len, device=ids.device)[None] <= position if fixed else None
+        # the cache's length from its shape: a number a compiled step may keep symbolic
+        mask = torch.arange(cache.k[0].shape[2], device=ids.device)[None] <= position if fixed else None
         x = F.embedding(ids, self.embed.weight)
         if extra is not None:
             x = x + extra
