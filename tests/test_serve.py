@@ -355,6 +355,7 @@ def test_generation_failure_is_a_failed_job(server, model, monkeypatch):
         (["--max-seconds", "0"], "--max-seconds must be a positive finite number"),
         (["--max-seconds", "1000"], "beyond the model's limit"),
         (["--device", "cuda:7"], "device 'cuda:7'"),
+        (["--device", "cpu", "--cuda-graphs"], "--cuda-graphs needs a CUDA device; this server runs on cpu"),
         (["--model", "/no/such/bundle"], "no/such/bundle"),
     ],
 )

@@ -22,6 +22,16 @@ def register(sub, train) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     s.add_argument("--port", type=int, default=7860)
     s.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU if there is one)")
+    s.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay each LM decoding step as a CUDA graph (a CUDA device only)",
+    )
+    s.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile each LM's decoding step (torch.compile; the first request compiles; with --cuda-graphs on a GPU)",
+    )
     s.add_argument("--results", default=None, help="folder for results (default: a temporary one)")
     s.add_argument("--no-ui", action="store_true", help="the API alone, without the web app")
     from musiclm.serve.limits import HELP, Limits
@@ -59,11 +69,14 @@ def _serve(args: argparse.Namespace) -> None:
     from musiclm.serve.limits import Limits
 
     limits = Limits(**{k: getattr(args, k) for k in vars(Limits())})
-    checks.device(args.device)
+    device = checks.device(args.device)
+    if args.cuda_graphs and device.type != "cuda":
+        raise ConfigError(f"--cuda-graphs needs a CUDA device; this server runs on {device}")
     _check_port(args.host, args.port)
     folder = checks.writable_dir(args.results) if args.results else tempfile.mkdtemp(prefix="musiclm-serve-")
     try:
         model = MusicLM.from_pretrained(args.model, device=args.device)
+        model.cuda_graphs, model.compile_decoding = args.cuda_graphs, args.compile
         app, queue = build_app(model, limits, folder, ui=not args.no_ui)
         print(
             f"musiclm serve: {model.name} at http://{args.host}:{args.port}/ (API: /v1, docs: /docs)",
