@@ -127,7 +127,10 @@ def main() -> None:
     )
     print(f"{args.preset} preset, {params / 1e6:.0f}M LM parameters, {args.dtype}{graphs}, on {where}")
     kw = dict(seconds=args.seconds, candidates=args.candidates, guidance=args.guidance, device=device)
-    request(stages, codec, **{**kw, "seconds": min(args.seconds, 2.0)})  # warm-up
+    warm = request(stages, codec, **{**kw, "seconds": min(args.seconds, 2.0)})
+    print(
+        f"warm-up request ({min(args.seconds, 2.0):g} s of audio, compiling if asked): {warm['total']:.1f} s"
+    )
     runs = [request(stages, codec, **kw) for _ in range(args.rounds)]
     median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     split = ", ".join(f"{k} {v:.1f}" for k, v in median.items() if k != "total")
