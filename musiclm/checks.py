@@ -183,6 +183,12 @@ def device(value: str | None):
     return dev
 
 
+def cuda_graphs(enabled: bool, device, what: str) -> None:
+    """``--cuda-graphs`` only where ``what`` (a request, a server) runs on a CUDA device."""
+    if enabled and device.type != "cuda":
+        raise ConfigError(f"--cuda-graphs needs a CUDA device; this {what} runs on {device}")
+
+
 def writable_file(path: str | Path, what: str = "output") -> Path:
     """Check that ``path`` can be written before any work starts. Folders made for the check are
     removed again, so input refused after it leaves no empty folder behind: whoever writes the file

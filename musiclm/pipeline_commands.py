@@ -9,7 +9,7 @@ from pathlib import Path
 
 from musiclm import checks
 from musiclm.config import CONDITIONING_SOURCES, TARGET_LUFS
-from musiclm.errors import ConfigError, MusicLMError, PromptError
+from musiclm.errors import MusicLMError, PromptError
 
 
 def _add_temperatures_argument(parser: argparse.ArgumentParser, help: str) -> None:
@@ -174,9 +174,7 @@ def _load(args):
 
 def _check_args(args, outputs: list[Path], inputs: list[str | None] = ()) -> None:
     """Everything that can be checked without the model, before it is loaded."""
-    device = checks.device(args.device)
-    if args.cuda_graphs and device.type != "cuda":
-        raise ConfigError(f"--cuda-graphs needs a CUDA device; this request runs on {device}")
+    checks.cuda_graphs(args.cuda_graphs, checks.device(args.device), "request")
     checks.seed(args.seed)
     checks.top_k(args.top_k)
     checks.top_p(args.top_p)

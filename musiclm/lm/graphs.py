@@ -38,10 +38,9 @@ def compiled_step() -> Callable[..., torch.Tensor]:
     return torch.compile(_fixed_step)
 
 
-def _dynamic(tensor: torch.Tensor, *dims: int) -> torch.Tensor:
+def _dynamic(tensor: torch.Tensor, *dims: int) -> None:
     for dim in dims:  # "maybe": a size the trace must fix (a batch of one) is fixed, not an error
         torch._dynamo.maybe_mark_dynamic(tensor, dim)
-    return tensor
 
 
 class StaticDecoder:

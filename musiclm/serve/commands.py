@@ -69,9 +69,7 @@ def _serve(args: argparse.Namespace) -> None:
     from musiclm.serve.limits import Limits
 
     limits = Limits(**{k: getattr(args, k) for k in vars(Limits())})
-    device = checks.device(args.device)
-    if args.cuda_graphs and device.type != "cuda":
-        raise ConfigError(f"--cuda-graphs needs a CUDA device; this server runs on {device}")
+    checks.cuda_graphs(args.cuda_graphs, checks.device(args.device), "server")
     _check_port(args.host, args.port)
     folder = checks.writable_dir(args.results) if args.results else tempfile.mkdtemp(prefix="musiclm-serve-")
     try:
