@@ -10,6 +10,7 @@ from pathlib import Path
 from musiclm import checks
 from musiclm.config import CONDITIONING_SOURCES, TARGET_LUFS
 from musiclm.errors import MusicLMError, PromptError
+from musiclm.lm.commands import add_decoding_arguments
 
 
 def _add_temperatures_argument(parser: argparse.ArgumentParser, help: str) -> None:
@@ -64,18 +65,7 @@ def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None
         "--no-normalize", action="store_true", help="write the audio as generated (at the prompt's own level)"
     )
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU if there is one)")
-    p.add_argument(
-        "--cuda-graphs",
-        action="store_true",
-        help="replay each LM decoding step as a CUDA graph (a CUDA device only; the same tokens, "
-        "several times faster for large LMs)",
-    )
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="compile each LM's decoding step with torch.compile (fewer, fused kernels a step; the "
-        "first request compiles, a minute or more for large LMs; pays on a GPU, with --cuda-graphs)",
-    )
+    add_decoding_arguments(p)
     p.add_argument(
         "--max-memory-gb", type=float, default=None, help="refuse larger requests (default: the free memory)"
     )

@@ -25,6 +25,23 @@ def cache_fields(config) -> list[str]:
     return fields
 
 
+def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--cuda-graphs`` and ``--compile``: how the LMs run their decoding step (``StageLM.cuda_graphs``,
+    ``StageLM.compile_decoding``), for every command that generates and for ``serve``."""
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay each LM decoding step as a CUDA graph (a CUDA device only; the same tokens, "
+        "several times faster for large LMs)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile each LM's decoding step with torch.compile (fewer, fused kernels a step; the "
+        "first request compiles, a minute or more for large LMs; pays on a GPU, with --cuda-graphs)",
+    )
+
+
 def register(sub, train) -> None:
     from musiclm.train.args import add_train_arguments
 

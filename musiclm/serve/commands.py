@@ -9,6 +9,7 @@ import tempfile
 
 from musiclm import checks
 from musiclm.errors import ConfigError
+from musiclm.lm.commands import add_decoding_arguments
 
 
 def register(sub, train) -> None:
@@ -22,16 +23,7 @@ def register(sub, train) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     s.add_argument("--port", type=int, default=7860)
     s.add_argument("--device", default=None, help="cpu, cuda, ... (default: GPU if there is one)")
-    s.add_argument(
-        "--cuda-graphs",
-        action="store_true",
-        help="replay each LM decoding step as a CUDA graph (a CUDA device only)",
-    )
-    s.add_argument(
-        "--compile",
-        action="store_true",
-        help="compile each LM's decoding step (torch.compile; the first request compiles; with --cuda-graphs on a GPU)",
-    )
+    add_decoding_arguments(s)
     s.add_argument("--results", default=None, help="folder for results (default: a temporary one)")
     s.add_argument("--no-ui", action="store_true", help="the API alone, without the web app")
     from musiclm.serve.limits import HELP, Limits
