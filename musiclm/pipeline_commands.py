@@ -29,7 +29,7 @@ def _add_sampling_arguments(p: argparse.ArgumentParser, candidates: int) -> None
     p.add_argument("--candidates", type=int, default=candidates, help="samples ranked by MuLaN score")
     p.add_argument("--seed", type=int, default=0)
     _add_temperatures_argument(
-        p, "sampling temperatures per stage (default: the LMs' own, 1.0 0.95 0.7 for the shipped bundle)"
+        p, "sampling temperatures per stage (default: the LMs' own, 1.0 1.0 0.7 for the shipped bundle)"
     )
     p.add_argument(
         "--top-k",

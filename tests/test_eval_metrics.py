@@ -20,6 +20,7 @@ from musiclm.eval import (
     estimate_tempo,
     fad,
     fad_infinity,
+    fad_paired_bootstrap,
     frechet_distance,
     kl_divergence,
     kl_per_clip,
@@ -99,6 +100,24 @@ def test_fad_infinity_extrapolates_the_small_sample_bias():
     shifted = fad_infinity(ref, gen + 0.3, min_n=100, seed=0).fad_inf
     assert shifted == pytest.approx(16 * 0.09, rel=0.25)
     assert fad_infinity(ref, gen, min_n=100, seed=0) == result  # deterministic for a seed
+
+
+def test_paired_bootstrap_tells_a_real_shift_from_the_draw():
+    rng = np.random.default_rng(5)
+    ref = rng.standard_normal((300, 8))
+    near, other_draw = rng.standard_normal((300, 8)), rng.standard_normal((300, 8))
+    draws = fad_paired_bootstrap(ref, [near, other_draw, near + 0.25], resamples=200, seed=0)
+    assert draws.shape == (200, 3)
+    diff = draws - draws[:, :1]
+    assert (diff[:, 2] > 0).all()  # shifted by 0.25 in every dimension: further in every draw
+    assert 0.05 < (diff[:, 1] < 0).mean() < 0.95  # another draw of the same distribution: undecided
+    same = fad_paired_bootstrap(ref, [near, near], resamples=20, seed=0)
+    assert np.array_equal(same[:, 0], same[:, 1])  # the same rows for every system
+    assert np.array_equal(fad_paired_bootstrap(ref, [near], resamples=20, seed=0), same[:, :1])
+    with pytest.raises(ValueError, match="one 8-d embedding per prompt"):
+        fad_paired_bootstrap(ref, [near[:-1]])
+    with pytest.raises(ValueError, match="resamples"):
+        fad_paired_bootstrap(ref, [near], resamples=0)
 
 
 def test_fad_errors_are_clear():

@@ -23,7 +23,14 @@ from musiclm.eval.embedders import (
     MertEmbedder,
     MulanEmbedder,
 )
-from musiclm.eval.fad import FadInf, embedding_statistics, fad, fad_infinity, frechet_distance
+from musiclm.eval.fad import (
+    FadInf,
+    embedding_statistics,
+    fad,
+    fad_infinity,
+    fad_paired_bootstrap,
+    frechet_distance,
+)
 from musiclm.eval.kld import kl_divergence, kl_per_clip
 from musiclm.eval.mcc import clap_score, embedding_cosines, mulan_cycle_consistency
 
@@ -46,6 +53,7 @@ __all__ = [
     "estimate_tempo",
     "fad",
     "fad_infinity",
+    "fad_paired_bootstrap",
     "frechet_distance",
     "kl_divergence",
     "kl_per_clip",

@@ -110,6 +110,35 @@ def fad_infinity(
     return FadInf(float(intercept), float(slope), float(r2))
 
 
+def fad_paired_bootstrap(
+    emb_ref: np.ndarray | torch.Tensor,
+    systems: list[np.ndarray | torch.Tensor],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """``[resamples, S]``: each system's FAD to the references on the same resampled prompts.
+
+    Row ``i`` of every set belongs to prompt ``i`` (its reference clip and each system's clip for it);
+    every draw resamples the prompts with replacement, the same rows for all sets, so the spread of a
+    difference between two columns is the draw's alone, not the spread of two independent FADs.
+    """
+    ref = _as_matrix(emb_ref, "reference set")
+    sets = [_as_matrix(emb, f"system {k}") for k, emb in enumerate(systems)]
+    for k, emb in enumerate(sets):
+        if emb.shape != ref.shape:
+            raise ValueError(f"system {k}: expected one {ref.shape[1]}-d embedding per prompt "
+                             f"({list(ref.shape)}), got {list(emb.shape)}")  # fmt: skip
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    rng = np.random.default_rng(seed)
+    out = np.empty((resamples, len(sets)))
+    for r in range(resamples):
+        rows = rng.integers(0, len(ref), len(ref))
+        out[r] = [fad(ref[rows], emb[rows]) for emb in sets]
+    return out
+
+
 def _as_matrix(emb: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
     x = emb.detach().cpu().double().numpy() if isinstance(emb, torch.Tensor) else np.asarray(emb, np.float64)
     if x.ndim != 2:
