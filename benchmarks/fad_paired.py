@@ -8,7 +8,7 @@ for the same prompts in the same order. Each system's clips and the prompts' ref
 embedded once (MuLaN of the bundle; the label classifier's features too with ``--classifier``), then
 the prompts are resampled with replacement ``--resamples`` times, the same draw for every system and
 the references, and each system's FAD is computed on every draw. The table gives each system's FAD
-on all prompts and its difference to the first DIR's: the mean over the draws, a 90 % interval and
+on all prompts, its difference to the first DIR's, that difference's 90 % interval over the draws and
 the share of draws in which it is the nearer. On a few dozen prompts the draw moves FAD by more than
 most changes do; this says how many prompts a difference needs before it counts.
 """

@@ -127,8 +127,8 @@ def fad_paired_bootstrap(
     sets = [_as_matrix(emb, f"system {k}") for k, emb in enumerate(systems)]
     for k, emb in enumerate(sets):
         if emb.shape != ref.shape:
-            raise ValueError(f"system {k}: expected one {ref.shape[1]}-d embedding per prompt "
-                             f"({list(ref.shape)}), got {list(emb.shape)}")  # fmt: skip
+            expected = f"one {ref.shape[1]}-d embedding per prompt ({list(ref.shape)})"
+            raise ValueError(f"system {k}: expected {expected}, got {list(emb.shape)}")
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     rng = np.random.default_rng(seed)
