@@ -135,7 +135,8 @@ def fad_paired_bootstrap(
     out = np.empty((resamples, len(sets)))
     for r in range(resamples):
         rows = rng.integers(0, len(ref), len(ref))
-        out[r] = [fad(ref[rows], emb[rows]) for emb in sets]
+        mu_ref, cov_ref = embedding_statistics(ref[rows])  # once a draw, shared by every system
+        out[r] = [frechet_distance(mu_ref, cov_ref, *embedding_statistics(emb[rows])) for emb in sets]
     return out
 
 
