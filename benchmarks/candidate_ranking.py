@@ -1,7 +1,7 @@
 """Which candidate to keep: ranking rules compared on the same candidates of held-out prompts.
 
     python benchmarks/candidate_ranking.py --model BUNDLE --prompts MANIFEST [MANIFEST ...] \
-        --classifier CLS --work DIR [--limit 48] [--candidates 4] [--neighbours 8 32 128]
+        --classifier CLS --work DIR [--limit 48] [--candidates 4] [--neighbours 8 32 128] [--picks DIR]
 
 Generates ``--candidates`` clips per prompt as ``musiclm eval --candidates N --batch-size 8`` draws
 them (seed = the batch's first index), keeps every one in ``--work`` (a rerun reuses them), and
@@ -13,7 +13,10 @@ and their mean: what one candidate gives), the paper's MuLaN text score, the con
 ``--neighbours`` (the bundle needs a ``prototypes`` component), and the bundle's own prototypes on
 the first 2, 4, ... of the candidates: what fewer candidates would have given, on the same draws;
 and targets drawn among the bundle's neighbours (the mean of ``--draws`` of them, two draws each)
-or the candidate nearest any one neighbour.
+or the candidate nearest any one neighbour. ``--picks DIR`` also links what ``generate`` keeps (the
+bundle's own rule) into ``DIR/kept`` and the first candidate (what one candidate gives) into
+``DIR/first``, one ``00000.wav`` per prompt as ``musiclm eval`` writes them, for
+``benchmarks/fad_paired.py`` to compare two runs on the same prompts.
 """
 
 from __future__ import annotations
@@ -57,6 +60,16 @@ def candidates(model, entries, folder: Path, n: int, seconds: float) -> torch.Te
     )  # fmt: skip
 
 
+def link_picks(out: Path, sources: list[tuple[Path, int]], picks: dict[str, torch.Tensor]) -> None:
+    """``out/NAME/00000.wav``, ...: hard links to each prompt's picked candidate, numbered as pooled."""
+    for name, pick in picks.items():
+        (out / name).mkdir(parents=True, exist_ok=True)
+        for i, ((folder, row), k) in enumerate(zip(sources, pick.tolist(), strict=True)):
+            target = out / name / f"{i:05d}.wav"
+            target.unlink(missing_ok=True)
+            target.hardlink_to(folder / f"{row:05d}-{k}.wav")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
@@ -69,21 +82,25 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--neighbours", type=int, nargs="*", default=[8, 32, 128])
+    parser.add_argument("--picks", default=None, help="folder to link the kept and the first candidates into")
     parser.add_argument(
         "--draws", type=int, nargs="*", default=[1, 4], help="neighbours drawn for a drawn prototype"
     )
     args = parser.parse_args()
 
     model = MusicLM.from_pretrained(args.model)
+    if args.picks and model.prototypes is None:
+        raise SystemExit(f"error: --picks: {args.model} has no prototypes component to rank by")
     classifier = LabelClassifier.load(args.classifier)
     sr, n = model.sample_rate, args.candidates
     mulan, features = MulanEmbedder(model.mulan), ClassifierEmbedder(classifier)
     parts = {k: [] for k in ("m", "f", "tempo", "m_ref", "f_ref", "text", "bpm", "genre", "captions")}
+    sources: list[tuple[Path, int]] = []  # each prompt's candidate folder and row, pooled
     for index, manifest in enumerate(args.prompts):
         entries = load_prompts(manifest, args.limit, None)
-        audio = candidates(
-            model, entries, Path(args.work) / f"{index}-{Path(manifest).stem}", n, args.seconds
-        )
+        folder = Path(args.work) / f"{index}-{Path(manifest).stem}"
+        audio = candidates(model, entries, folder, n, args.seconds)
+        sources += [(folder, row) for row in range(len(entries))]
         flat = audio.reshape(-1, audio.shape[-1])
         refs = torch.stack([load_clip(e.path, sr, args.seconds, start=e.start) for e in entries])
         parts["m"].append(mulan.embed(flat, sr).reshape(len(entries), n, -1))
@@ -115,6 +132,12 @@ def main() -> None:
         # How many candidates: the bundle's own rule on the first k of the same candidates.
         target = model.prototypes.prototype(text.to(model.prototypes.audio.device)).float().cpu()
         score = torch.einsum("pd,pnd->pn", target, unit)
+        if args.picks:
+            link_picks(
+                Path(args.picks),
+                sources,
+                {"kept": score.argmax(1), "first": torch.zeros(p, dtype=torch.long)},
+            )
         k = 2
         while k < n:
             rules[f"prototypes (bundle's), best of the first {k}"] = score[:, :k].argmax(1)
