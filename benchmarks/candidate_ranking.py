@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,13 +62,16 @@ def candidates(model, entries, folder: Path, n: int, seconds: float) -> torch.Te
 
 
 def link_picks(out: Path, sources: list[tuple[Path, int]], picks: dict[str, torch.Tensor]) -> None:
-    """``out/NAME/00000.wav``, ...: hard links to each prompt's picked candidate, numbered as pooled."""
+    """``out/NAME/00000.wav``, ...: each prompt's picked candidate (a hard link), numbered as pooled."""
     for name, pick in picks.items():
         (out / name).mkdir(parents=True, exist_ok=True)
         for i, ((folder, row), k) in enumerate(zip(sources, pick.tolist(), strict=True)):
             target = out / name / f"{i:05d}.wav"
             target.unlink(missing_ok=True)
-            target.hardlink_to(folder / f"{row:05d}-{k}.wav")
+            try:
+                target.hardlink_to(folder / f"{row:05d}-{k}.wav")
+            except OSError:  # another file system: a copy instead
+                shutil.copyfile(folder / f"{row:05d}-{k}.wav", target)
 
 
 def main() -> None:
