@@ -13,9 +13,9 @@ and their mean: what one candidate gives), the paper's MuLaN text score, the con
 ``--neighbours`` (the bundle needs a ``prototypes`` component), and the bundle's own prototypes on
 the first 2, 4, ... of the candidates: what fewer candidates would have given, on the same draws;
 and targets drawn among the bundle's neighbours (the mean of ``--draws`` of them, two draws each)
-or the candidate nearest any one neighbour. ``--picks DIR`` also links what ``generate`` keeps (the
-bundle's own rule) into ``DIR/kept`` and the first candidate (what one candidate gives) into
-``DIR/first``, one ``00000.wav`` per prompt as ``musiclm eval`` writes them, for
+or the candidate nearest any one neighbour. ``--picks DIR`` also links what ``generate`` keeps (by
+its own ranking target, ``MusicLM.rank_targets``) into ``DIR/kept`` and the first candidate (what one
+candidate gives) into ``DIR/first``, one ``00000.wav`` per prompt as ``musiclm eval`` writes them, for
 ``benchmarks/fad_paired.py`` to compare two runs on the same prompts.
 """
 
@@ -66,12 +66,12 @@ def link_picks(out: Path, sources: list[tuple[Path, int]], picks: dict[str, torc
     for name, pick in picks.items():
         (out / name).mkdir(parents=True, exist_ok=True)
         for i, ((folder, row), k) in enumerate(zip(sources, pick.tolist(), strict=True)):
-            target = out / name / f"{i:05d}.wav"
+            source, target = folder / f"{row:05d}-{k}.wav", out / name / f"{i:05d}.wav"
             target.unlink(missing_ok=True)
             try:
-                target.hardlink_to(folder / f"{row:05d}-{k}.wav")
+                target.hardlink_to(source)
             except OSError:  # another file system: a copy instead
-                shutil.copyfile(folder / f"{row:05d}-{k}.wav", target)
+                shutil.copyfile(source, target)
 
 
 def main() -> None:
@@ -93,8 +93,6 @@ def main() -> None:
     args = parser.parse_args()
 
     model = MusicLM.from_pretrained(args.model)
-    if args.picks and model.prototypes is None:
-        raise SystemExit(f"error: --picks: {args.model} has no prototypes component to rank by")
     classifier = LabelClassifier.load(args.classifier)
     sr, n = model.sample_rate, args.candidates
     mulan, features = MulanEmbedder(model.mulan), ClassifierEmbedder(classifier)
@@ -124,6 +122,13 @@ def main() -> None:
     genre_probs = classifier.probabilities(f.reshape(p * n, -1))["genre"].reshape(p, n, -1)
     names = classifier.config.labels["genre"]
 
+    if args.picks:  # what generate keeps: its own ranking target, prototypes or the paper's text
+        with torch.no_grad():
+            kept = torch.einsum(
+                "pd,pnd->pn", model.rank_targets(parts["captions"]).float().cpu(), unit
+            ).argmax(1)
+        link_picks(Path(args.picks), sources, {"kept": kept, "first": torch.zeros(p, dtype=torch.long)})
+
     rules = {f"candidate {k}": torch.full((p,), k) for k in range(n)}
     rules["MuLaN text score (paper)"] = torch.einsum("pd,pnd->pn", F.normalize(text, dim=-1), unit).argmax(1)
     rules["consensus (nearest the others)"] = torch.einsum("pnd,ped->pne", unit, unit).sum(-1).argmax(1)
@@ -136,12 +141,6 @@ def main() -> None:
         # How many candidates: the bundle's own rule on the first k of the same candidates.
         target = model.prototypes.prototype(text.to(model.prototypes.audio.device)).float().cpu()
         score = torch.einsum("pd,pnd->pn", target, unit)
-        if args.picks:
-            link_picks(
-                Path(args.picks),
-                sources,
-                {"kept": score.argmax(1), "first": torch.zeros(p, dtype=torch.long)},
-            )
         k = 2
         while k < n:
             rules[f"prototypes (bundle's), best of the first {k}"] = score[:, :k].argmax(1)
