@@ -123,10 +123,8 @@ def main() -> None:
     names = classifier.config.labels["genre"]
 
     if args.picks:  # what generate keeps: its own ranking target, prototypes or the paper's text
-        with torch.no_grad():
-            kept = torch.einsum(
-                "pd,pnd->pn", model.rank_targets(parts["captions"]).float().cpu(), unit
-            ).argmax(1)
+        targets = model.rank_targets(parts["captions"]).float().cpu()  # no_grad inside
+        kept = torch.einsum("pd,pnd->pn", targets, unit).argmax(1)
         link_picks(Path(args.picks), sources, {"kept": kept, "first": torch.zeros(p, dtype=torch.long)})
 
     rules = {f"candidate {k}": torch.full((p,), k) for k in range(n)}
